@@ -1,0 +1,126 @@
+"""Decoding street images into model inputs.
+
+Every image becomes RGB (alpha dropped, grayscale/CMYK/16-bit converted, EXIF
+orientation applied) and is resized whole to the model's square input: the paper feeds
+224×224 images, and a whole-image resize keeps a 1:1 map between the Grad-CAM mask and
+the image (or its label map), which a centre crop would break.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DecodeError",
+    "decode_rgb",
+    "load_labels",
+    "normalize",
+    "resize_rgb",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_PIXELS = 100_000_000  # refuse decompression bombs well before they fill memory
+
+
+class DecodeError(ValueError):
+    """An image could not be decoded; ``kind`` says why (for the errors table)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to an upright RGB array.
+
+    Args:
+        data: Encoded image (JPEG, PNG, WebP, ...).
+        max_pixels: Refuse images with more pixels than this.
+
+    Returns:
+        uint8 ``(H, W, 3)``.
+
+    Raises:
+        DecodeError: with kind ``empty``, ``not_an_image``, ``too_large``, ``too_small``
+            or ``corrupt``.
+    """
+    if not data:
+        raise DecodeError("empty", "file is empty (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Exception as err:
+        raise DecodeError("not_an_image", f"not a readable image: {err}") from None
+    with im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise DecodeError("too_large", f"{w}x{h} exceeds the limit of {max_pixels} pixels")
+        if min(w, h) < 8:
+            raise DecodeError("too_small", f"{w}x{h} is too small to analyse")
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if arr.max() > 255 else 255.0
+                im = Image.fromarray((arr / top * 255.0).round().astype(np.uint8), "L")
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            rgb = im.convert("RGB")
+            return np.asarray(rgb, dtype=np.uint8).copy()
+        except Exception as err:
+            raise DecodeError("corrupt", f"cannot decode: {type(err).__name__}: {err}") from None
+
+
+def resize_rgb(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize a whole ``(H, W, 3)`` uint8 image to ``(size, size, 3)`` (antialiased bilinear)."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+
+
+def normalize(batch: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalise a uint8 batch.
+
+    Args:
+        batch: uint8 ``(B, S, S, 3)`` or ``(B, 3, S, S)``.
+
+    Returns:
+        float32 ``(B, 3, S, S)``.
+    """
+    if batch.dim() != 4:
+        raise ValueError(f"expected a 4-D image batch, got shape {tuple(batch.shape)}")
+    if batch.shape[-1] == 3 and batch.shape[1] != 3:
+        batch = batch.permute(0, 3, 1, 2)
+    x = batch.to(torch.float32).div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def load_labels(data: bytes) -> np.ndarray:
+    """Decode a label-map PNG (one class index per pixel) to ``(H, W)`` int32.
+
+    Raises:
+        DecodeError: the bytes are not a single-channel label map.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+                raise DecodeError(
+                    "bad_labels", f"label map must be single-channel, got mode {im.mode}"
+                )
+            return np.asarray(im, dtype=np.int32)
+    except DecodeError:
+        raise
+    except Exception as err:
+        raise DecodeError("bad_labels", f"cannot decode label map: {err}") from None

@@ -1,0 +1,235 @@
+"""Training one (architecture, seed): the paper's setup, as a plain function.
+
+Cross-entropy, Adam (lr 1e-4, betas 0.9/0.999, eps 1e-8), learning rate × 0.1 every
+10 epochs, seeded. The state with the best validation accuracy is kept (ties: the
+earlier epoch) and scored on the test split. Ray Train wraps :func:`fit` unchanged;
+batches come from any iterable, in memory here or from Ray Data on a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import fsspec
+import torch
+from torch import nn
+
+from citylens.data.images import normalize
+from citylens.models import CityNet, build_model, load_state_dict
+
+__all__ = [
+    "TensorBatches",
+    "TrainResult",
+    "TrainSettings",
+    "accuracy",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 images (B, 3, S, S), int64 labels (B,)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimiser and schedule (defaults: the paper's)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+
+
+class TensorBatches:
+    """In-memory batches over uint8 images, reshuffled each epoch with a seeded generator.
+
+    Args:
+        images: uint8 ``(N, 3, S, S)``.
+        labels: int64 ``(N,)`` city indices.
+        batch_size: Batch size.
+        shuffle: Shuffle each epoch (training) or keep order (evaluation).
+        seed: Shuffle seed; epoch ``e`` uses ``seed + e``.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+
+    def epoch(self, e: int) -> Iterator[Batch]:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + e))
+        else:
+            order = torch.arange(n)
+        for i in range(0, n, self.batch_size):
+            idx = order[i : i + self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.epoch(0)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: The trained model at its best validation epoch (eval mode).
+        history: One dict per epoch: ``epoch, lr, loss, train_acc, val_acc``.
+        best_epoch: Epoch (1-based) whose state was kept.
+        val_acc: Validation accuracy of the kept state.
+        test_acc: Test accuracy of the kept state (None without test batches).
+    """
+
+    model: CityNet
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    val_acc: float = 0.0
+    test_acc: float | None = None
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: Iterable[Batch], device: str = "cpu") -> float:
+    """Top-1 accuracy over batches (eval mode; the model's mode is restored)."""
+    was = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in batches:
+        logits = model(normalize(x.to(device)).contiguous(memory_format=torch.channels_last))
+        correct += int((logits.argmax(1).cpu() == y).sum())
+        total += len(y)
+    model.train(was)
+    return correct / total if total else float("nan")
+
+
+def fit(
+    arch: str,
+    seed: int,
+    num_classes: int,
+    input_size: int,
+    train: Callable[[int], Iterable[Batch]],
+    val: Callable[[], Iterable[Batch]],
+    test: Callable[[], Iterable[Batch]] | None = None,
+    settings: TrainSettings = TrainSettings(),
+    init_weights: str | None = None,
+    device: str = "cpu",
+    on_epoch: Callable[[dict, CityNet], None] | None = None,
+) -> TrainResult:
+    """Train one (architecture, seed) and keep its best-validation state.
+
+    Args:
+        arch: Registry name.
+        seed: Seeds weight initialisation (and, through ``train``, the shuffling).
+        num_classes: Number of cities.
+        input_size: Square input side.
+        train: ``train(epoch)`` yields the epoch's batches (uint8 images, labels).
+        val: ``val()`` yields validation batches.
+        test: ``test()`` yields test batches, or None.
+        settings: Optimiser and schedule.
+        init_weights: Optional torchvision-format starting weights (path/URI).
+        device: Torch device.
+        on_epoch: Called after each epoch with its history row and the model
+            (e.g. to report to Ray Train or checkpoint).
+    """
+    torch.manual_seed(seed)
+    model = build_model(arch, num_classes, input_size, init_weights)
+    # channels-last convolutions run 10-40 % faster on CPU (oneDNN) and on GPU.
+    model = model.to(device=device, memory_format=torch.channels_last)
+    # The fused Adam kernel updates VGG11's 129M parameters 15x faster than the
+    # default for-each implementation on CPU (0.08 s vs 1.25 s a step, 2 cores).
+    opt = torch.optim.Adam(
+        model.parameters(), lr=settings.lr, betas=settings.betas, eps=settings.eps, fused=True
+    )
+    sched = torch.optim.lr_scheduler.StepLR(opt, settings.lr_step, settings.lr_gamma)
+    loss_fn = nn.CrossEntropyLoss()
+    result = TrainResult(model=model)
+    best_state, best_acc = None, -1.0
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        lr = opt.param_groups[0]["lr"]
+        loss_sum = correct = seen = 0
+        for x, y in train(epoch):
+            x = normalize(x.to(device)).contiguous(memory_format=torch.channels_last)
+            y = y.to(device)
+            opt.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        sched.step()
+        val_acc = accuracy(model, val(), device)
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "val_acc": val_acc,
+        }
+        result.history.append(row)
+        if val_acc > best_acc:
+            best_acc, result.best_epoch = val_acc, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(row, model)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.val_acc = best_acc
+    result.test_acc = accuracy(model, test(), device) if test is not None else None
+    return result
+
+
+def save_checkpoint(uri: str, model: CityNet, meta: dict) -> None:
+    """Write ``<uri>/model.pt`` (state_dict) and ``<uri>/meta.json``."""
+    fs, root = fsspec.core.url_to_fs(uri)
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(f"{root}/model.pt", "wb") as f:
+        torch.save(model.state_dict(), f)
+    meta = {
+        "arch": model.arch,
+        "input_size": model.input_size,
+        "num_classes": model.num_classes,
+        "target_layer": model.target_layer,
+        "cam_size": list(model.cam_size),
+        **meta,
+    }
+    with fs.open(f"{root}/meta.json", "w") as f:
+        json.dump(meta, f, indent=2, default=_json_default)
+
+
+def _json_default(obj):
+    if isinstance(obj, TrainSettings):
+        return asdict(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_checkpoint(uri: str, device: str = "cpu") -> tuple[CityNet, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Returns:
+        ``(model in eval mode, meta)``.
+    """
+    fs, root = fsspec.core.url_to_fs(uri)
+    with fs.open(f"{root}/meta.json") as f:
+        meta = json.load(f)
+    model = build_model(meta["arch"], meta["num_classes"], meta["input_size"])
+    model.load_state_dict(load_state_dict(f"{uri.rstrip('/')}/model.pt"), strict=True)
+    return model.to(device).eval(), meta

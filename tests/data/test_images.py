@@ -1,0 +1,102 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from citylens.data.images import (
+    IMAGENET_MEAN,
+    DecodeError,
+    decode_rgb,
+    load_labels,
+    normalize,
+    resize_rgb,
+)
+
+
+def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_rgb_jpeg_roundtrip_shape():
+    img = np.full((20, 30, 3), (200, 40, 10), np.uint8)
+    out = decode_rgb(_encode(Image.fromarray(img), "JPEG", quality=95))
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - img).max() < 6
+
+
+def test_alpha_is_composited_on_white():
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:5, :, 3] = 255  # top half opaque red, bottom half transparent
+    out = decode_rgb(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert out[0, 0].tolist() == [255, 0, 0] and out[9, 9].tolist() == [255, 255, 255]
+
+
+def test_grayscale_cmyk_and_16bit_become_rgb():
+    gray = decode_rgb(_encode(Image.fromarray(np.full((9, 9), 77, np.uint8)), "PNG"))
+    assert gray.shape == (9, 9, 3) and (gray == 77).all()
+    cmyk = decode_rgb(_encode(Image.new("CMYK", (12, 12), (0, 255, 255, 0)), "JPEG"))
+    assert cmyk.shape == (12, 12, 3) and cmyk[0, 0, 0] > 200 and cmyk[0, 0, 1] < 60
+    deep = Image.fromarray(np.full((9, 9), 65535, np.uint16))
+    out = decode_rgb(_encode(deep, "PNG"))
+    assert out.shape == (9, 9, 3) and (out == 255).all()
+
+
+def test_exif_orientation_is_applied():
+    img = np.zeros((10, 20, 3), np.uint8)
+    img[:, :10] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    out = decode_rgb(_encode(Image.fromarray(img), "JPEG", exif=exif, quality=95))
+    assert out.shape == (20, 10, 3)
+    assert out[:5].mean() > 200 and out[-5:].mean() < 50  # white half now on top
+
+
+@pytest.mark.parametrize(
+    "data,kind",
+    [
+        (b"", "empty"),
+        (b"this is a text file, not a jpeg", "not_an_image"),
+        (None, "corrupt"),  # truncated JPEG, built below
+        (None, "too_small"),
+    ],
+)
+def test_bad_images_raise_with_a_kind(data, kind):
+    if kind == "corrupt":
+        noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+        full = _encode(Image.fromarray(noise), "JPEG")
+        data = full[: len(full) // 2]
+    if kind == "too_small":
+        data = _encode(Image.new("RGB", (1, 1)), "PNG")
+    with pytest.raises(DecodeError) as err:
+        decode_rgb(data)
+    assert err.value.kind == kind
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    data = _encode(Image.new("L", (400, 300)), "PNG")
+    with pytest.raises(DecodeError) as err:
+        decode_rgb(data, max_pixels=100_000)
+    assert err.value.kind == "too_large" and "400x300" in str(err.value)
+
+
+def test_resize_and_normalize():
+    img = np.zeros((30, 40, 3), np.uint8)
+    assert resize_rgb(img, 16).shape == (16, 16, 3)
+    batch = torch.zeros(2, 16, 16, 3, dtype=torch.uint8)
+    x = normalize(batch)
+    assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32
+    assert x[0, 0, 0, 0].item() == pytest.approx(-IMAGENET_MEAN[0] / 0.229)
+
+
+def test_label_maps(shared_data):
+    data = (shared_data / "ade20k/sampleData/annotations/ADE_val_00000003.png").read_bytes()
+    lab = load_labels(data)
+    assert lab.shape == (300, 400) and lab.max() == 103
+    with pytest.raises(DecodeError) as err:
+        load_labels(_encode(Image.new("RGB", (4, 4)), "PNG"))
+    assert err.value.kind == "bad_labels"

@@ -1,0 +1,102 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from citylens.data.scenes import CLASS, STYLES, style_for
+from citylens.data.synth import render_place, synthesize
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_layout_and_description(small_corpus):
+    meta = json.loads((small_corpus / "corpus.json").read_text())
+    assert [c["name"] for c in meta["cities"]] == ["towerville", "signburg"]
+    assert meta["images"] == 2 * 12 * 3
+    for city in ("towerville", "signburg"):
+        images = sorted((small_corpus / city).glob("*.jpg"))
+        labels = sorted((small_corpus / "labels" / city).glob("*.png"))
+        assert len(images) == 36 and [p.stem for p in images] == [p.stem for p in labels]
+        assert images[0].name == "p00000_00.jpg"
+        with Image.open(images[0]) as im:
+            assert im.size == (64, 64) and im.mode == "RGB"
+        with Image.open(labels[0]) as lab:
+            assert lab.size == (64, 64) and lab.mode == "L"
+    assert (small_corpus / "classes.csv").read_text().startswith("index,name")
+
+
+def test_deterministic_for_a_seed(tmp_path, small_corpus):
+    again = tmp_path / "again"
+    synthesize(again, cities=2, places=12, views=3, size=64, seed=5, workers=2)
+    assert _digest(again) == _digest(small_corpus)  # serial and parallel agree, too
+    other = tmp_path / "other"
+    synthesize(other, cities=2, places=12, views=3, size=64, seed=6, workers=1)
+    assert _digest(other) != _digest(small_corpus)
+
+
+def _classes(folder):
+    seen = set()
+    for p in folder.glob("*.png"):
+        seen |= set(np.unique(np.asarray(Image.open(p))).tolist())
+    return seen
+
+
+def test_each_city_has_its_own_objects(small_corpus):
+    tower = _classes(small_corpus / "labels" / "towerville")
+    signs = _classes(small_corpus / "labels" / "signburg")
+    shared = {CLASS[c] for c in ("building", "sky", "road")}
+    assert shared <= tower and shared <= signs
+    tower_only = {CLASS[c] for c in ("skyscraper", "earth", "streetlight")}
+    signs_only = {CLASS[c] for c in ("signboard", "fence", "plant")}
+    assert tower_only <= tower and not tower_only & signs
+    assert signs_only <= signs and not signs_only & tower
+
+
+def test_identity_is_not_a_colour_cast(small_corpus):
+    """Shared classes look the same in both cities: same palette, lighting and noise."""
+    means = {}
+    for city in ("towerville", "signburg"):
+        acc = {c: [] for c in ("sky", "road", "building")}
+        for img_path in (small_corpus / city).glob("*.jpg"):
+            img = np.asarray(Image.open(img_path), np.float64)
+            lab = np.asarray(Image.open(small_corpus / "labels" / city / f"{img_path.stem}.png"))
+            for c in acc:
+                sel = lab == CLASS[c]
+                if sel.sum() > 20:
+                    acc[c].append(img[sel].mean(0))
+        means[city] = {c: np.mean(v, 0) for c, v in acc.items()}
+    for c in ("sky", "road", "building"):
+        diff = np.abs(means["towerville"][c] - means["signburg"][c]).max()
+        assert diff < 20, f"{c} differs by {diff:.1f} levels between cities"
+
+
+def test_views_of_a_place_differ_but_show_the_same_scene():
+    views = render_place(STYLES[1], place=3, views=4, size=64, seed=0, city_index=1)
+    assert len(views) == 4
+    imgs = [v[0] for v in views]
+    assert any(not np.array_equal(imgs[0], im) for im in imgs[1:])
+    hist = [np.bincount(v[1].ravel(), minlength=151) for v in views]
+    # Same objects in every view (crops of one scene), in similar amounts.
+    assert all(set(np.flatnonzero(h)) & set(np.flatnonzero(hist[0])) for h in hist)
+
+
+def test_more_cities_get_distinct_styles():
+    names = [style_for(i).name for i in range(8)]
+    assert len(set(names)) == 8
+    assert {tuple(style_for(i).objects) for i in range(8)}.__len__() >= 6
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="--cities"):
+        synthesize(tmp_path, cities=1)
+    with pytest.raises(ValueError, match="--places"):
+        synthesize(tmp_path, places=2)
