@@ -1,0 +1,105 @@
+"""Grad-CAM throughput: citylens vs a plain forward pass vs pytorch-grad-cam.
+
+    python bench/cam.py [--size 224] [--batch 16] [--repeats 3] [--archs vgg11 resnet18 ...]
+
+For each architecture, one model and one batch of random images with mixed targets:
+- *forward*: ``model(x)`` under ``torch.inference_mode()`` — the limit;
+- *citylens*: :func:`citylens.cam.grad_cam` (trunk without autograd, gradient only at
+  the target layer);
+- *pytorch-grad-cam*: ``GradCAM(model, target_layers=[model.features])`` as a user of
+  that library calls it (full backward, maps resized to the input).
+The maps are checked equal (pytorch-grad-cam's at the target layer's resolution).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, print_table, time_interleaved  # noqa: E402
+
+from citylens.cam import grad_cam  # noqa: E402
+from citylens.models import ARCHITECTURES, build_model  # noqa: E402
+
+
+def _pytorch_grad_cam(model, x, targets, native: bool = False) -> np.ndarray:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    class NativeGradCAM(GradCAM):  # maps at the target layer's own resolution
+        def get_target_width_height(self, input_tensor):
+            return None
+
+    cls = NativeGradCAM if native else GradCAM
+    with cls(model=model, target_layers=[model.features]) as cam:
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+
+
+def bench_arch(arch: str, size: int, batch: int, repeats: int) -> list[object]:
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=2, input_size=size).eval()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    targets = torch.arange(batch) % 2
+
+    ours = grad_cam(model, x, targets)
+    theirs = _pytorch_grad_cam(model, x, targets, native=True)
+    max_diff = float(np.abs(ours.mask.numpy() - theirs).max())
+    for p in model.parameters():
+        p.grad = None
+
+    def forward():
+        with torch.inference_mode():
+            model(x)
+
+    t = time_interleaved(
+        {
+            "forward": forward,
+            "ours": lambda: grad_cam(model, x, targets),
+            "theirs": lambda: _pytorch_grad_cam(model, x, targets),
+        },
+        repeats,
+    )
+    t_fwd, t_ours, t_theirs = t["forward"], t["ours"], t["theirs"]
+    ips = lambda t: f"{batch / t:.1f}"  # noqa: E731
+    return [
+        arch,
+        ips(t_fwd),
+        ips(t_ours),
+        ips(t_theirs),
+        f"{t_fwd / t_ours:.2f}x",
+        f"{t_theirs / t_ours:.2f}x",
+        f"{max_diff:.1e}",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--archs", nargs="+", default=list(ARCHITECTURES))
+    args = ap.parse_args()
+    print(f"Grad-CAM, {args.size} px, batch {args.batch}; {machine()}\n")
+    rows = [bench_arch(a, args.size, args.batch, args.repeats) for a in args.archs]
+    print_table(
+        [
+            "model",
+            "forward img/s",
+            "citylens img/s",
+            "pytorch-grad-cam img/s",
+            "citylens / forward",
+            "citylens vs pytorch-grad-cam",
+            "max |Δ mask|",
+        ],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
