@@ -2,8 +2,10 @@
 
 A scene is a frontal street view: sky, a row of buildings on the horizon, a road in
 perspective with sidewalks, and city-specific objects. Every city draws from the same
-palette, lighting and noise; cities differ only in *which objects appear and how*
-(their :class:`CityStyle`), so a classifier must look at objects to tell them apart.
+palette, lighting and noise, and the classes all cities share (sky, building, road,
+sidewalk) follow the same distributions everywhere; cities differ only in *which
+objects appear* (their :class:`CityStyle`), so a classifier must look at those objects
+to tell the cities apart, and R_p can find them.
 
 Pure numpy; :func:`render_scene` returns ``(image uint8 (H, W, 3), labels uint8 (H, W))``.
 """
@@ -18,20 +20,42 @@ __all__ = ["CLASS", "STYLES", "CityStyle", "render_scene", "style_for"]
 
 # ADE20K class indices (objectInfo150.csv) used by the generator.
 CLASS = {
-    "wall": 1, "building": 2, "sky": 3, "tree": 5, "road": 7, "grass": 10,
-    "sidewalk": 12, "person": 13, "earth": 14, "plant": 18, "car": 21, "fence": 33,
-    "signboard": 44, "skyscraper": 49, "awning": 87, "streetlight": 88, "pole": 94,
+    "wall": 1,
+    "building": 2,
+    "sky": 3,
+    "tree": 5,
+    "road": 7,
+    "grass": 10,
+    "sidewalk": 12,
+    "person": 13,
+    "earth": 14,
+    "plant": 18,
+    "car": 21,
+    "fence": 33,
+    "signboard": 44,
+    "skyscraper": 49,
+    "awning": 87,
+    "streetlight": 88,
+    "pole": 94,
     "flag": 150,
-}  # fmt: skip
+}
 
 # Shared palette: base RGB per class; every city uses the same one.
 _PALETTE = {
-    "sky": (140, 180, 228), "road": (92, 92, 98), "sidewalk": (172, 166, 156),
-    "earth": (134, 104, 74), "grass": (92, 158, 72), "plant": (58, 128, 52),
-    "tree": (52, 112, 44), "wall": (164, 152, 140), "fence": (112, 84, 62),
-    "skyscraper": (104, 132, 164), "pole": (60, 60, 64), "streetlight": (150, 150, 150),
+    "sky": (140, 180, 228),
+    "road": (92, 92, 98),
+    "sidewalk": (172, 166, 156),
+    "earth": (134, 104, 74),
+    "grass": (92, 158, 72),
+    "plant": (58, 128, 52),
+    "tree": (52, 112, 44),
+    "wall": (164, 152, 140),
+    "fence": (112, 84, 62),
+    "skyscraper": (70, 130, 175),
+    "pole": (60, 60, 64),
+    "streetlight": (150, 150, 150),
     "person": (70, 60, 90),
-}  # fmt: skip
+}
 _FACADES = np.array([(205, 190, 160), (176, 176, 180), (160, 92, 70), (226, 222, 210)])
 _VIVID = np.array([(210, 40, 40), (236, 196, 30), (40, 90, 200), (30, 160, 90), (240, 240, 240)])
 
@@ -50,18 +74,32 @@ class CityStyle:
     name: str
     objects: tuple[str, ...]
     road_width: tuple[float, float] = (0.45, 0.6)
-    building_height: tuple[float, float] = (0.35, 0.75)
+    building_height: tuple[float, float] = (0.3, 0.55)
 
 
 STYLES: tuple[CityStyle, ...] = (
-    CityStyle("towerville", ("skyscraper", "earth", "streetlight"), (0.75, 0.95), (0.3, 0.6)),
-    CityStyle("signburg", ("signboard", "fence", "plant"), (0.4, 0.55), (0.25, 0.5)),
+    CityStyle("towerville", ("skyscraper", "earth", "streetlight")),
+    CityStyle("signburg", ("signboard", "fence", "plant")),
     CityStyle("treeham", ("tree", "grass", "wall")),
     CityStyle("carford", ("car", "pole", "awning")),
     CityStyle("flagmoor", ("flag", "person", "streetlight")),
 )
-_POOL = ("skyscraper", "earth", "streetlight", "signboard", "fence", "plant", "tree",
-         "grass", "wall", "car", "pole", "awning", "flag", "person")  # fmt: skip
+_POOL = (
+    "skyscraper",
+    "earth",
+    "streetlight",
+    "signboard",
+    "fence",
+    "plant",
+    "tree",
+    "grass",
+    "wall",
+    "car",
+    "pole",
+    "awning",
+    "flag",
+    "person",
+)
 
 
 def style_for(index: int) -> CityStyle:
@@ -116,15 +154,6 @@ def _sky_and_buildings(cv: _Canvas, style: CityStyle, horizon: int) -> None:
     sky = cv.rect(0, horizon, 0, cv.w)
     cv.paint(sky, "sky", _PALETTE["sky"], 6)
     cv.img[sky] += (cv.yy[sky, None] * 0.25).astype(np.float32)  # brighter towards horizon
-    if "skyscraper" in style.objects:
-        for _ in range(r.integers(2, 4)):
-            x0 = r.uniform(-0.05, 0.85) * cv.w
-            bw = r.uniform(0.12, 0.22) * cv.w
-            top = r.uniform(0.0, 0.15) * horizon
-            m = cv.rect(top, horizon, x0, x0 + bw)
-            cv.paint(m, "skyscraper", _PALETTE["skyscraper"], 6)
-            mullions = m & (((cv.xx - int(x0)) % 3) == 0)  # glass curtain wall
-            cv.img[mullions] = (200, 215, 230)
     x = r.uniform(-0.1, 0.0) * cv.w
     while x < cv.w:
         bw = r.uniform(0.15, 0.3) * cv.w
@@ -134,6 +163,15 @@ def _sky_and_buildings(cv: _Canvas, style: CityStyle, horizon: int) -> None:
         cv.paint(m, "building", color, 10)
         _windows(cv, horizon - bh, horizon, x, x + bw, color, 6, 0.55)
         x += bw + r.uniform(0.0, 0.08) * cv.w
+    if "skyscraper" in style.objects:  # towers stand in front of the building row
+        for _ in range(r.integers(1, 4)):
+            x0 = r.uniform(-0.05, 0.85) * cv.w
+            bw = r.uniform(0.15, 0.26) * cv.w
+            top = r.uniform(0.0, 0.15) * horizon
+            m = cv.rect(top, horizon, x0, x0 + bw)
+            cv.paint(m, "skyscraper", _PALETTE["skyscraper"], 6)
+            mullions = m & (((cv.xx - int(x0)) % 3) == 0)  # glass curtain wall
+            cv.img[mullions] = (200, 215, 230)
 
 
 def _street(cv: _Canvas, style: CityStyle, horizon: int) -> None:
@@ -152,7 +190,7 @@ def _street(cv: _Canvas, style: CityStyle, horizon: int) -> None:
     side = ground & ~road
     left, right = side & (cv.xx < cx), side & (cv.xx >= cx)
     for strip in (left, right):
-        kind = "earth" if "earth" in style.objects and r.random() < 0.7 else "sidewalk"
+        kind = "earth" if "earth" in style.objects and r.random() < 0.85 else "sidewalk"
         cv.paint(strip, kind, _PALETTE[kind], 6)
         cv.texture(strip, 10 if kind == "earth" else 3)
     if "grass" in style.objects:
@@ -202,13 +240,21 @@ def _objects(cv: _Canvas, style: CityStyle, horizon: int, road_edge: np.ndarray)
     for kind in ("pole", "streetlight", "flag"):
         if kind not in obj:
             continue
-        for _ in range(r.integers(2, 4)):
+        lights = kind == "streetlight"
+        for _ in range(r.integers(3, 6) if lights else r.integers(2, 4)):
             x, base = r.uniform(0.05, 0.95) * w, horizon + r.uniform(0.1, 0.3) * h
             top = r.uniform(0.05, 0.3) * h
-            cv.paint(cv.rect(top, base, x - 1, x + 1.5), "pole" if kind == "flag" else kind,
-                     _PALETTE["pole" if kind == "flag" else kind], 6)  # fmt: skip
-            if kind == "streetlight":
-                cv.paint(cv.ellipse(top, x + 3, 2.5, 4.5), "streetlight", (240, 236, 200), 4)
+            half = 0.012 * w + (0.5 if lights else 0.0)
+            cv.paint(
+                cv.rect(top, base, x - half, x + half + 0.5),
+                "pole" if kind == "flag" else kind,
+                _PALETTE["pole" if kind == "flag" else kind],
+                6,
+            )
+            if lights:
+                arm = cv.rect(top - 1, top + 1.5, x, x + 0.06 * w)
+                lamp = cv.ellipse(top + 1.5, x + 0.06 * w, 0.02 * h + 1, 0.03 * w + 1)
+                cv.paint(arm | lamp, "streetlight", (240, 236, 200), 4)
             if kind == "flag":
                 m = cv.rect(top, top + 0.08 * h, x + 1.5, x + 0.12 * w)
                 cv.paint(m, "flag", _VIVID[r.integers(len(_VIVID))], 6)
@@ -217,8 +263,9 @@ def _objects(cv: _Canvas, style: CityStyle, horizon: int, road_edge: np.ndarray)
             y = horizon + r.uniform(0.2, 0.45) * h
             cw, ch = r.uniform(0.16, 0.26) * w, r.uniform(0.08, 0.12) * h
             x0 = r.uniform(0.1, 0.9) * w - cw / 2
-            body = cv.rect(y - ch, y, x0, x0 + cw) | cv.rect(y - 1.6 * ch, y - ch, x0 + cw * 0.2,
-                                                           x0 + cw * 0.8)  # fmt: skip
+            body = cv.rect(y - ch, y, x0, x0 + cw) | cv.rect(
+                y - 1.6 * ch, y - ch, x0 + cw * 0.2, x0 + cw * 0.8
+            )
             cv.paint(body, "car", _VIVID[r.integers(len(_VIVID))], 8)
             cv.img[cv.rect(y - 1.5 * ch, y - 1.05 * ch, x0 + cw * 0.25, x0 + cw * 0.75)] = 40
     if "person" in obj:

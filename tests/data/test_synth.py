@@ -61,22 +61,28 @@ def test_each_city_has_its_own_objects(small_corpus):
     assert signs_only <= signs and not signs_only & tower
 
 
-def test_identity_is_not_a_colour_cast(small_corpus):
+def test_identity_is_not_a_colour_cast(tmp_path):
     """Shared classes look the same in both cities: same palette, lighting and noise."""
+    # Enough places that sampling noise (4 facade colours) is below the tolerance, and
+    # interior pixels only: JPEG bleeds colour across object edges.
+    from scipy.ndimage import binary_erosion
+
+    corpus = tmp_path / "many"
+    synthesize(corpus, cities=2, places=200, views=1, size=64, seed=5)
     means = {}
     for city in ("towerville", "signburg"):
         acc = {c: [] for c in ("sky", "road", "building")}
-        for img_path in (small_corpus / city).glob("*.jpg"):
+        for img_path in (corpus / city).glob("*.jpg"):
             img = np.asarray(Image.open(img_path), np.float64)
-            lab = np.asarray(Image.open(small_corpus / "labels" / city / f"{img_path.stem}.png"))
+            lab = np.asarray(Image.open(corpus / "labels" / city / f"{img_path.stem}.png"))
             for c in acc:
-                sel = lab == CLASS[c]
+                sel = binary_erosion(lab == CLASS[c], iterations=2)
                 if sel.sum() > 20:
                     acc[c].append(img[sel].mean(0))
         means[city] = {c: np.mean(v, 0) for c, v in acc.items()}
     for c in ("sky", "road", "building"):
         diff = np.abs(means["towerville"][c] - means["signburg"][c]).max()
-        assert diff < 20, f"{c} differs by {diff:.1f} levels between cities"
+        assert diff < 6, f"{c} differs by {diff:.1f} levels between cities"
 
 
 def test_views_of_a_place_differ_but_show_the_same_scene():
