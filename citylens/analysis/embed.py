@@ -60,6 +60,9 @@ def tsne(y: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1
     model = TSNE(
         n_components=2,
         perplexity=perp,
+        # PCA initialisation needs two input dimensions; a single PCA component (90 %
+        # of variance can be one) falls back to a seeded random start.
+        initialization="pca" if y.shape[1] >= 2 else "random",
         random_state=seed,
         n_jobs=n_jobs,
         verbose=False,

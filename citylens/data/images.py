@@ -19,8 +19,10 @@ __all__ = [
     "IMAGENET_STD",
     "DecodeError",
     "decode_rgb",
+    "load_batch",
     "load_labels",
     "normalize",
+    "read_bytes",
     "resize_rgb",
 ]
 
@@ -124,3 +126,40 @@ def load_labels(data: bytes) -> np.ndarray:
         raise
     except Exception as err:
         raise DecodeError("bad_labels", f"cannot decode label map: {err}") from None
+
+
+def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
+    """Read a whole file from a path or URI."""
+    import fsspec
+
+    with fsspec.open(uri, "rb", **(storage_options or {})) as f:
+        return f.read()
+
+
+def load_batch(
+    uris: list[str], size: int, storage_options: dict | None = None
+) -> tuple[torch.Tensor, list[int], list[tuple[int, str, str]]]:
+    """Read, decode and resize images into one uint8 batch.
+
+    Args:
+        uris: Image paths/URIs.
+        size: Square side to resize to.
+
+    Returns:
+        ``(images uint8 (N_ok, 3, S, S), ok indices into uris, errors)`` where each
+        error is ``(index, kind, message)``; a bad image never stops the batch.
+    """
+    arrays, ok, errors = [], [], []
+    for i, uri in enumerate(uris):
+        try:
+            arrays.append(resize_rgb(decode_rgb(read_bytes(uri, storage_options)), size))
+            ok.append(i)
+        except DecodeError as err:
+            errors.append((i, err.kind, str(err)))
+        except OSError as err:
+            errors.append((i, "unreadable", f"{type(err).__name__}: {err}"))
+    if arrays:
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    else:
+        batch = torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return batch, ok, errors

@@ -77,12 +77,17 @@ class ImageSource:
         city: City name.
         place: Place id (unique within the city).
         label_uri: Ground-truth label map, if the city has a label root and it exists.
+        size: File size in bytes.
+        version: Modification time or ETag: with size, it fingerprints the file so an
+            unchanged city is not hashed again.
     """
 
     uri: str
     city: str
     place: str
     label_uri: str | None = None
+    size: int = -1
+    version: str = ""
 
 
 def _join(base: str, rel: str) -> str:
@@ -124,7 +129,7 @@ def scan_city(
             label_set[str(PurePosixPath(rel).with_suffix(""))] = lprefix + path
     regex = re.compile(place_regex) if place_regex else None
     out, unmatched = [], 0
-    for path in sorted(fs.find(root)):
+    for path, info in sorted(fs.find(root, detail=True).items()):
         rel = path[len(root) + 1 :]
         name = PurePosixPath(rel)
         if name.suffix.lower() not in IMAGE_EXTENSIONS or any(
@@ -141,6 +146,8 @@ def scan_city(
                 city=city,
                 place=place,
                 label_uri=label_set.get(str(name.with_suffix(""))),
+                size=int(info.get("size") or -1),
+                version=str(info.get("ETag") or info.get("mtime") or info.get("LastModified", "")),
             )
         )
     if not out:

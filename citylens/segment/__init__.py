@@ -1,0 +1,31 @@
+"""Segmenters: registry by name (``labels``; model backends add themselves here)."""
+
+from __future__ import annotations
+
+from citylens.segment.base import Segmenter
+from citylens.segment.labels import LabelsSegmenter
+from citylens.segment.vocabulary import Vocabulary, ade20k
+
+__all__ = ["SEGMENTERS", "Segmenter", "Vocabulary", "ade20k", "build_segmenter", "vocabulary_of"]
+
+SEGMENTERS: dict[str, type] = {"labels": LabelsSegmenter}
+
+
+def vocabulary_of(backend: str, classes: str | None = None) -> Vocabulary:
+    """A backend's vocabulary, without loading its weights."""
+    return SEGMENTERS[backend].default_vocabulary(classes)
+
+
+def build_segmenter(
+    backend: str, weights: str | None = None, classes: str | None = None, **options
+) -> Segmenter:
+    """Instantiate a segmenter by registry name.
+
+    Args:
+        backend: Registry name.
+        weights: Path/URI of model weights (model backends).
+        classes: Class-file text overriding the backend's vocabulary.
+    """
+    if backend not in SEGMENTERS:
+        raise ValueError(f"unknown segmenter {backend!r}; choose from {', '.join(SEGMENTERS)}")
+    return SEGMENTERS[backend](weights=weights, classes=classes, **options)

@@ -35,6 +35,14 @@ def test_tsne_is_seeded_and_keeps_clusters():
     assert (labels[d.argmin(1)] == labels).all()
 
 
+def test_one_dimensional_input_embeds():
+    x, labels = _clusters()
+    one = x[:, :1] + labels[:, None] * 100.0
+    pts = tsne(one, perplexity=10, seed=1)
+    assert pts.shape == (120, 2) and np.isfinite(pts).all()
+    np.testing.assert_array_equal(pts, tsne(one, perplexity=10, seed=1))
+
+
 def test_tsne_small_inputs():
     x, _ = _clusters(n=9)
     assert tsne(x, perplexity=30).shape == (9, 2)  # perplexity capped for tiny N

@@ -9,6 +9,7 @@ from citylens.data.images import (
     IMAGENET_MEAN,
     DecodeError,
     decode_rgb,
+    load_batch,
     load_labels,
     normalize,
     resize_rgb,
@@ -100,3 +101,15 @@ def test_label_maps(shared_data):
     with pytest.raises(DecodeError) as err:
         load_labels(_encode(Image.new("RGB", (4, 4)), "PNG"))
     assert err.value.kind == "bad_labels"
+
+
+def test_load_batch_records_bad_files_and_goes_on(tmp_path):
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(good)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    batch, ok, errors = load_batch(
+        [str(good), str(tmp_path / "empty.jpg"), str(tmp_path / "gone.jpg"), str(good)], 16
+    )
+    assert batch.shape == (2, 3, 16, 16) and batch.dtype == torch.uint8
+    assert ok == [0, 3]
+    assert [(i, kind) for i, kind, _ in errors] == [(1, "empty"), (2, "unreadable")]

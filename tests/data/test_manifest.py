@@ -33,7 +33,7 @@ def _manifest(cities, regex=None, labels=None, seed=0):
                     width=w,
                     height=h,
                     label_uri=s.label_uri,
-                )  # fmt: skip
+                )
             )
     return make_manifest(rows, seed=seed)
 
@@ -77,8 +77,10 @@ def test_synthetic_split_is_grouped_balanced_and_labelled(small_corpus):
         assert frac["train"] == pytest.approx(0.6, abs=0.1)
         assert frac["val"] == pytest.approx(0.2, abs=0.1)
     assert df.label_uri.notna().all()
-    assert all(lu.endswith(u.rsplit("/", 1)[1].replace(".jpg", ".png"))
-               for u, lu in zip(df.uri, df.label_uri))  # fmt: skip
+    assert all(
+        lu.endswith(u.rsplit("/", 1)[1].replace(".jpg", ".png"))
+        for u, lu in zip(df.uri, df.label_uri)
+    )
 
 
 def test_split_is_stable_when_another_city_is_added():

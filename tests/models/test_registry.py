@@ -37,8 +37,11 @@ def test_shallow_nets_match_table_2():
     simple = build_model("simple", 2, 224)
     convs = [m for m in simple.features if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size[0], c.padding[0]) for c in convs] == [
-        (20, 5, 0), (64, 7, 0), (96, 5, 0), (128, 7, 0)
-    ]  # fmt: skip
+        (20, 5, 0),
+        (64, 7, 0),
+        (96, 5, 0),
+        (128, 7, 0),
+    ]
     fcs = [m for m in simple.head if isinstance(m, torch.nn.Linear)]
     assert [f.out_features for f in fcs] == [4096, 100, 2]
     simpler = build_model("simpler", 2, 224)

@@ -10,8 +10,16 @@ from citylens.segment.vocabulary import Vocabulary, ade20k
 def test_ade20k_names_and_palette_match_the_csail_files(shared_data):
     voc = ade20k()
     assert len(voc) == 151 and voc.names[0] == "other"
-    for name, idx in {"wall": 1, "building": 2, "sky": 3, "signboard": 44, "skyscraper": 49,
-                      "streetlight": 88, "pole": 94, "flag": 150}.items():  # fmt: skip
+    for name, idx in {
+        "wall": 1,
+        "building": 2,
+        "sky": 3,
+        "signboard": 44,
+        "skyscraper": 49,
+        "streetlight": 88,
+        "pole": 94,
+        "flag": 150,
+    }.items():
         assert voc.index(name) == idx
     text = (shared_data / "ade20k/objectInfo150.csv").read_text()
     rows = list(csv.DictReader(io.StringIO(text)))

@@ -1,0 +1,338 @@
+"""The study config: one frozen object per study, from YAML plus ``key=value`` overrides.
+
+Every field has a default (the paper's settings); with no ``cities`` the study runs on
+a synthetic corpus generated into its store. Validation happens before any Ray work
+and names the offending field, e.g. ``models.archs[1]: unknown architecture 'alexnet'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "AnalysisConfig",
+    "CityConfig",
+    "ConfigError",
+    "ExplainConfig",
+    "ModelsConfig",
+    "RunConfig",
+    "SegmenterConfig",
+    "SplitConfig",
+    "StudyConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid study config; the message starts with the field's dotted path."""
+
+
+@dataclass(frozen=True)
+class CityConfig:
+    """One city's images.
+
+    Attributes:
+        source: Folder, ``file://`` or ``s3://`` prefix holding the city's images.
+        place_regex: Regex on file stems giving the place id (group ``place``).
+        labels: Optional root of ground-truth label maps (same relative paths, .png).
+    """
+
+    source: str
+    place_regex: str | None = None
+    labels: str | None = None
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The synthetic corpus generated when a study names no cities."""
+
+    cities: int = 2
+    places: int = 40
+    views: int = 4
+    size: int = 128
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Architectures × seeds (default: the paper's four, two seeds each).
+
+    Attributes:
+        init_weights: arch -> path/URI of torchvision-format starting weights.
+    """
+
+    archs: tuple[str, ...] = ("vgg11", "resnet18", "simple", "simpler")
+    seeds: tuple[int, ...] = (0, 1)
+    init_weights: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The paper's training setup; ``epochs_per_arch`` overrides ``epochs`` per arch."""
+
+    epochs: int = 30
+    epochs_per_arch: dict[str, int] = field(default_factory=dict)
+    batch_size: int = 32
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+    input_size: int = 224
+
+    def epochs_for(self, arch: str) -> int:
+        return self.epochs_per_arch.get(arch, self.epochs)
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Grad-CAM settings.
+
+    Attributes:
+        target: ``"true"`` explains each image's true city, ``"pred"`` the prediction.
+        thetas: Thresholds θ of the visual explanations.
+        ar_grid: Side of the common AR grid (default: the model input size).
+        batch_size: Images per Grad-CAM batch (a speed knob; does not change results).
+    """
+
+    target: str = "true"
+    thetas: tuple[float, ...] = (0.6,)
+    ar_grid: int | None = None
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Which segmenter labels the pixels.
+
+    Attributes:
+        backend: ``labels`` (ground-truth maps shipped with the data) or a model name.
+        weights: Path/URI of the model's weights.
+        classes: Path/URI of a class file (default: ADE20K's 150 classes).
+    """
+
+    backend: str = "labels"
+    weights: str | None = None
+    classes: str | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Reducers: PCA settings (int = components, float = variance kept), t-SNE, objects."""
+
+    pca: tuple[int | float, ...] = (50, 0.9)
+    perplexity: float = 30.0
+    min_mean_pixels: float = 100.0
+    top_k: int = 10
+    mosaic: int = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how the study runs (none of it changes results).
+
+    Attributes:
+        address: Ray address to join (else ``RAY_ADDRESS``, else a local Ray).
+        actors: Grad-CAM / segmenter actors per stage (default: one per GPU, else
+            one per two CPUs).
+        storage_options: fsspec options for s3:// URIs (e.g. ``endpoint_url``);
+            credentials belong in the environment, never here.
+    """
+
+    address: str | None = None
+    actors: int | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "citylens-demo"
+    store: str = "./citylens-demo"
+    cities: dict[str, CityConfig] = field(default_factory=dict)
+    synthetic: SyntheticConfig = SyntheticConfig()
+    split: SplitConfig = SplitConfig()
+    models: ModelsConfig = ModelsConfig()
+    train: TrainConfig = TrainConfig()
+    explain: ExplainConfig = ExplainConfig()
+    segmenter: SegmenterConfig = SegmenterConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    run: RunConfig = RunConfig()
+
+    def to_dict(self) -> dict:
+        """Plain dict (YAML-ready); storage options are left out (they may hold secrets)."""
+        d = _to_plain(self)
+        d["run"]["storage_options"] = {k: "<set>" for k in self.run.storage_options}
+        return d
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and tp is CityConfig:
+            value = {"source": value}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return _from_dict(tp, value, path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        kt, vt = args
+        return {str(k): _convert(v, vt, f"{path}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover
+
+
+def _from_dict(cls: type, data: dict, path: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - names)
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(f"{where}: unknown field; known fields are {', '.join(sorted(names))}")
+    kwargs = {}
+    for key, value in data.items():
+        sub = f"{path}.{key}" if path else str(key)
+        kwargs[key] = _convert(value, hints[key], sub)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        missing = re.findall(r"'(\w+)'", str(err))
+        where = f"{path}.{missing[0]}" if path and missing else (missing[0] if missing else path)
+        raise ConfigError(f"{where}: required field is missing") from None
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        elif isinstance(child, str):  # cities.X: "path" shorthand
+            child = node[k] = {"source": child}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {k} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{item}: overrides look like key=value (e.g. train.epochs=3)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{key}: cannot parse value {raw!r}: {err}") from None
+        _set_dotted(data, key.strip(), value)
+    return data
+
+
+def load_config(
+    source: str | Path | dict | None = None, overrides: list[str] | None = None
+) -> StudyConfig:
+    """Load, override and validate a study config.
+
+    Args:
+        source: A YAML path, a dict, or None (all defaults: the synthetic study).
+        overrides: ``key=value`` strings applied on top.
+
+    Raises:
+        ConfigError: naming the first invalid field.
+    """
+    if source is None:
+        data: dict = {}
+    elif isinstance(source, dict):
+        data = dict(source)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"study config {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a study config is a mapping of fields")
+    data = apply_overrides(data, list(overrides or []))
+    cfg = _from_dict(StudyConfig, data)
+    from citylens.validate import validate_config  # late: validation imports models
+
+    validate_config(cfg)
+    return cfg
+
+
+def dump_config(cfg: StudyConfig) -> str:
+    """YAML text of a config (without storage options)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,170 @@
+"""The study store: a folder or URI prefix (path, ``file://``, ``s3://``) via fsspec.
+
+Every write is atomic: a single file appears whole or not at all (a local write goes
+to a temporary name and is renamed; an S3 PUT is atomic by itself). A stage's output
+is a set of files in a fresh run folder, and it *exists* only once the stage's record
+(``stages/<stage>.json``) naming that folder is written — the commit point. A crashed
+stage leaves an unreferenced folder, never a half-written table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["Store", "digest", "new_run_id"]
+
+
+def digest(obj: Any) -> str:
+    """Stable short hash of a JSON-serialisable object (key order does not matter)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def new_run_id() -> str:
+    """A sortable, unique folder name for one attempt of a stage."""
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+class Store:
+    """A study's store.
+
+    Args:
+        uri: Path or URI of the store's root.
+        storage_options: fsspec options (e.g. ``{"endpoint_url": ...}`` for S3).
+
+    Paths given to methods are relative to the root, ``/``-separated.
+    Picklable: Ray workers rebuild the filesystem from the URI and options.
+    """
+
+    def __init__(self, uri: str, storage_options: dict | None = None) -> None:
+        self.options = dict(storage_options or {})
+        fs, root = fsspec.core.url_to_fs(uri, **self.options)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self.local = protocol in ("file", "local")
+        if self.local:
+            root = os.path.abspath(root)
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.uri = root if self.local else f"{protocol}://{self.root}"
+
+    def __reduce__(self):
+        return (Store, (self.uri, self.options))
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    # ------------------------------------------------------------------ paths
+    def path(self, rel: str = "") -> str:
+        """Filesystem path (no protocol) of ``rel``."""
+        return f"{self.root}/{rel}".rstrip("/") if rel else self.root
+
+    def url(self, rel: str = "") -> str:
+        """Full URI of ``rel`` (what other processes and Ray readers are given)."""
+        return f"{self.uri}/{rel}".rstrip("/") if rel else self.uri
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def ls(self, rel: str) -> list[str]:
+        """Names (not paths) directly under ``rel``; empty if it does not exist."""
+        try:
+            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path(rel)))
+        except FileNotFoundError:
+            return []
+
+    def rm(self, rel: str) -> None:
+        if self.exists(rel):
+            self.fs.rm(self.path(rel), recursive=True)
+
+    # ------------------------------------------------------------------ bytes
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a file atomically."""
+        path = self.path(rel)
+        parent = path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        if self.local:
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.path(rel))
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode())
+
+    # ------------------------------------------------------------------ tables
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        """Write a Parquet file atomically (zstd; its schema travels with it)."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(rel, buf.getvalue())
+
+    def read_table(self, rel: str, columns: list[str] | None = None, schema=None) -> pa.Table:
+        """Read one Parquet file, or every ``*.parquet`` file under a folder.
+
+        With a ``schema``, a missing or empty folder reads as an empty table (a stage
+        that recorded no errors wrote no error shard).
+        """
+        path = self.path(rel)
+        if not self.fs.exists(path) and schema is not None:
+            return schema.empty_table().select(columns) if columns else schema.empty_table()
+        if self.fs.isdir(path):
+            files = self.files(rel, ".parquet")
+            if not files:
+                if schema is None:
+                    raise FileNotFoundError(f"no Parquet files under {self.url(rel)}")
+                return schema.empty_table().select(columns) if columns else schema.empty_table()
+            tables = [self.read_table(f, columns) for f in files]
+            return pa.concat_tables(tables, promote_options="default")
+        with self.fs.open(path, "rb") as f:
+            return pq.read_table(f, columns=columns, schema=schema)
+
+    def files(self, rel: str, suffix: str = "") -> list[str]:
+        """Relative paths of the files under ``rel`` ending in ``suffix``, sorted."""
+        base = self.path(rel)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        root = self.root + "/"
+        return sorted(p[len(root) :] for p in found if p.endswith(suffix) and ".tmp-" not in p)
+
+    # ------------------------------------------------------------------ stage records
+    def record(self, stage: str) -> dict | None:
+        """The committed record of a stage, or None."""
+        rel = f"stages/{stage}.json"
+        return self.read_json(rel) if self.exists(rel) else None
+
+    def commit(self, stage: str, record: dict) -> None:
+        """Commit a stage: its record is written last, atomically."""
+        self.write_json(f"stages/{stage}.json", {"stage": stage, **record})
+
+    def prune(self, folder: str, keep: Iterable[str]) -> None:
+        """Remove run folders under ``folder`` not in ``keep`` (after a commit)."""
+        keep = set(keep)
+        for name in self.ls(folder):
+            if name not in keep:
+                self.rm(f"{folder}/{name}")

@@ -1,0 +1,174 @@
+"""Checks a study config must pass before any Ray work starts.
+
+:func:`validate_config` checks values (no I/O); :func:`preflight` checks the world: that
+every city has images and the store can be written.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import fsspec
+import torch
+
+from citylens.config import ConfigError, StudyConfig
+from citylens.models import ARCHITECTURES, GeometryError, build_model
+
+__all__ = ["preflight", "validate_config"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TORCHVISION_ARCHS = ("vgg11", "resnet18")
+
+
+def _require(ok: bool, path: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{path}: {message}")
+
+
+def _unique(values, path: str) -> None:
+    seen = set()
+    for i, v in enumerate(values):
+        _require(v not in seen, f"{path}[{i}]", f"{v!r} is listed twice")
+        seen.add(v)
+
+
+def validate_config(cfg: StudyConfig) -> None:
+    """Raise :class:`ConfigError` naming the first invalid field."""
+    from citylens.segment import SEGMENTERS
+
+    _require(bool(_NAME.match(cfg.name)), "name", f"{cfg.name!r} must be letters, digits, ._-")
+    _require(bool(cfg.store.strip()), "store", "must be a path or URI")
+
+    if cfg.cities:
+        _require(
+            len(cfg.cities) >= 2,
+            "cities",
+            f"a study needs at least two cities, got {len(cfg.cities)}",
+        )
+        for name, city in cfg.cities.items():
+            _require(
+                bool(_NAME.match(name)),
+                f"cities.{name}",
+                "city names are letters, digits, ._- (they become folder names)",
+            )
+            _require(bool(city.source.strip()), f"cities.{name}.source", "must be a path or URI")
+            if city.place_regex is not None:
+                try:
+                    re.compile(city.place_regex)
+                except re.error as err:
+                    raise ConfigError(f"cities.{name}.place_regex: invalid regex: {err}") from None
+    syn = cfg.synthetic
+    _require(syn.cities >= 2, "synthetic.cities", f"needs at least 2, got {syn.cities}")
+    _require(syn.places >= 3, "synthetic.places", f"needs at least 3, got {syn.places}")
+    _require(syn.views >= 1, "synthetic.views", f"needs at least 1, got {syn.views}")
+    _require(syn.size >= 32, "synthetic.size", f"needs at least 32 px, got {syn.size}")
+
+    for i, r in enumerate(cfg.split.ratios):
+        _require(r > 0, f"split.ratios[{i}]", f"must be positive, got {r}")
+
+    _require(len(cfg.models.archs) > 0, "models.archs", "name at least one architecture")
+    _require(len(cfg.models.seeds) > 0, "models.seeds", "name at least one seed")
+    for i, arch in enumerate(cfg.models.archs):
+        _require(
+            arch in ARCHITECTURES,
+            f"models.archs[{i}]",
+            f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}",
+        )
+    _unique(cfg.models.archs, "models.archs")
+    _unique(cfg.models.seeds, "models.seeds")
+    for i, seed in enumerate(cfg.models.seeds):
+        _require(seed >= 0, f"models.seeds[{i}]", f"must be ≥ 0, got {seed}")
+    for arch in cfg.models.init_weights:
+        _require(
+            arch in TORCHVISION_ARCHS,
+            f"models.init_weights.{arch}",
+            f"initial weights are supported for {', '.join(TORCHVISION_ARCHS)}",
+        )
+
+    t = cfg.train
+    _require(t.epochs >= 1, "train.epochs", f"must be ≥ 1, got {t.epochs}")
+    for arch, e in t.epochs_per_arch.items():
+        _require(arch in ARCHITECTURES, f"train.epochs_per_arch.{arch}", "unknown architecture")
+        _require(e >= 1, f"train.epochs_per_arch.{arch}", f"must be ≥ 1, got {e}")
+    _require(t.batch_size >= 1, "train.batch_size", f"must be ≥ 1, got {t.batch_size}")
+    _require(t.lr > 0, "train.lr", f"must be positive, got {t.lr}")
+    for i, b in enumerate(t.betas):
+        _require(0 <= b < 1, f"train.betas[{i}]", f"must be in [0, 1), got {b}")
+    _require(t.eps > 0, "train.eps", f"must be positive, got {t.eps}")
+    _require(t.lr_step >= 1, "train.lr_step", f"must be ≥ 1, got {t.lr_step}")
+    _require(0 < t.lr_gamma <= 1, "train.lr_gamma", f"must be in (0, 1], got {t.lr_gamma}")
+    _require(t.input_size >= 32, "train.input_size", f"must be ≥ 32 px, got {t.input_size}")
+    with torch.device("meta"):  # geometry only: no memory, no FLOPs
+        for arch in cfg.models.archs:
+            try:
+                build_model(arch, max(2, len(cfg.cities)), t.input_size)
+            except GeometryError as err:
+                raise ConfigError(f"train.input_size: {err}") from None
+
+    e = cfg.explain
+    _require(
+        e.target in ("true", "pred"),
+        "explain.target",
+        f"must be 'true' or 'pred', got {e.target!r}",
+    )
+    _require(len(e.thetas) > 0, "explain.thetas", "name at least one θ")
+    for i, theta in enumerate(e.thetas):
+        _require(0 < theta < 1, f"explain.thetas[{i}]", f"θ must be in (0, 1), got {theta}")
+    _unique(e.thetas, "explain.thetas")
+    if e.ar_grid is not None:
+        _require(e.ar_grid >= 1, "explain.ar_grid", f"must be ≥ 1, got {e.ar_grid}")
+    _require(e.batch_size >= 1, "explain.batch_size", f"must be ≥ 1, got {e.batch_size}")
+
+    _require(
+        cfg.segmenter.backend in SEGMENTERS,
+        "segmenter.backend",
+        f"unknown segmenter {cfg.segmenter.backend!r}; choose from {', '.join(sorted(SEGMENTERS))}",
+    )
+
+    a = cfg.analysis
+    _require(len(a.pca) > 0, "analysis.pca", "name at least one PCA setting")
+    for i, k in enumerate(a.pca):
+        ok = (isinstance(k, int) and k >= 1) or (isinstance(k, float) and 0 < k < 1)
+        _require(
+            ok,
+            f"analysis.pca[{i}]",
+            f"an int ≥ 1 (components) or a float in (0, 1) (variance kept), got {k}",
+        )
+    _require(a.perplexity > 0, "analysis.perplexity", f"must be positive, got {a.perplexity}")
+    _require(a.min_mean_pixels >= 0, "analysis.min_mean_pixels", "must be ≥ 0")
+    _require(a.top_k >= 1, "analysis.top_k", f"must be ≥ 1, got {a.top_k}")
+    _require(a.mosaic >= 0, "analysis.mosaic", f"must be ≥ 0, got {a.mosaic}")
+    if cfg.run.actors is not None:
+        _require(cfg.run.actors >= 1, "run.actors", f"must be ≥ 1, got {cfg.run.actors}")
+
+
+def preflight(cfg: StudyConfig) -> None:
+    """Check the world before Ray starts: the store is writable and every city has images.
+
+    Raises:
+        ConfigError: naming ``store`` or ``cities.<name>.source``.
+    """
+    from citylens.data.manifest import scan_city
+
+    opts = cfg.run.storage_options
+    try:
+        fs, root = fsspec.core.url_to_fs(cfg.store, **opts)
+        fs.makedirs(root, exist_ok=True)
+        probe = f"{root.rstrip('/')}/.citylens-write-test-{uuid.uuid4().hex}"
+        with fs.open(probe, "wb") as f:
+            f.write(b"ok")
+        fs.rm(probe)
+    except Exception as err:
+        raise ConfigError(
+            f"store: cannot write to {cfg.store} ({type(err).__name__}: {err})"
+        ) from None
+    for name, city in cfg.cities.items():
+        try:
+            scan_city(name, city.source, city.place_regex, None, opts)
+        except FileNotFoundError as err:
+            raise ConfigError(f"cities.{name}.source: {err}") from None
+        except Exception as err:
+            raise ConfigError(
+                f"cities.{name}.source: cannot list {city.source} ({type(err).__name__}: {err})"
+            ) from None

@@ -1,0 +1,112 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from citylens.config import ConfigError, StudyConfig, dump_config, load_config
+
+
+def test_defaults_are_the_papers_and_need_no_file():
+    cfg = load_config()
+    assert cfg.models.archs == ("vgg11", "resnet18", "simple", "simpler")
+    assert cfg.models.seeds == (0, 1)
+    t = cfg.train
+    assert (t.lr, t.betas, t.eps, t.lr_step, t.lr_gamma, t.input_size) == (
+        1e-4,
+        (0.9, 0.999),
+        1e-8,
+        10,
+        0.1,
+        224,
+    )
+    assert cfg.split.ratios == (0.6, 0.2, 0.2)
+    assert cfg.explain.thetas == (0.6,) and cfg.explain.target == "true"
+    assert cfg.analysis.pca == (50, 0.9) and cfg.analysis.perplexity == 30
+    assert cfg.analysis.min_mean_pixels == 100 and cfg.analysis.mosaic == 500
+    assert cfg.cities == {}  # the synthetic study
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.name = "x"
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tokyo-vs-pittsburgh",
+                "cities": {
+                    "tokyo": {"source": "/data/tokyo", "place_regex": "^(?P<place>.+)_\\d+_\\d+$"},
+                    "pittsburgh": "/data/pitt",
+                },
+                "train": {"epochs": 3},
+            }
+        )
+    )
+    cfg = load_config(
+        path,
+        [
+            "train.epochs=5",
+            "models.archs=[vgg11,simple]",
+            "explain.thetas=[0.5,0.7]",
+            "cities.pittsburgh.labels=/l",
+        ],
+    )
+    assert cfg.train.epochs == 5
+    assert cfg.models.archs == ("vgg11", "simple")
+    assert cfg.explain.thetas == (0.5, 0.7)
+    assert cfg.cities["tokyo"].place_regex.startswith("^(?P<place>")
+    assert cfg.cities["pittsburgh"].source == "/data/pitt"
+    assert cfg.cities["pittsburgh"].labels == "/l"
+    again = load_config(yaml.safe_load(dump_config(cfg)))
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("models.archs=[vgg11,alexnet]", "models.archs[1]: unknown architecture 'alexnet'"),
+        ("cities.only=/x", "cities: a study needs at least two cities"),
+        ("explain.thetas=[0.6,1.0]", "explain.thetas[1]: θ must be in (0, 1)"),
+        ("explain.thetas=[0]", "explain.thetas[0]"),
+        ("train.epochs=zero", "train.epochs: expected an integer"),
+        ("train.epochs=0", "train.epochs: must be ≥ 1"),
+        ("trian.epochs=3", "trian: unknown field"),
+        ("train.input_size=40", "train.input_size: simple: input size 40 px"),
+        ("analysis.pca=[50,1.5]", "analysis.pca[1]"),
+        ("segmenter.backend=deeplab", "segmenter.backend: unknown segmenter 'deeplab'"),
+        ("models.seeds=[0,0]", "models.seeds[1]: 0 is listed twice"),
+        ("split.ratios=[0.6,0.4]", "split.ratios: expected 3 values"),
+        ("explain.target=random", "explain.target: must be 'true' or 'pred'"),
+        ("name=my study", "name:"),
+        ("models.init_weights.simple=/w.pt", "models.init_weights.simple"),
+        ("train.lr=-1", "train.lr: must be positive"),
+        ("cities.a.place_regex=([", "cities.a.place_regex: invalid regex"),
+        ("nonsense", "overrides look like key=value"),
+    ],
+)
+def test_bad_values_name_the_field(override, field):
+    base = ["cities.a=/x", "cities.b=/y"] if override.startswith("cities.a.") else []
+    with pytest.raises(ConfigError) as err:
+        load_config(None, base + [override])
+    assert field in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_storage_options_never_serialised():
+    cfg = load_config(
+        None, ["run.storage_options.secret=hunter2", "run.storage_options.endpoint_url=http://x"]
+    )
+    text = dump_config(cfg)
+    assert "hunter2" not in text and "<set>" in text
+    assert isinstance(cfg, StudyConfig)
