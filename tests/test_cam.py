@@ -47,8 +47,9 @@ def test_grad_cam_equals_full_autograd_reference(arch, size):
     torch.testing.assert_close(out.cam / scale, ref_cam / scale, atol=1e-5, rtol=0)
     torch.testing.assert_close(out.d_cam, ref_cam.flatten(1), atol=1e-5 * scale, rtol=1e-4)
     short_scale = ref_short.abs().max().clamp_min(1e-12)
-    torch.testing.assert_close(out.d_short / short_scale, ref_short.flatten(1) / short_scale,
-                               atol=1e-5, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        out.d_short / short_scale, ref_short.flatten(1) / short_scale, atol=1e-5, rtol=0
+    )
     ref_mask, ref_empty = normalize_masks(ref_cam)
     torch.testing.assert_close(out.mask, ref_mask, atol=1e-5, rtol=0)
     assert torch.equal(out.empty, ref_empty)

@@ -1,0 +1,102 @@
+"""What every stage is given, and the skip-if-up-to-date rule.
+
+A stage's *key* is a digest of what it consumed (its upstream stages' output digests)
+and its settings. A stage whose committed record has the same key is up to date and is
+skipped; otherwise it runs in a fresh folder and commits a new record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from citylens import __version__
+from citylens.config import StudyConfig
+from citylens.storage import Store, digest, new_run_id
+from citylens.tables import ERRORS
+
+__all__ = ["FORMAT", "Context", "StageResult"]
+
+FORMAT = 1  # bump when a table's layout or a stage's meaning changes
+
+
+@dataclass
+class StageResult:
+    """Outcome of one stage: ``ran`` or ``skipped``, with its record."""
+
+    stage: str
+    status: str
+    record: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """A study being run: its config, store and progress sink."""
+
+    cfg: StudyConfig
+    store: Store
+    force: bool = False
+    progress: Callable[[str], None] = print
+
+    def upstream(self, *stages: str) -> dict[str, str]:
+        """Output digests of committed upstream stages (raises if one never ran)."""
+        out = {}
+        for stage in stages:
+            rec = self.store.record(stage)
+            if rec is None:
+                raise RuntimeError(f"stage {stage!r} has not run yet; run it first")
+            out[stage] = rec["output"]
+        return out
+
+    def key(self, stage: str, upstream: dict[str, str], settings: dict) -> str:
+        return digest(
+            {"stage": stage, "format": FORMAT, "upstream": upstream, "settings": settings}
+        )
+
+    def up_to_date(self, stage: str, key: str) -> dict | None:
+        """The stage's record when it matches ``key`` (and --force is off), else None."""
+        if self.force:
+            return None
+        rec = self.store.record(stage)
+        if rec is not None and rec.get("key") == key:
+            return rec
+        return None
+
+    def begin(self, stage: str) -> tuple[str, float]:
+        """A fresh run folder ``<stage>/<run id>`` for a stage about to run."""
+        return f"{stage.split('/')[0]}/{new_run_id()}", time.time()
+
+    def finish(
+        self,
+        stage: str,
+        key: str,
+        folder: str,
+        started: float,
+        output: str | None = None,
+        **extra,
+    ) -> dict:
+        """Commit a stage and remove its older run folders."""
+        record = {
+            "key": key,
+            "output": output or key,
+            "folder": folder,
+            "seconds": round(time.time() - started, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "citylens": __version__,
+            **extra,
+        }
+        self.store.commit(stage, record)
+        parent, run = folder.rsplit("/", 1)
+        if "/" not in stage:  # per-item stages (train/<model>) share folders; leave them
+            self.store.prune(parent, keep=[run])
+        return record
+
+    def errors(self, stage: str) -> pa.Table:
+        """The errors table a committed stage wrote (empty if none)."""
+        rec = self.store.record(stage)
+        if rec is None:
+            return ERRORS.empty_table()
+        return self.store.read_table(f"{rec['folder']}/errors", schema=ERRORS)

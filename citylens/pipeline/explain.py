@@ -1,0 +1,186 @@
+"""Stage *explain*: Grad-CAM of every model over the test split, streamed to Parquet.
+
+Ray Data decodes images in tasks; a fixed pool of actors, each holding all of the
+study's models (loaded once), explains every batch with every model and writes the
+batch's explanation rows as one shard of the explanations table. Only one-row
+summaries come back to the driver, so memory stays bounded whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import torch
+
+from citylens.cam import grad_cam
+from citylens.data.images import normalize
+from citylens.pipeline import cluster
+from citylens.pipeline.context import Context, StageResult
+from citylens.pipeline.decode import decode_batch
+from citylens.pipeline.ingest import read_manifest
+from citylens.pipeline.shards import done_image_ids, summary, write_shard
+from citylens.storage import Store
+from citylens.tables import EXPLANATIONS
+
+__all__ = ["CamWorker", "explain_rows", "run_explain"]
+
+
+def explain_rows(
+    name: str, model, images: torch.Tensor, labels: np.ndarray, ids, cities, target: str
+) -> dict[str, list]:
+    """Explanation rows of one model for a batch (columns of EXPLANATIONS)."""
+    x = normalize(images.to(next(model.parameters()).device))
+    x = x.contiguous(memory_format=torch.channels_last)
+    targets = None if target == "pred" else torch.as_tensor(labels)
+    out = grad_cam(model, x, targets)
+    h, w = model.cam_size
+    n = len(ids)
+    return {
+        "image_id": list(ids),
+        "city": list(cities),
+        "model": [name] * n,
+        "arch": [model.arch] * n,
+        "seed": [int(name.rsplit("-s", 1)[1])] * n,
+        "target": out.target.cpu().tolist(),
+        "pred": out.pred.cpu().tolist(),
+        "prob": out.probs.cpu().numpy().tolist(),
+        "cam_h": [h] * n,
+        "cam_w": [w] * n,
+        "mask": out.mask.flatten(1).cpu().float().numpy().tolist(),
+        "empty": out.empty.cpu().tolist(),
+        "d_cam": out.d_cam.cpu().float().numpy().tolist(),
+        "d_short": out.d_short.cpu().float().numpy().tolist(),
+    }
+
+
+class CamWorker:
+    """Ray Data actor: holds every model of the study; explains and writes batches.
+
+    Args:
+        store: Study store.
+        models: model name -> checkpoint folder (relative to the store).
+        folder: Output folder of this stage run.
+        target: ``"true"`` or ``"pred"``.
+        threads: Torch CPU threads.
+    """
+
+    def __init__(
+        self, store: Store, models: dict[str, str], folder: str, target: str, threads: int
+    ) -> None:
+        from citylens.train import load_checkpoint
+
+        torch.set_num_threads(max(1, threads))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.models = {}
+        for name, rel in sorted(models.items()):
+            model, _ = load_checkpoint(store.url(rel), device)
+            self.models[name] = model.to(memory_format=torch.channels_last)
+        self.store, self.folder, self.target = store, folder, target
+
+    def __call__(self, batch: dict) -> dict:
+        ok = np.asarray(batch["ok"], bool)
+        ids = list(batch["image_id"])
+        errors = [
+            {
+                "image_id": ids[i],
+                "uri": batch["uri"][i],
+                "stage": "explain",
+                "kind": batch["error_kind"][i],
+                "message": batch["error_message"][i],
+            }
+            for i in np.flatnonzero(~ok)
+        ]
+        cols: dict[str, list] = {f.name: [] for f in EXPLANATIONS}
+        if ok.any():
+            images = torch.from_numpy(np.asarray(batch["image"])[ok])
+            ok_ids = [ids[i] for i in np.flatnonzero(ok)]
+            ok_cities = [batch["city"][i] for i in np.flatnonzero(ok)]
+            labels = np.asarray(batch["label"])[ok]
+            for name, model in self.models.items():
+                rows = explain_rows(name, model, images, labels, ok_ids, ok_cities, self.target)
+                for k, v in rows.items():
+                    cols[k].extend(v)
+        table = pa.table(cols, schema=EXPLANATIONS)
+        shard = write_shard(self.store, self.folder, ids, table, errors)
+        return summary(shard, int(ok.sum()), table.num_rows, len(errors))
+
+
+def _decode_task_args() -> dict:
+    return {"num_cpus": 1}
+
+
+def run_explain(ctx: Context) -> StageResult:
+    cfg, store = ctx.cfg, ctx.store
+    up = ctx.upstream("ingest", "train")
+    settings = {"target": cfg.explain.target, "input_size": cfg.train.input_size}
+    key = ctx.key("explain", up, settings)
+    if rec := ctx.up_to_date("explain", key):
+        return StageResult("explain", "skipped", rec)
+    folder, started = ctx.begin("explain")
+    train_rec = store.record("train")
+    models = {name: f"models/{name}" for name in sorted(train_rec["models"])}
+    cities = store.record("ingest")["cities"]
+    manifest = read_manifest(ctx)
+    test = manifest.filter(pc.equal(manifest["split"], "test")).select(["image_id", "uri", "city"])
+    n_actors = cluster.actor_count(cfg)
+    n_gpu = cluster.gpus()
+    threads = 1 if n_gpu else max(1, cluster.total_cpus() // n_actors)
+    bs = cfg.explain.batch_size
+    ctx.progress(
+        f"explain: {test.num_rows} test images × {len(models)} models, {n_actors} actor(s)"
+        f"{' on GPU' if n_gpu else f' with {threads} threads'}, batches of {bs}"
+    )
+    ds = cluster.blocks(test, bs)
+    ds = ds.map_batches(
+        decode_batch,
+        batch_format="pyarrow",
+        batch_size=bs,
+        fn_kwargs={
+            "size": cfg.train.input_size,
+            "cities": cities,
+            "storage_options": cfg.run.storage_options,
+        },
+        # A remote-args function keeps Ray Data from fusing decoding into the model
+        # actors: images decode in parallel tasks while the actors run the models.
+        ray_remote_args_fn=_decode_task_args,
+    )
+    ds = ds.map_batches(
+        CamWorker,
+        fn_constructor_kwargs={
+            "store": store,
+            "models": models,
+            "folder": folder,
+            "target": cfg.explain.target,
+            "threads": threads,
+        },
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
+        batch_size=bs,
+        batch_format="numpy",
+        num_gpus=1 if n_gpu else 0,
+        num_cpus=0 if n_gpu else 1,
+    )
+    done = images = rows = errors = 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        images += int(batch["images"].sum())
+        rows += int(batch["rows"].sum())
+        errors += int(batch["errors"].sum())
+        done = images + errors
+        if done % (20 * bs) < bs or done == test.num_rows:
+            ctx.progress(f"explain: {done}/{test.num_rows} images")
+    covered = done_image_ids(store, folder)
+    counts = {
+        "inputs": test.num_rows,
+        "images": images,
+        "rows": rows,
+        "errors": errors,
+        "models": len(models),
+    }
+    if images + errors != test.num_rows or len(covered) != test.num_rows:
+        raise RuntimeError(
+            f"explain: {test.num_rows} inputs but {images} explained + "
+            f"{errors} errors ({len(covered)} covered by shards)"
+        )
+    rec = ctx.finish("explain", key, folder, started, counts=counts, models=sorted(models))
+    return StageResult("explain", "ran", rec)

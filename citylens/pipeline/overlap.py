@@ -1,0 +1,136 @@
+"""Stage *overlap*: explanations × segments by image id -> pixels per class inside each
+visual explanation, for every (image, model, θ), at the label map's resolution.
+
+A broadcast-index join: the driver maps every image id to the segment shard holding it
+(ids only, a few MB for 150k images); one Ray task per explanation shard reads that
+shard and the segment shards its images live in, counts, and writes its own output
+shard. No shuffle, bounded memory per task, nothing large on the driver.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from citylens.masks import upsample_masks
+from citylens.overlap import class_pixels_in_masks
+from citylens.pipeline.context import Context, StageResult
+from citylens.pipeline.segment import decode_labels_png
+from citylens.storage import Store
+from citylens.tables import OVERLAPS, errors_table
+
+__all__ = ["overlap_rows", "overlap_shard", "run_overlap"]
+
+_EXPLAIN_COLS = ["image_id", "city", "model", "cam_h", "cam_w", "mask"]
+_SEGMENT_COLS = ["image_id", "labels", "class_pixels"]
+
+
+def overlap_rows(explanations: list[dict], segments: dict[str, dict], thetas: list[float]):
+    """Overlap rows for explanation rows whose image has a class map.
+
+    Args:
+        explanations: rows with ``image_id, city, model, cam_h, cam_w, mask``.
+        segments: image id -> row with ``labels`` (PNG) and ``class_pixels``.
+        thetas: thresholds θ.
+
+    Returns:
+        ``(table with schema OVERLAPS, explanation rows without a class map)``.
+    """
+    cols: dict[str, list] = {f.name: [] for f in OVERLAPS}
+    missing = []
+    decoded: dict[str, np.ndarray] = {}
+    for row in explanations:
+        iid = row["image_id"]
+        seg = segments.get(iid)
+        if seg is None:
+            missing.append(row)
+            continue
+        if iid not in decoded:
+            decoded[iid] = decode_labels_png(seg["labels"])
+        labels = decoded[iid]
+        mask = np.asarray(row["mask"], np.float32).reshape(row["cam_h"], row["cam_w"])
+        up = upsample_masks(mask, labels.shape).numpy()  # once, whatever the number of θ
+        exps = np.stack([up >= t for t in thetas])
+        inside = class_pixels_in_masks(labels, exps, len(seg["class_pixels"]))
+        for theta, counts, exp in zip(thetas, inside, exps):
+            cols["image_id"].append(iid)
+            cols["city"].append(row["city"])
+            cols["model"].append(row["model"])
+            cols["theta"].append(float(theta))
+            cols["mask_pixels"].append(int(exp.sum()))
+            cols["class_pixels_in_mask"].append(counts.tolist())
+            cols["class_pixels"].append(seg["class_pixels"])
+    return pa.table(cols, schema=OVERLAPS), missing
+
+
+@ray.remote
+def overlap_shard(
+    store: Store, exp_rel: str, seg_rels: list[str], thetas: list[float], out_rel: str
+) -> tuple[int, int, list[dict]]:
+    """Overlaps of one explanation shard; returns (explanations, rows, errors)."""
+    exp = store.read_table(exp_rel, columns=_EXPLAIN_COLS).to_pylist()
+    wanted = {r["image_id"] for r in exp}
+    segments = {}
+    for rel in seg_rels:
+        for r in store.read_table(rel, columns=_SEGMENT_COLS).to_pylist():
+            if r["image_id"] in wanted:
+                segments[r["image_id"]] = r
+    table, missing = overlap_rows(exp, segments, thetas)
+    store.write_table(out_rel, table)
+    errors = [
+        {
+            "image_id": r["image_id"],
+            "uri": None,
+            "stage": "overlap",
+            "kind": "no_segments",
+            "message": f"{r['model']}: the image has no class map",
+        }
+        for r in missing
+    ]
+    return len(exp), table.num_rows, errors
+
+
+def run_overlap(ctx: Context) -> StageResult:
+    cfg, store = ctx.cfg, ctx.store
+    up = ctx.upstream("explain", "segment")
+    thetas = sorted(cfg.explain.thetas)
+    key = ctx.key("overlap", up, {"thetas": thetas})
+    if rec := ctx.up_to_date("overlap", key):
+        return StageResult("overlap", "skipped", rec)
+    folder, started = ctx.begin("overlap")
+    exp_rec, seg_rec = store.record("explain"), store.record("segment")
+    exp_files = store.files(f"{exp_rec['folder']}/data", ".parquet")
+    seg_files = store.files(f"{seg_rec['folder']}/data", ".parquet")
+    where: dict[str, str] = {}
+    for rel in seg_files:
+        for iid in store.read_table(rel, columns=["image_id"])["image_id"].to_pylist():
+            where[iid] = rel
+    ctx.progress(
+        f"overlap: {exp_rec['counts']['rows']} explanations × {len(where)} class maps, θ = {thetas}"
+    )
+    refs = []
+    for rel in exp_files:
+        ids = set(store.read_table(rel, columns=["image_id"])["image_id"].to_pylist())
+        needed = sorted({where[i] for i in ids if i in where})
+        out = f"{folder}/data/{rel.rsplit('/', 1)[1]}"
+        refs.append(overlap_shard.remote(store, rel, needed, thetas, out))
+    n_exp = n_rows = 0
+    errors: list[dict] = []
+    for n, rows, errs in ray.get(refs):
+        n_exp += n
+        n_rows += rows
+        errors += errs
+    store.write_table(f"{folder}/errors/errors.parquet", errors_table(errors))
+    counts = {
+        "inputs": n_exp,
+        "explanations": n_exp - len(errors),
+        "rows": n_rows,
+        "errors": len(errors),
+    }
+    if counts["inputs"] != exp_rec["counts"]["rows"]:
+        raise RuntimeError(
+            f"overlap: read {n_exp} explanations, explain wrote {exp_rec['counts']['rows']}"
+        )
+    rec = ctx.finish("overlap", key, folder, started, counts=counts, thetas=thetas)
+    return StageResult("overlap", "ran", rec)

@@ -1,0 +1,187 @@
+"""Stage *segment*: a class map for every test image, streamed to Parquet shards.
+
+Same shape as *explain*: Ray Data feeds batches of test rows to a pool of actors, each
+holding the study's segmenter; every actor writes its batch as one shard of the
+segments table (PNG-encoded class map + pixels per class) and returns a summary.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from PIL import Image
+
+from citylens.data.images import DecodeError, decode_rgb, load_labels, read_bytes
+from citylens.overlap import class_pixels
+from citylens.pipeline import cluster
+from citylens.pipeline.context import Context, StageResult
+from citylens.pipeline.ingest import read_manifest
+from citylens.pipeline.shards import done_image_ids, summary, write_shard
+from citylens.segment import SEGMENTERS, build_segmenter, vocabulary_of
+from citylens.storage import Store, digest
+from citylens.tables import SEGMENTS
+
+__all__ = ["SegmentWorker", "decode_labels_png", "encode_labels_png", "run_segment"]
+
+
+def encode_labels_png(labels: np.ndarray) -> bytes:
+    """Lossless PNG of a class map (8-bit up to 255 classes, else 16-bit)."""
+    arr = np.asarray(labels)
+    img = (
+        Image.fromarray(arr.astype(np.uint8), "L")
+        if arr.max(initial=0) < 256
+        else Image.fromarray(arr.astype(np.uint16), "I;16")
+    )
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_labels_png(data: bytes) -> np.ndarray:
+    """Inverse of :func:`encode_labels_png`: ``(H, W)`` int32."""
+    return load_labels(data)
+
+
+class SegmentWorker:
+    """Ray Data actor: holds the segmenter; labels and writes batches of test rows.
+
+    Args:
+        store: Study store.
+        folder: Output folder of this stage run.
+        backend, weights, classes: The segmenter (see SegmenterConfig); ``classes`` is
+            the class-file text.
+        storage_options: fsspec options for reading images and label maps.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        folder: str,
+        backend: str,
+        weights: str | None,
+        classes: str | None,
+        storage_options: dict,
+    ) -> None:
+        self.segmenter = build_segmenter(backend, weights, classes)
+        self.store, self.folder, self.opts = store, folder, storage_options
+
+    def _input(self, row: dict) -> np.ndarray:
+        if self.segmenter.input_kind == "labels":
+            if not row["label_uri"]:
+                raise DecodeError("no_labels", "no ground-truth label map for this image")
+            return load_labels(read_bytes(row["label_uri"], self.opts))
+        return decode_rgb(read_bytes(row["uri"], self.opts))
+
+    def __call__(self, batch: pa.Table) -> dict:
+        rows = batch.to_pylist()
+        inputs, good, errors = [], [], []
+        for row in rows:
+            try:
+                inputs.append(self._input(row))
+                good.append(row)
+            except DecodeError as err:
+                errors.append((row, err.kind, str(err)))
+            except OSError as err:
+                errors.append((row, "unreadable", f"{type(err).__name__}: {err}"))
+        maps = self.segmenter(inputs) if inputs else []
+        k = len(self.segmenter.vocabulary)
+        cols: dict[str, list] = {f.name: [] for f in SEGMENTS}
+        for row, lab in zip(good, maps):
+            try:
+                counts = class_pixels(lab, k)
+            except ValueError as err:
+                errors.append((row, "bad_labels", str(err)))
+                continue
+            cols["image_id"].append(row["image_id"])
+            cols["city"].append(row["city"])
+            cols["segmenter"].append(self.segmenter.name)
+            cols["seg_h"].append(int(lab.shape[0]))
+            cols["seg_w"].append(int(lab.shape[1]))
+            cols["labels"].append(encode_labels_png(lab))
+            cols["class_pixels"].append(counts.tolist())
+        err_rows = [
+            {
+                "image_id": r["image_id"],
+                "uri": r["label_uri"] or r["uri"],
+                "stage": "segment",
+                "kind": kind,
+                "message": msg,
+            }
+            for r, kind, msg in errors
+        ]
+        table = pa.table(cols, schema=SEGMENTS)
+        ids = [r["image_id"] for r in rows]
+        shard = write_shard(self.store, self.folder, ids, table, err_rows)
+        return summary(shard, table.num_rows, table.num_rows, len(err_rows))
+
+
+def _segment_in_task(batch: pa.Table, **worker_args) -> dict:
+    return SegmentWorker(**worker_args)(batch)
+
+
+def run_segment(ctx: Context) -> StageResult:
+    cfg, store = ctx.cfg, ctx.store
+    seg = cfg.segmenter
+    classes = read_bytes(seg.classes, cfg.run.storage_options).decode() if seg.classes else None
+    settings = {
+        "backend": seg.backend,
+        "weights": seg.weights,
+        "classes": digest(classes) if classes else None,
+    }
+    key = ctx.key("segment", ctx.upstream("ingest"), settings)
+    if rec := ctx.up_to_date("segment", key):
+        return StageResult("segment", "skipped", rec)
+    folder, started = ctx.begin("segment")
+    store.write_text(f"{folder}/vocabulary.csv", vocabulary_of(seg.backend, classes).to_csv())
+    manifest = read_manifest(ctx)
+    test = manifest.filter(pc.equal(manifest["split"], "test")).select(
+        ["image_id", "uri", "city", "label_uri"]
+    )
+    bs = cfg.explain.batch_size
+    ds = cluster.blocks(test, bs)
+    worker_args = {
+        "store": store,
+        "folder": folder,
+        "backend": seg.backend,
+        "weights": seg.weights,
+        "classes": classes,
+        "storage_options": cfg.run.storage_options,
+    }
+    if vocabulary_of(seg.backend, classes) and SEGMENTERS[seg.backend].input_kind == "labels":
+        # Nothing to hold in memory: plain tasks, as many as there are CPUs.
+        ctx.progress(f"segment: {test.num_rows} test images with '{seg.backend}' (tasks)")
+        ds = ds.map_batches(
+            _segment_in_task, fn_kwargs=worker_args, batch_size=bs, batch_format="pyarrow"
+        )
+    else:
+        n_gpu = cluster.gpus()
+        n_actors = cluster.actor_count(cfg)
+        ctx.progress(
+            f"segment: {test.num_rows} test images with '{seg.backend}', {n_actors} actor(s)"
+        )
+        ds = ds.map_batches(
+            SegmentWorker,
+            fn_constructor_kwargs=worker_args,
+            compute=ray.data.ActorPoolStrategy(size=n_actors),
+            batch_size=bs,
+            batch_format="pyarrow",
+            num_gpus=1 if n_gpu else 0,
+            num_cpus=0 if n_gpu else 1,
+        )
+    images = errors = 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        images += int(batch["images"].sum())
+        errors += int(batch["errors"].sum())
+    covered = done_image_ids(store, folder)
+    if images + errors != test.num_rows or len(covered) != test.num_rows:
+        raise RuntimeError(
+            f"segment: {test.num_rows} inputs but {images} segmented + {errors} errors"
+        )
+    counts = {"inputs": test.num_rows, "images": images, "errors": errors}
+    ctx.progress(f"segment: {images} images segmented, {errors} errors")
+    rec = ctx.finish("segment", key, folder, started, counts=counts, segmenter=seg.backend)
+    return StageResult("segment", "ran", rec)

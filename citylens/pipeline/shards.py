@@ -1,0 +1,56 @@
+"""Shards written by model-holding actors: each batch's rows and errors, named by content.
+
+A shard's name is a hash of the image ids it covers, so a retried batch rewrites the
+same file instead of adding a duplicate, and a resumed stage can tell which images are
+done by reading the ``image_id`` column of the shards already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+
+from citylens.storage import Store
+from citylens.tables import errors_table
+
+__all__ = ["done_image_ids", "shard_name", "summary", "write_shard"]
+
+
+def shard_name(image_ids: list[str]) -> str:
+    h = hashlib.blake2b("\n".join(sorted(image_ids)).encode(), digest_size=10).hexdigest()
+    return f"part-{h}.parquet"
+
+
+def write_shard(
+    store: Store, folder: str, image_ids: list[str], rows: pa.Table, errors: list[dict]
+) -> str:
+    """Write one batch's rows to ``folder/data/`` (errors, if any, to ``folder/errors/``).
+
+    Returns:
+        The shard's file name.
+    """
+    name = shard_name(image_ids)
+    if errors:
+        store.write_table(f"{folder}/errors/{name}", errors_table(errors))
+    store.write_table(f"{folder}/data/{name}", rows)
+    return name
+
+
+def summary(name: str, images: int, rows: int, errors: int) -> dict:
+    """The one-row batch an actor returns to the driver instead of its data."""
+    return {
+        "shard": np.array([name], dtype=object),
+        "images": np.array([images], np.int64),
+        "rows": np.array([rows], np.int64),
+        "errors": np.array([errors], np.int64),
+    }
+
+
+def done_image_ids(store: Store, folder: str) -> set[str]:
+    """Image ids already covered by complete shards (and their errors) in ``folder``."""
+    done: set[str] = set()
+    for rel in store.files(folder, ".parquet"):
+        done.update(store.read_table(rel, columns=["image_id"])["image_id"].to_pylist())
+    return {i for i in done if i is not None}

@@ -1,0 +1,67 @@
+"""A self-contained HTML page: figures inlined as base64 PNG, tables as HTML."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = ["Page", "png_bytes"]
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
+.note { color: #555; font-size: 0.92em; } .summary { background: #f8f8f8; padding: 0.8em 1.2em; }
+"""
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    """Render a figure to PNG bytes (and close it)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+class Page:
+    """Builds the report body section by section."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.parts: list[str] = []
+
+    def h2(self, text: str, anchor: str) -> None:
+        self.parts.append(f'<h2 id="{anchor}">{html.escape(text)}</h2>')
+
+    def p(self, text: str, cls: str = "") -> None:
+        attr = f' class="{cls}"' if cls else ""
+        self.parts.append(f"<p{attr}>{text}</p>")
+
+    def raw(self, markup: str) -> None:
+        self.parts.append(markup)
+
+    def image(self, png: bytes, alt: str) -> None:
+        data = base64.b64encode(png).decode()
+        self.parts.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+
+    def table(self, df: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
+        fmt = {c: floatfmt.format for c in df.columns if df[c].dtype.kind == "f"}
+        self.parts.append(df.to_html(index=False, formatters=fmt, border=0, na_rep="–"))
+
+    def render(self) -> str:
+        body = "\n".join(self.parts)
+        return (
+            f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>"
+            f"<body>\n<h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>\n"
+        )

@@ -1,0 +1,194 @@
+"""The study on a real local Ray: every stage, skip logic, growth, and the wiring."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import ray
+import torch
+from PIL import Image
+
+from citylens.cam import grad_cam
+from citylens.config import load_config
+from citylens.data.images import load_batch, load_labels, normalize, read_bytes
+from citylens.masks import explanation
+from citylens.overlap import class_pixels, class_pixels_in_masks
+from citylens.pipeline.run import STAGES, run_study
+from citylens.pipeline.segment import decode_labels_png
+from citylens.storage import Store
+from citylens.tables import ERRORS
+from citylens.train import load_checkpoint
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=300 * 2**20,
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cities(tmp_path_factory, small_corpus):
+    """The small synthetic corpus laid out as a user's real dataset folders."""
+    root = tmp_path_factory.mktemp("data")
+    for city in ("towerville", "signburg"):
+        shutil.copytree(small_corpus / city, root / city)
+        shutil.copytree(small_corpus / "labels" / city, root / "labels" / city)
+    return root
+
+
+def _config(store, cities, *extra):
+    overrides = [f"store={store}", "name=test-study"]
+    for city in ("towerville", "signburg"):
+        overrides += [
+            f"cities.{city}.source={cities / city}",
+            f"cities.{city}.labels={cities / 'labels' / city}",
+            f"cities.{city}.place_regex=^(?P<place>.+)_\\d+$",
+        ]
+    overrides += [
+        "models.archs=[resnet18,simple]",
+        "models.seeds=[0,1]",
+        "train.epochs=1",
+        "train.input_size=96",
+        "explain.batch_size=8",
+        "analysis.min_mean_pixels=5",
+        "analysis.pca=[10,0.9]",
+        "analysis.perplexity=5",
+        *extra,
+    ]
+    return load_config(None, overrides)
+
+
+@pytest.fixture(scope="module")
+def study(local_ray, cities, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    cfg = _config(store, cities)
+    results = run_study(cfg, progress=lambda s: None)
+    return cfg, Store(str(store)), results
+
+
+def _table(store, stage, name):
+    return store.read_table(f"{store.record(stage)['folder']}/{name}")
+
+
+def test_every_stage_ran_and_wrote_its_outputs(study):
+    cfg, store, results = study
+    assert [r.stage for r in results] == list(STAGES)
+    assert all(r.status == "ran" for r in results)
+    manifest = _table(store, "ingest", "manifest.parquet")
+    test = manifest.filter(pc.equal(manifest["split"], "test"))
+    n_test = test.num_rows
+    assert manifest.num_rows == 72 and n_test > 0
+    for name in ("resnet18-s0", "resnet18-s1", "simple-s0", "simple-s1"):
+        assert store.exists(f"models/{name}/model.pt")
+        assert store.exists(f"models/{name}/meta.json")
+    exp = _table(store, "explain", "data")
+    assert exp.num_rows == 4 * n_test
+    assert set(exp["image_id"].to_pylist()) == set(test["image_id"].to_pylist())
+    seg = _table(store, "segment", "data")
+    assert seg.num_rows == n_test
+    ov = _table(store, "overlap", "data")
+    assert ov.num_rows == 4 * n_test * len(cfg.explain.thetas)
+    for name in ("ar_pairs", "objects", "top_objects", "embeddings", "accuracy"):
+        assert store.exists(f"{store.record('analyze')['folder']}/{name}.parquet"), name
+    report = store.read_bytes("report.html").decode()
+    assert "t-SNE" in report and "Model disagreement" in report
+
+
+def test_inputs_equal_processed_plus_errors_in_every_stage(study):
+    _, store, _ = study
+    for stage in ("ingest", "explain", "segment"):
+        counts = store.record(stage)["counts"]
+        done = counts["images"]
+        assert counts["inputs"] == done + counts["errors"], stage
+        errors = store.read_table(f"{store.record(stage)['folder']}/errors", schema=ERRORS)
+        assert errors.num_rows == counts["errors"]
+
+
+def test_second_run_recomputes_nothing(study):
+    cfg, store, _ = study
+    before = {s: store.record(s) for s in STAGES}
+    results = run_study(cfg, progress=lambda s: None)
+    assert [r.status for r in results] == ["skipped"] * len(STAGES)
+    after = {s: store.record(s) for s in STAGES}
+    assert after == before  # same keys, same folders, same finish times: nothing re-ran
+
+
+def test_pipeline_explanations_equal_a_direct_grad_cam(study):
+    cfg, store, _ = study
+    exp = _table(store, "explain", "data").to_pandas()
+    manifest = _table(store, "ingest", "manifest.parquet").to_pandas()
+    rows = exp[exp.model == "resnet18-s1"].head(3)
+    uris = [manifest.set_index("image_id").uri[i] for i in rows.image_id]
+    images, _, _ = load_batch(uris, cfg.train.input_size)
+    model, meta = load_checkpoint(store.url("models/resnet18-s1"))
+    targets = torch.tensor([meta["cities"].index(c) for c in rows.city])
+    direct = grad_cam(model, normalize(images), targets)
+    got = np.stack([np.asarray(m, np.float32) for m in rows["mask"]])
+    np.testing.assert_allclose(got, direct.mask.flatten(1).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(rows.target, targets.numpy())
+
+
+def test_pipeline_overlaps_equal_a_direct_count(study):
+    cfg, store, _ = study
+    exp = _table(store, "explain", "data").to_pandas().set_index(["image_id", "model"])
+    ov = _table(store, "overlap", "data").to_pandas()
+    seg = _table(store, "segment", "data").to_pandas().set_index("image_id")
+    manifest = _table(store, "ingest", "manifest.parquet").to_pandas().set_index("image_id")
+    row = ov.iloc[5]
+    e = exp.loc[(row.image_id, row.model)]
+    labels = load_labels(read_bytes(manifest.label_uri[row.image_id]))
+    np.testing.assert_array_equal(decode_labels_png(seg.labels[row.image_id]), labels)
+    mask = np.asarray(e["mask"], np.float32).reshape(e.cam_h, e.cam_w)
+    inside = explanation(mask, labels.shape, row.theta).numpy()
+    want = class_pixels_in_masks(labels, inside[None], 151)[0]
+    np.testing.assert_array_equal(row.class_pixels_in_mask, want)
+    np.testing.assert_array_equal(row.class_pixels, class_pixels(labels, 151))
+    assert row.mask_pixels == inside.sum()
+
+
+def test_changing_theta_reruns_only_what_depends_on_it(study):
+    cfg, store, _ = study
+    cfg2 = load_config(cfg.to_dict(), ["explain.thetas=[0.5,0.6]"])
+    results = {r.stage: r.status for r in run_study(cfg2, progress=lambda s: None)}
+    assert results == {
+        "ingest": "skipped",
+        "train": "skipped",
+        "explain": "skipped",
+        "segment": "skipped",
+        "overlap": "ran",
+        "analyze": "ran",
+        "report": "ran",
+    }
+    ov = _table(store, "overlap", "data")
+    assert sorted(set(np.round(ov["theta"].to_numpy(), 3))) == [0.5, 0.6]
+    run_study(cfg, progress=lambda s: None)  # back to the module's settings
+
+
+def test_adding_images_to_one_city_redoes_ingest_and_what_depends_on_it(study, cities):
+    cfg, store, _ = study
+    messages: list[str] = []
+    # A new place: a mirrored copy of an existing view, so its bytes (and id) are new.
+    extra = cities / "signburg" / "zz_new_00.jpg"
+    src = sorted((cities / "signburg").glob("*.jpg"))[0]
+    Image.open(src).transpose(Image.FLIP_LEFT_RIGHT).save(extra, quality=91)
+    try:
+        results = {r.stage: r.status for r in run_study(cfg, progress=messages.append)}
+        assert results["ingest"] == "ran" and results["train"] == "ran"
+        assert any("towerville: unchanged" in m for m in messages)
+        assert any("signburg: hashing and probing 37 images" in m for m in messages)
+        manifest = _table(store, "ingest", "manifest.parquet")
+        assert manifest.num_rows == 73
+    finally:
+        extra.unlink()
