@@ -107,8 +107,10 @@ class CamWorker:
         return summary(shard, int(ok.sum()), table.num_rows, len(errors))
 
 
-def _decode_task_args() -> dict:
-    return {"num_cpus": 1}
+def _decode_memory(batch_size: int) -> int:
+    """Bytes a decode task holds at most: one full-size photo at a time plus the batch at
+    model resolution (images are resized as they are decoded)."""
+    return 256 * 2**20 + batch_size * 3 * 512 * 512
 
 
 def run_explain(ctx: Context) -> StageResult:
@@ -142,9 +144,10 @@ def run_explain(ctx: Context) -> StageResult:
             "cities": cities,
             "storage_options": cfg.run.storage_options,
         },
-        # A remote-args function keeps Ray Data from fusing decoding into the model
-        # actors: images decode in parallel tasks while the actors run the models.
-        ray_remote_args_fn=_decode_task_args,
+        # Decoding reserves memory for a batch of full-size images. Besides being true,
+        # remote args that differ from the actors' keep Ray Data from fusing decoding
+        # into the model actors: images decode in parallel tasks while actors compute.
+        memory=_decode_memory(bs),
     )
     ds = ds.map_batches(
         CamWorker,

@@ -1,0 +1,109 @@
+"""`ray job submit` against a real local cluster started by the test (slow)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from citylens.storage import Store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """``ray start --head --block`` in its own process group; stopped by killing the group."""
+    ports = {name: _free_port() for name in ("gcs", "dashboard", "client", "agent", "metrics")}
+    env = dict(os.environ)
+    env["RAY_AUTH_MODE"] = "disabled"  # a dev head on loopback; clusters keep token auth
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # jobs run the venv's python
+    env["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
+    env.pop("RAY_ADDRESS", None)
+    # Unix socket paths must stay under 108 bytes: a short temp dir, not pytest's.
+    temp = tempfile.mkdtemp(prefix="rayh", dir="/tmp")
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        f"--port={ports['gcs']}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={ports['dashboard']}",
+        f"--ray-client-server-port={ports['client']}",
+        f"--dashboard-agent-listen-port={ports['agent']}",
+        f"--metrics-export-port={ports['metrics']}",
+        "--num-cpus=2",
+        f"--object-store-memory={400 * 2**20}",
+        f"--temp-dir={temp}",
+    ]
+    log_path = tmp_path / "head.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        address = f"http://127.0.0.1:{ports['dashboard']}"
+        from ray.job_submission import JobSubmissionClient
+
+        try:
+            for _ in range(120):
+                try:
+                    client = JobSubmissionClient(address)
+                    client.list_jobs()
+                    break
+                except Exception:
+                    if proc.poll() is not None:
+                        raise RuntimeError(log_path.read_text()[-3000:]) from None
+                    time.sleep(1)
+            yield client, address
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_submit_the_demo_study_as_a_job(ray_head, tmp_path):
+    from ray.job_submission import JobStatus
+
+    client, address = ray_head
+    assert address.startswith("http://127.0.0.1:")  # dashboard bound to loopback
+    store = tmp_path / "store"
+    entrypoint = (
+        f"python jobs/run_study.py demo store={store} synthetic.places=8 synthetic.views=2 "
+        "models.archs=[resnet18,simple] models.seeds=[0] train.epochs=1 "
+        "analysis.perplexity=5"
+    )
+    job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
+    deadline = time.time() + 900
+    status = client.get_job_status(job)
+    while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.time() < deadline, "job did not finish in 15 minutes"
+        time.sleep(3)
+        status = client.get_job_status(job)
+    logs = client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs[-4000:]
+    assert "7 stage(s) ran" in logs and "Report:" in logs
+    s = Store(str(store))
+    for stage in ("ingest", "train", "explain", "segment", "overlap", "analyze", "report"):
+        assert s.record(stage) is not None, stage
+    assert s.exists("models/resnet18-s0/model.pt") and s.exists("report.html")
