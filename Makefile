@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
+	# CSAIL's own model code, the independent reference for ade20k-ppm (tests only);
+	# its models import without its other requirements (opencv, yacs, scipy, tqdm).
+	$(BIN)/pip install -q --no-deps mit-semseg==1.0.0
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -123,19 +123,47 @@ class SegmenterConfig:
     """Which segmenter labels the pixels.
 
     Attributes:
-        backend: ``labels`` (ground-truth maps shipped with the data) or a model name.
-        weights: Path/URI of the model's weights.
+        backend: ``labels`` (ground-truth maps shipped with the data), ``ade20k-ppm``
+            (the paper's CSAIL ResNet50-dilated + PPM model) or ``ade20k-upernet``.
+        weights: Model backends: folder (path/URI) holding CSAIL's
+            ``encoder_epoch_N.pth`` and ``decoder_epoch_N.pth``, or ``random[:SEED]``
+            for untrained weights (pipeline tests and benchmarks only).
         classes: Path/URI of a class file (default: ADE20K's 150 classes).
+        scales: Test short sides; CSAIL's multi-scale test by default, one value for
+            single-scale (about 5× faster).
+        max_size: Cap on the long side at any scale.
+        precision: ``fp32``, or ``bf16`` / ``fp16`` autocast on GPU (CPU runs fp32).
+        batch_size: Images per segmenter forward pass (speed only).
     """
 
     backend: str = "labels"
     weights: str | None = None
     classes: str | None = None
+    scales: tuple[int, ...] = (300, 375, 450, 525, 600)
+    max_size: int = 1000
+    precision: str = "fp32"
+    batch_size: int = 8
+
+    def options(self, storage_options: dict | None = None) -> dict:
+        """Keyword options for :func:`citylens.segment.build_segmenter`."""
+        return {
+            "scales": self.scales,
+            "max_size": self.max_size,
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "storage_options": dict(storage_options or {}),
+        }
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """Reducers: PCA settings (int = components, float = variance kept), t-SNE, objects."""
+    """Reducers: PCA settings (int = components, float = variance kept), t-SNE, objects.
+
+    Attributes:
+        annotations: Optional CSV (path/URI) of human labels per image (columns
+            ``image, label1, label2``) for the agreement curves (thesis Figs 11–12).
+        agreement_thresholds: Second-label thresholds of those curves.
+    """
 
     pca: tuple[int | float, ...] = (50, 0.9)
     perplexity: float = 30.0
@@ -143,6 +171,8 @@ class AnalysisConfig:
     top_k: int = 10
     mosaic: int = 500
     seed: int = 0
+    annotations: str | None = None
+    agreement_thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
 
 
 @dataclass(frozen=True)

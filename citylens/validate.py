@@ -125,6 +125,28 @@ def validate_config(cfg: StudyConfig) -> None:
         "segmenter.backend",
         f"unknown segmenter {cfg.segmenter.backend!r}; choose from {', '.join(sorted(SEGMENTERS))}",
     )
+    seg = cfg.segmenter
+    if SEGMENTERS[seg.backend].input_kind == "image":
+        _require(
+            bool(seg.weights),
+            "segmenter.weights",
+            f"{seg.backend} needs weights: a folder with CSAIL's encoder_epoch_N.pth and "
+            "decoder_epoch_N.pth (or 'random' for an untrained smoke test)",
+        )
+    _require(len(seg.scales) > 0, "segmenter.scales", "name at least one test scale")
+    for i, s in enumerate(seg.scales):
+        _require(s >= 16, f"segmenter.scales[{i}]", f"must be ≥ 16 px, got {s}")
+    _require(
+        seg.max_size >= max(seg.scales),
+        "segmenter.max_size",
+        f"must be ≥ the largest scale ({max(seg.scales)}), got {seg.max_size}",
+    )
+    _require(
+        seg.precision in ("fp32", "bf16", "fp16"),
+        "segmenter.precision",
+        f"must be fp32, bf16 or fp16, got {seg.precision!r}",
+    )
+    _require(seg.batch_size >= 1, "segmenter.batch_size", f"must be ≥ 1, got {seg.batch_size}")
 
     a = cfg.analysis
     _require(len(a.pca) > 0, "analysis.pca", "name at least one PCA setting")
@@ -136,6 +158,13 @@ def validate_config(cfg: StudyConfig) -> None:
             f"an int ≥ 1 (components) or a float in (0, 1) (variance kept), got {k}",
         )
     _require(a.perplexity > 0, "analysis.perplexity", f"must be positive, got {a.perplexity}")
+    _require(
+        len(a.agreement_thresholds) > 0,
+        "analysis.agreement_thresholds",
+        "name at least one threshold",
+    )
+    for i, t in enumerate(a.agreement_thresholds):
+        _require(0 <= t <= 1, f"analysis.agreement_thresholds[{i}]", f"must be in [0, 1], got {t}")
     _require(a.min_mean_pixels >= 0, "analysis.min_mean_pixels", "must be ≥ 0")
     _require(a.top_k >= 1, "analysis.top_k", f"must be ≥ 1, got {a.top_k}")
     _require(a.mosaic >= 0, "analysis.mosaic", f"must be ≥ 0, got {a.mosaic}")
@@ -163,6 +192,34 @@ def preflight(cfg: StudyConfig) -> None:
         raise ConfigError(
             f"store: cannot write to {cfg.store} ({type(err).__name__}: {err})"
         ) from None
+    seg = cfg.segmenter
+    if seg.weights and not re.match(r"^random(:\d+)?$", seg.weights):
+        from citylens.segment.model import find_csail_weights
+
+        try:
+            find_csail_weights(seg.weights, opts)
+        except Exception as err:
+            raise ConfigError(f"segmenter.weights: {err}") from None
+    if seg.classes:
+        from citylens.data.images import read_bytes
+        from citylens.segment import vocabulary_of
+
+        try:
+            vocabulary_of(seg.backend, read_bytes(seg.classes, opts).decode())
+        except Exception as err:
+            raise ConfigError(f"segmenter.classes: {seg.classes}: {err}") from None
+    if cfg.analysis.annotations:
+        from citylens.analysis.agreement import parse_annotations
+        from citylens.data.images import read_bytes
+        from citylens.segment import vocabulary_of
+
+        uri = cfg.analysis.annotations
+        try:
+            text = read_bytes(uri, opts).decode()
+            classes = read_bytes(seg.classes, opts).decode() if seg.classes else None
+            parse_annotations(text, vocabulary_of(seg.backend, classes), uri)
+        except Exception as err:
+            raise ConfigError(f"analysis.annotations: {err}") from None
     for name, city in cfg.cities.items():
         try:
             scan_city(name, city.source, city.place_regex, None, opts)

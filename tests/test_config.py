@@ -82,6 +82,10 @@ def test_yaml_and_overrides(tmp_path):
         ("train.lr=-1", "train.lr: must be positive"),
         ("cities.a.place_regex=([", "cities.a.place_regex: invalid regex"),
         ("nonsense", "overrides look like key=value"),
+        ("segmenter.backend=ade20k-ppm", "segmenter.weights: ade20k-ppm needs weights"),
+        ("segmenter.scales=[300,8]", "segmenter.scales[1]: must be ≥ 16 px"),
+        ("segmenter.max_size=200", "segmenter.max_size: must be ≥ the largest scale (600)"),
+        ("segmenter.precision=int8", "segmenter.precision: must be fp32, bf16 or fp16"),
     ],
 )
 def test_bad_values_name_the_field(override, field):

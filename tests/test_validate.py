@@ -45,3 +45,38 @@ def test_preflight_names_an_unwritable_store(tmp_path, small_corpus):
     )
     with pytest.raises(ConfigError, match="store: cannot write"):
         preflight(cfg)
+
+
+def test_preflight_names_segmenter_weights_without_checkpoints(tmp_path, small_corpus):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "encoder_epoch_20.pth").write_bytes(b"")
+    cfg = load_config(
+        None,
+        [
+            f"store={tmp_path / 's'}",
+            f"cities.a={small_corpus / 'signburg'}",
+            f"cities.b={small_corpus / 'towerville'}",
+            "segmenter.backend=ade20k-ppm",
+            f"segmenter.weights={tmp_path / 'weights'}",
+        ],
+    )
+    with pytest.raises(ConfigError, match="segmenter.weights: .*decoder_epoch_N.pth"):
+        preflight(cfg)
+
+
+def test_preflight_names_a_class_file_of_the_wrong_size(tmp_path, small_corpus):
+    classes = tmp_path / "classes.csv"
+    classes.write_text("index,name\n1,road\n")
+    cfg = load_config(
+        None,
+        [
+            f"store={tmp_path / 's'}",
+            f"cities.a={small_corpus / 'signburg'}",
+            f"cities.b={small_corpus / 'towerville'}",
+            "segmenter.backend=ade20k-upernet",
+            "segmenter.weights=random",
+            f"segmenter.classes={classes}",
+        ],
+    )
+    with pytest.raises(ConfigError, match="segmenter.classes: .*150 classes"):
+        preflight(cfg)

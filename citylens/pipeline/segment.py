@@ -22,6 +22,7 @@ from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.ingest import read_manifest
 from citylens.pipeline.shards import done_image_ids, summary, write_shard
 from citylens.segment import SEGMENTERS, build_segmenter, vocabulary_of
+from citylens.segment.model import weights_fingerprint
 from citylens.storage import Store, digest
 from citylens.tables import SEGMENTS
 
@@ -55,6 +56,7 @@ class SegmentWorker:
         backend, weights, classes: The segmenter (see SegmenterConfig); ``classes`` is
             the class-file text.
         storage_options: fsspec options for reading images and label maps.
+        options: Backend options (``SegmenterConfig.options``).
     """
 
     def __init__(
@@ -65,8 +67,9 @@ class SegmentWorker:
         weights: str | None,
         classes: str | None,
         storage_options: dict,
+        options: dict | None = None,
     ) -> None:
-        self.segmenter = build_segmenter(backend, weights, classes)
+        self.segmenter = build_segmenter(backend, weights, classes, **(options or {}))
         self.store, self.folder, self.opts = store, folder, storage_options
 
     def _input(self, row: dict) -> np.ndarray:
@@ -132,6 +135,13 @@ def run_segment(ctx: Context) -> StageResult:
         "weights": seg.weights,
         "classes": digest(classes) if classes else None,
     }
+    if SEGMENTERS[seg.backend].input_kind == "image":  # what changes a model's maps
+        settings |= {
+            "weights": weights_fingerprint(seg.weights, cfg.run.storage_options),
+            "scales": list(seg.scales),
+            "max_size": seg.max_size,
+            "precision": seg.precision,
+        }
     key = ctx.key("segment", ctx.upstream("ingest"), settings)
     if rec := ctx.up_to_date("segment", key):
         return StageResult("segment", "skipped", rec)
@@ -141,7 +151,9 @@ def run_segment(ctx: Context) -> StageResult:
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(
         ["image_id", "uri", "city", "label_uri"]
     )
-    bs = cfg.explain.batch_size
+    bs = (
+        cfg.explain.batch_size if SEGMENTERS[seg.backend].input_kind == "labels" else seg.batch_size
+    )
     ds = cluster.blocks(test, bs)
     worker_args = {
         "store": store,
@@ -150,8 +162,9 @@ def run_segment(ctx: Context) -> StageResult:
         "weights": seg.weights,
         "classes": classes,
         "storage_options": cfg.run.storage_options,
+        "options": seg.options(cfg.run.storage_options),
     }
-    if vocabulary_of(seg.backend, classes) and SEGMENTERS[seg.backend].input_kind == "labels":
+    if SEGMENTERS[seg.backend].input_kind == "labels":
         # Nothing to hold in memory: plain tasks, as many as there are CPUs.
         ctx.progress(f"segment: {test.num_rows} test images with '{seg.backend}' (tasks)")
         ds = ds.map_batches(

@@ -1,14 +1,19 @@
-"""Segmenters: registry by name (``labels``; model backends add themselves here)."""
+"""Segmenters: registry by name (``labels``, ``ade20k-ppm``, ``ade20k-upernet``)."""
 
 from __future__ import annotations
 
 from citylens.segment.base import Segmenter
 from citylens.segment.labels import LabelsSegmenter
+from citylens.segment.model import PPMSegmenter, UPerNetSegmenter
 from citylens.segment.vocabulary import Vocabulary, ade20k
 
 __all__ = ["SEGMENTERS", "Segmenter", "Vocabulary", "ade20k", "build_segmenter", "vocabulary_of"]
 
-SEGMENTERS: dict[str, type] = {"labels": LabelsSegmenter}
+SEGMENTERS: dict[str, type] = {
+    "labels": LabelsSegmenter,
+    "ade20k-ppm": PPMSegmenter,
+    "ade20k-upernet": UPerNetSegmenter,
+}
 
 
 def vocabulary_of(backend: str, classes: str | None = None) -> Vocabulary:
@@ -25,6 +30,8 @@ def build_segmenter(
         backend: Registry name.
         weights: Path/URI of model weights (model backends).
         classes: Class-file text overriding the backend's vocabulary.
+        **options: Backend options (model backends: scales, max_size, precision,
+            batch_size, device, storage_options).
     """
     if backend not in SEGMENTERS:
         raise ValueError(f"unknown segmenter {backend!r}; choose from {', '.join(SEGMENTERS)}")
