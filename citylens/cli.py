@@ -1,4 +1,4 @@
-"""The ``citylens`` command: synth, run, demo."""
+"""The ``citylens`` command: synth, run, demo, agree, annotate."""
 
 from __future__ import annotations
 
@@ -77,6 +77,66 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_study(args: argparse.Namespace):
+    from citylens.config import load_config
+    from citylens.storage import Store
+
+    cfg = load_config(_study_source(args.study), list(args.overrides))
+    return cfg, Store(cfg.store, cfg.run.storage_options)
+
+
+def _cmd_agree(args: argparse.Namespace) -> int:
+    from citylens.config import ConfigError
+    from citylens.data.images import read_bytes
+    from citylens.pipeline.agree import study_agreement
+
+    try:
+        cfg, store = _open_study(args)
+        text = read_bytes(args.annotations, cfg.run.storage_options).decode()
+        thresholds = (
+            [float(t) for t in args.thresholds.split(",")]
+            if args.thresholds
+            else cfg.analysis.agreement_thresholds
+        )
+        table, unmatched = study_agreement(store, text, thresholds, args.annotations)
+    except (ConfigError, ValueError, RuntimeError, OSError) as err:
+        print(f"citylens agree: {err}", file=sys.stderr)
+        return 2
+    if unmatched:
+        shown = ", ".join(a.image for a in unmatched[:5])
+        print(f"{len(unmatched)} annotated image(s) match no image of the study: {shown}")
+    df = table.to_pandas()
+    if args.out:
+        df.to_csv(args.out, index=False)
+        print(f"wrote {len(df)} rows to {args.out}")
+    ends = df[df.threshold.isin([df.threshold.min(), df.threshold.max()])]
+    view = ends.pivot_table(
+        index=["model", "city", "theta", "n"], columns="threshold", values=["strict", "lenient"]
+    )
+    print("Agreement with annotations (strict / lenient at the lowest and highest threshold):")
+    print(view.to_string(float_format="%.3f"))
+    return 0
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    from citylens.config import ConfigError
+    from citylens.pipeline.agree import derived_annotations_csv
+
+    try:
+        cfg, store = _open_study(args)
+        theta = args.theta if args.theta is not None else min(cfg.explain.thetas)
+        text = derived_annotations_csv(
+            store, args.model, theta, args.limit, args.similar, cfg.run.storage_options
+        )
+    except (ConfigError, ValueError, RuntimeError, OSError) as err:
+        print(f"citylens annotate: {err}", file=sys.stderr)
+        return 2
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(f"wrote {text.count(chr(10)) - 1} derived annotations to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="citylens",
@@ -104,6 +164,28 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--stages", help="comma-separated subset, e.g. analyze,report")
         p.add_argument("--force", action="store_true", help="re-run stages that are up to date")
         p.set_defaults(fn=_cmd_run, study=DEMO)
+
+    p = sub.add_parser(
+        "agree", help="agreement of the segmenter with human annotations (thesis Figs 11-12)"
+    )
+    p.add_argument("study", help=f"study YAML, or '{DEMO}'")
+    p.add_argument("annotations", help="CSV with columns image, label1[, label2]")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the study")
+    p.add_argument("--thresholds", help="comma-separated second-label thresholds")
+    p.add_argument("--out", help="write the full curves to this CSV")
+    p.set_defaults(fn=_cmd_agree)
+
+    p = sub.add_parser("annotate", help="derive 'human' annotations from ground-truth label maps")
+    p.add_argument("study", help=f"study YAML, or '{DEMO}'")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the study")
+    p.add_argument("--model", required=True, help="whose explanations, e.g. vgg11-s0")
+    p.add_argument("--theta", type=float, help="θ of the explanation (default: the smallest)")
+    p.add_argument("--limit", type=int, default=1000, help="images to annotate (thesis: 1000)")
+    p.add_argument(
+        "--similar", type=float, default=0.5, help="runner-up/top area ratio for a second label"
+    )
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.set_defaults(fn=_cmd_annotate)
 
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")

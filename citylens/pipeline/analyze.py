@@ -1,4 +1,5 @@
-"""Stage *analyze*: reduce the tables into AR, R_p, top objects, embeddings, accuracy.
+"""Stage *analyze*: reduce the tables into AR, R_p, top objects, embeddings, accuracy
+and (with annotations) agreement curves.
 
 Reducers run as Ray tasks over shards and return small partial results (per-image AR
 rows, per-(model, city, θ) pixel sums), so no process ever holds the whole corpus.
@@ -18,9 +19,11 @@ import ray
 from citylens.analysis.ar import pairwise_ar
 from citylens.analysis.embed import embed
 from citylens.analysis.ratios import city_objects, top_objects
+from citylens.data.images import read_bytes
+from citylens.pipeline.agree import study_agreement
 from citylens.pipeline.context import Context, StageResult
 from citylens.segment.vocabulary import Vocabulary
-from citylens.storage import Store
+from citylens.storage import Store, digest
 
 __all__ = ["ar_of_shard", "pair_table", "run_analyze", "sums_of_shard"]
 
@@ -187,6 +190,11 @@ def run_analyze(ctx: Context) -> StageResult:
         "top_k": a.top_k,
         "seed": a.seed,
     }
+    annotations = None
+    if a.annotations:
+        annotations = read_bytes(a.annotations, cfg.run.storage_options).decode()
+        settings["annotations"] = digest(annotations)
+        settings["agreement_thresholds"] = list(a.agreement_thresholds)
     key = ctx.key("analyze", up, settings)
     if rec := ctx.up_to_date("analyze", key):
         return StageResult("analyze", "skipped", rec)
@@ -321,5 +329,15 @@ def run_analyze(ctx: Context) -> StageResult:
         "models": len(models),
         "pairs": len(models) * (len(models) - 1) // 2,
     }
+    if annotations is not None:
+        table, unmatched = study_agreement(
+            store, annotations, a.agreement_thresholds, a.annotations
+        )
+        store.write_table(f"{folder}/agreement.parquet", table)
+        counts["annotations_unmatched"] = len(unmatched)
+        ctx.progress(
+            f"analyze: agreement with {a.annotations}: {table.num_rows} curve points, "
+            f"{len(unmatched)} annotated image(s) not in the study"
+        )
     rec = ctx.finish("analyze", key, folder, started, counts=counts)
     return StageResult("analyze", "ran", rec)

@@ -11,7 +11,13 @@ import html
 import pandas as pd
 
 from citylens.pipeline.context import Context, StageResult
-from citylens.report.figures import ar_heatmap, city_colors, r_p_bars, tsne_by_city
+from citylens.report.figures import (
+    agreement_curves,
+    ar_heatmap,
+    city_colors,
+    r_p_bars,
+    tsne_by_city,
+)
 from citylens.report.html import Page, png_bytes
 
 __all__ = ["run_report"]
@@ -119,6 +125,20 @@ def run_report(ctx: Context) -> StageResult:
                 tsne_by_city(emb, pca, colors),
                 f"t-SNE by city, PCA {pca}",
             )
+    agreement = _read(ctx, an, "agreement")
+    if agreement is not None and len(agreement):
+        page.h2("Agreement with annotations", "agreement")
+        figure(
+            "agreement",
+            agreement_curves(agreement, colors),
+            "segmenter vs human annotation: strict and lenient accuracy",
+        )
+        ends = agreement[
+            (agreement.city == "all")
+            & agreement.threshold.isin([agreement.threshold.min(), agreement.threshold.max()])
+        ]
+        files["agreement.csv"] = agreement.to_csv(index=False).encode()
+        page.table(ends)
     report = page.render()
     for name, data in files.items():
         store.write_bytes(f"{folder}/{name}", data)

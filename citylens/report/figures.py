@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["ar_heatmap", "city_colors", "r_p_bars", "tsne_by_city"]
+__all__ = ["agreement_curves", "ar_heatmap", "city_colors", "r_p_bars", "tsne_by_city"]
 
 
 def city_colors(cities: list[str]) -> dict[str, tuple]:
@@ -113,4 +113,36 @@ def tsne_by_city(emb: pd.DataFrame, pca: str, colors: dict[str, tuple]) -> Figur
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=n) for n, c in colors.items()]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(colors), 6))
     fig.suptitle("t-SNE of Grad-CAM descriptors, coloured by city")
+    return fig
+
+
+def agreement_curves(agreement: pd.DataFrame, colors: dict[str, tuple]) -> Figure:
+    """Strict and lenient accuracy vs the second-label threshold (thesis Figs 11–12).
+
+    One panel per kind; a line per city and θ (models averaged), the same city colours.
+    """
+    d = agreement[(agreement.city != "all") & (agreement.n > 0)]
+    d = d.groupby(["city", "theta", "threshold"], as_index=False)[["strict", "lenient"]].mean()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained", sharey=True)
+    styles = ["-", "--", ":", "-."]
+    thetas = sorted(d.theta.unique())
+    for ax, kind, title in (
+        (axes[0], "strict", "strict: every picked label is annotated"),
+        (axes[1], "lenient", "lenient: any picked label is annotated"),
+    ):
+        for (city, theta), g in d.groupby(["city", "theta"]):
+            ax.plot(
+                g.threshold,
+                g[kind],
+                styles[thetas.index(theta) % len(styles)],
+                color=colors.get(city, "k"),
+                label=f"{city}, θ={theta:.2f}",
+            )
+        ax.set_xlabel("threshold for a second label")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy vs annotation")
+    axes[1].legend(fontsize=8, loc="lower left")
+    fig.suptitle("Segmenter labels vs human annotation")
     return fig

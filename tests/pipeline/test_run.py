@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from citylens.cam import grad_cam
-from citylens.config import load_config
+from citylens.cli import main
+from citylens.config import dump_config, load_config
 from citylens.data.images import load_batch, load_labels, normalize, read_bytes
 from citylens.masks import explanation
 from citylens.overlap import class_pixels, class_pixels_in_masks
@@ -173,6 +174,42 @@ def test_changing_theta_reruns_only_what_depends_on_it(study):
     }
     ov = _table(store, "overlap", "data")
     assert sorted(set(np.round(ov["theta"].to_numpy(), 3))) == [0.5, 0.6]
+    run_study(cfg, progress=lambda s: None)  # back to the module's settings
+
+
+def test_agreement_with_annotations_derived_from_ground_truth(study, tmp_path):
+    cfg, store, _ = study
+    study_yaml = tmp_path / "study.yaml"
+    study_yaml.write_text(dump_config(cfg))
+    ann, out = tmp_path / "ann.csv", tmp_path / "agreement.csv"
+    assert main(["annotate", str(study_yaml), "--model", "simple-s0", "--out", str(ann)]) == 0
+    lines = ann.read_text().splitlines()
+    assert lines[0] == "image,label1,label2" and len(lines) > 10
+    assert main(["agree", str(study_yaml), str(ann), "--out", str(out)]) == 0
+    import pandas as pd
+
+    curves = pd.read_csv(out)
+    own = curves[(curves.model == "simple-s0") & (curves.n > 0)]
+    assert set(own.city) == {"towerville", "signburg", "all"}
+    # the study's segmenter is the ground truth the annotations came from: top-1 always
+    # matches, so strict accuracy reaches 1 when only top-1 is picked, lenient is 1 always
+    assert (own[own.threshold == 1.0].strict == 1.0).all()
+    assert (own.lenient == 1.0).all()
+    for _, g in curves.groupby(["model", "city", "theta"]):
+        g = g.sort_values("threshold")
+        assert (g.strict.diff().dropna() >= -1e-12).all()
+        assert (g.lenient.diff().dropna() <= 1e-12).all()
+    # the same curves from the study itself, when the config names the annotations
+    cfg2 = load_config(cfg.to_dict(), [f"analysis.annotations={ann}"])
+    results = {r.stage: r.status for r in run_study(cfg2, progress=lambda s: None)}
+    assert [s for s, v in results.items() if v == "ran"] == ["analyze", "report"]
+    table = store.read_table(f"{store.record('analyze')['folder']}/agreement.parquet")
+    got = table.to_pandas().sort_values(["model", "city", "theta", "threshold"])
+    want = curves.sort_values(["model", "city", "theta", "threshold"])
+    np.testing.assert_allclose(got.strict.to_numpy(), want.strict.to_numpy())
+    np.testing.assert_allclose(got.lenient.to_numpy(), want.lenient.to_numpy())
+    report = store.read_bytes("report.html").decode()
+    assert 'id="agreement"' in report and "segmenter vs human annotation" in report
     run_study(cfg, progress=lambda s: None)  # back to the module's settings
 
 
