@@ -1,7 +1,7 @@
 """Model segmenters: CSAIL's ADE20K networks behind the segmenter protocol.
 
 Inference follows CSAIL's test script: for each test scale the image is resized
-(bilinear) so its short side is that scale, its long side at most ``max_size``, both
+(antialiased bilinear) so its short side is that scale, its long side at most ``max_size``, both
 rounded up to a multiple of 8; ImageNet-normalised; the logits are upsampled to the
 original size and softmaxed; the softmax maps of all scales are averaged and the argmax
 taken. Output channel ``k - 1`` is ADE20K class ``k``, so class maps hold 1..150.
@@ -15,9 +15,9 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from PIL import Image
+from torch.nn import functional as F
 
-from citylens.data.images import normalize
+from citylens.data.images import IMAGENET_MEAN, IMAGENET_STD
 from citylens.segment.csail import build_csail, load_csail_state
 from citylens.segment.vocabulary import Vocabulary, ade20k
 
@@ -187,16 +187,18 @@ class CsailSegmenter:
             )
         return vocab
 
-    def _inputs(self, images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
-        h, w = size
-        arrays = [
-            img
-            if img.shape[:2] == (h, w)
-            else np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
-            for img in images
-        ]
-        x = normalize(torch.from_numpy(np.stack(arrays)))
-        return x.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+    def _inputs(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` on the device -> normalised float ``(B, 3, h, w)``.
+
+        Antialiased bilinear resize (PIL's filter, as CSAIL's test used, up to PIL's
+        rounding to uint8), on the device so a GPU does the work.
+        """
+        x = images.float()
+        if tuple(x.shape[2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
+        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def probabilities(self, images: list[np.ndarray]) -> torch.Tensor:
@@ -210,11 +212,13 @@ class CsailSegmenter:
         """
         h, w = images[0].shape[:2]
         sizes = scale_sizes(h, w, self.scales, self.max_size)
+        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
+        batch = batch.permute(0, 3, 1, 2)
         probs = torch.zeros(len(images), 150, h, w, device=self.device)
         autocast = torch.autocast("cuda", self.dtype, enabled=self.dtype != torch.float32)
         for size in sizes:
             with autocast:
-                probs += self.net(self._inputs(images, size), (h, w)) / len(sizes)
+                probs += self.net(self._inputs(batch, size), (h, w)) / len(sizes)
         return probs
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -77,8 +77,8 @@ def test_multiscale_averages_single_scale_probabilities(weights_dir, rng):
     multi = build_segmenter("ade20k-ppm", str(weights_dir), scales=(40, 64))
     probs = multi.probabilities([img])
     torch.testing.assert_close(probs, (single[0] + single[1]) / 2, atol=1e-6, rtol=0)
-    torch.testing.assert_close(probs.sum(1), torch.ones(1, 40, 56), atol=1e-5, rtol=0)
-    expected = (probs.argmax(1) + 1)[0].numpy()
+    torch.testing.assert_close(probs.sum(1).cpu(), torch.ones(1, 40, 56), atol=1e-5, rtol=0)
+    expected = (probs.argmax(1) + 1)[0].cpu().numpy()
     np.testing.assert_array_equal(multi([img])[0], expected)
 
 
@@ -104,3 +104,20 @@ def test_random_weights_are_seeded():
 def test_class_file_must_name_150_classes():
     with pytest.raises(ValueError, match="150 classes"):
         vocabulary_of("ade20k-ppm", "index,name\n1,wall\n2,road\n")
+
+
+def test_resize_matches_pil_bilinear_within_rounding(rng):
+    from PIL import Image, ImageFilter
+
+    from citylens.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+    seg = build_segmenter("ade20k-ppm", "random", scales=(32,), device="cpu")
+    img = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    img = np.array(Image.fromarray(img).filter(ImageFilter.SMOOTH))
+    batch = torch.from_numpy(img[None]).permute(0, 3, 1, 2)
+    for h, w in ((40, 60), (120, 180)):  # down and up
+        got = seg._inputs(batch, (h, w))[0].permute(1, 2, 0).numpy()
+        got = got * np.asarray(IMAGENET_STD) * 255 + np.asarray(IMAGENET_MEAN) * 255
+        pil = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR), np.float64)
+        diff = np.abs(got - pil)
+        assert diff.mean() < 0.5 and diff.max() < 1.5  # PIL rounds to uint8
