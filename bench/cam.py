@@ -40,16 +40,16 @@ def _pytorch_grad_cam(model, x, targets, native: bool = False) -> np.ndarray:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
 
 
-def bench_arch(arch: str, size: int, batch: int, repeats: int) -> list[object]:
+def bench_arch(arch: str, size: int, batch: int, repeats: int, device: str) -> list[object]:
     torch.manual_seed(0)
     model = build_model(arch, num_classes=2, input_size=size).eval()
-    model = model.to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    targets = torch.arange(batch) % 2
+    model = model.to(device, memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size).to(device, memory_format=torch.channels_last)
+    targets = (torch.arange(batch) % 2).to(device)
 
     ours = grad_cam(model, x, targets)
     theirs = _pytorch_grad_cam(model, x, targets, native=True)
-    max_diff = float(np.abs(ours.mask.numpy() - theirs).max())
+    max_diff = float(np.abs(ours.mask.cpu().numpy() - theirs).max())
     for p in model.parameters():
         p.grad = None
 
@@ -84,9 +84,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--archs", nargs="+", default=list(ARCHITECTURES))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    print(f"Grad-CAM, {args.size} px, batch {args.batch}; {machine()}\n")
-    rows = [bench_arch(a, args.size, args.batch, args.repeats) for a in args.archs]
+    print(f"Grad-CAM, {args.size} px, batch {args.batch}, on {args.device}; {machine()}\n")
+    rows = [bench_arch(a, args.size, args.batch, args.repeats, args.device) for a in args.archs]
     print_table(
         [
             "model",
