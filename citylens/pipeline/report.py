@@ -8,19 +8,43 @@ from __future__ import annotations
 
 import html
 
+import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from citylens.pipeline.context import Context, StageResult
+from citylens.pipeline.report_assets import ReportAssets
 from citylens.report.figures import (
     agreement_curves,
+    ar_distributions,
     ar_heatmap,
     city_colors,
+    image_grid,
     r_p_bars,
+    r_p_by_seed,
+    top_objects_bars,
     tsne_by_city,
+    tsne_by_class,
 )
-from citylens.report.html import Page, png_bytes
+from citylens.report.html import Page, jpeg_bytes, png_bytes
+from citylens.report.selection import (
+    architecture_styles,
+    describe_unique,
+    sample_per_city,
+    unique_objects,
+    urban_symbols,
+)
+from citylens.report.thumbs import explanation_thumbnail, heat_overlay, mosaic
+from citylens.segment.vocabulary import Vocabulary
 
 __all__ = ["run_report"]
+
+
+def _read_folder(ctx: Context, folder: str, name: str) -> pd.DataFrame | None:
+    files = ctx.store.files(f"{folder}/{name}", ".parquet")
+    if not files:
+        return None
+    return pd.concat([ctx.store.read_table(f).to_pandas() for f in files], ignore_index=True)
 
 
 def _read(ctx: Context, folder: str, name: str) -> pd.DataFrame | None:
@@ -30,7 +54,14 @@ def _read(ctx: Context, folder: str, name: str) -> pd.DataFrame | None:
 
 def run_report(ctx: Context) -> StageResult:
     cfg, store = ctx.cfg, ctx.store
-    key = ctx.key("report", ctx.upstream("ingest", "analyze"), {"name": cfg.name})
+    settings = {
+        "name": cfg.name,
+        "showcase": f"{cfg.models.archs[0]}-s{cfg.models.seeds[0]}",
+        "mosaic": cfg.analysis.mosaic,
+        "seed": cfg.analysis.seed,
+        "version": 2,  # bump when the report's content changes
+    }
+    key = ctx.key("report", ctx.upstream("ingest", "explain", "analyze"), settings)
     if (rec := ctx.up_to_date("report", key)) and store.exists("report.html"):
         return StageResult("report", "skipped", rec)
     folder, started = ctx.begin("report")
@@ -41,7 +72,19 @@ def run_report(ctx: Context) -> StageResult:
     tops = _read(ctx, an, "top_objects")
     cities = ingest["cities"]
     colors = city_colors(cities)
+    rgb = {c: tuple(int(255 * v) for v in colors[c][:3]) for c in cities}
     theta = min(cfg.explain.thetas)
+    a_seed = cfg.analysis.seed
+    voc = Vocabulary.from_csv(store.read_bytes(f"{an}/vocabulary.csv").decode(), "report")
+    showcase = settings["showcase"]  # the thesis shows VGG11's explanations
+    unique = unique_objects(objects, theta) if objects is not None and len(objects) else {}
+    manifest = store.read_table(f"{ingest['folder']}/manifest.parquet")
+    assets = ReportAssets(store, manifest, cfg.run.storage_options)
+    test_images = (
+        manifest.filter(pc.equal(manifest["split"], "test"))
+        .select(["image_id", "city"])
+        .to_pandas()
+    )
     page = Page(f"citylens — {cfg.name}")
     files: dict[str, bytes] = {}
 
@@ -49,6 +92,11 @@ def run_report(ctx: Context) -> StageResult:
         png = png_bytes(fig)
         files[f"{name}.png"] = png
         page.image(png, alt)
+
+    def picture(name: str, array: np.ndarray, alt: str) -> None:
+        jpeg = jpeg_bytes(array)
+        files[f"{name}.jpg"] = jpeg
+        page.image(jpeg, alt, mime="image/jpeg")
 
     def table(name: str, df: pd.DataFrame) -> None:
         files[f"{name}.csv"] = df.to_csv(index=False).encode()
@@ -99,6 +147,7 @@ def run_report(ctx: Context) -> StageResult:
     page.h2("Accuracy", "accuracy")
     if acc is not None:
         table("accuracy", acc)
+
     page.h2("Model disagreement (AR)", "ar")
     if pairs is not None and len(pairs):
         figure("ar_heatmap", ar_heatmap(pairs), "mean AR between models")
@@ -109,22 +158,119 @@ def run_report(ctx: Context) -> StageResult:
             f"architecture: {kinds.get('seeds', float('nan')):.3f}."
         )
         table("ar_pairs", pairs)
-    page.h2("Objects: R_p per city", "objects")
+        ar_images = _read_folder(ctx, an, "ar_images")
+        if ar_images is not None and len(ar_images):
+            figure("ar_distributions", ar_distributions(ar_images), "AR distribution per pair")
+
+    page.h2("Weighted masks side by side", "masks")
+    models = sorted(acc.model) if acc is not None else []
+    grid_ids = sample_per_city(test_images, 2, cfg.analysis.seed)
+    assets.load({(i, m) for i in grid_ids.image_id for m in models})
+    rows, labels, row_colors = [], [], []
+    for iid, city in zip(grid_ids.image_id, grid_ids.city):
+        img = assets.images.get(iid)
+        if img is None:
+            continue
+        tiles = [img]
+        for m in models:
+            got = assets.pair(iid, m)
+            tiles.append(heat_overlay(*got) if got else np.full_like(img, 255))
+        rows.append(tiles)
+        labels.append(f"{city}\n{iid[:8]}")
+        row_colors.append(colors[city])
+    if rows:
+        figure(
+            "mask_grid",
+            image_grid(rows, labels, ["image", *models], "Grad-CAM masks (mask_norm)", row_colors),
+            "weighted masks of every model over sample test images",
+        )
+
+    page.h2("t-SNE of the explanations", "tsne")
+    if emb is not None and len(emb):
+        for pca in sorted(emb.pca.unique()):
+            tag = pca.rstrip("%")
+            figure(
+                f"tsne_city_pca{tag}", tsne_by_city(emb, pca, colors), f"t-SNE by city, PCA {pca}"
+            )
+            figure(
+                f"tsne_class_pca{tag}",
+                tsne_by_class(emb, pca, voc.names),
+                f"t-SNE by top object, PCA {pca}",
+            )
+        mos = emb[(emb.model == showcase) & (emb.descriptor == "d_cam")]
+        mos = mos[mos.pca == sorted(mos.pca.unique())[0]] if len(mos) else mos
+        picked = sample_per_city(mos, max(1, cfg.analysis.mosaic // max(len(cities), 1)), a_seed)
+        assets.load({(i, showcase) for i in picked.image_id})
+        thumbs, pts, borders = [], [], []
+        for r in picked.itertuples():
+            got = assets.pair(r.image_id, showcase)
+            if got:
+                thumbs.append(explanation_thumbnail(*got, theta, size=80))
+                pts.append((r.x, r.y))
+                borders.append(rgb[r.city])
+        if thumbs:
+            cells = int(np.ceil(np.sqrt(len(thumbs) * 1.6)))
+            canvas = mosaic(np.asarray(pts), thumbs, borders, cells=cells)
+            picture(
+                "tsne_mosaic",
+                canvas,
+                f"t-SNE mosaic of {len(thumbs)} visual explanations of {showcase}",
+            )
+            page.p(
+                f"{len(thumbs)} visual explanations of {showcase} (D_cam, PCA "
+                f"{mos.pca.iloc[0] if len(mos) else ''}, θ = {theta}) placed at their t-SNE "
+                "positions; frames in city colours.",
+                "note",
+            )
+
+    page.h2("Objects", "objects")
+    if tops is not None and len(tops):
+        figure("top_objects", top_objects_bars(tops, colors), "top objects per city and θ")
     if objects is not None and len(objects):
-        figure("r_p", r_p_bars(objects, theta, colors), "R_p per city")
+        for line in describe_unique(unique, objects, theta):
+            page.p(html.escape(line))
+        figure("r_p", r_p_bars(objects, theta, colors), "R_p per city, by model")
+        figure("r_p_seeds", r_p_by_seed(objects, theta, colors), "R_p per city, by seed")
         sel = objects[objects.selected].sort_values(
             ["city", "theta", "model", "r_p"], ascending=[True, True, True, False]
         )
         files["objects.csv"] = objects.to_csv(index=False).encode()
         page.table(sel[["city", "theta", "model", "name", "r_p", "mean_in_mask", "mean_in_image"]])
-    page.h2("t-SNE of the explanations", "tsne")
+
+    page.h2("Galleries", "galleries")
     if emb is not None and len(emb):
-        for pca in sorted(emb.pca.unique()):
-            figure(
-                f"tsne_city_pca{pca.rstrip('%')}",
-                tsne_by_city(emb, pca, colors),
-                f"t-SNE by city, PCA {pca}",
-            )
+        per_image = emb[(emb.model == showcase)].drop_duplicates("image_id")
+        for name, title, chosen in (
+            (
+                "gallery_symbols",
+                "Urban symbols: explanations whose top object only this city has",
+                urban_symbols(per_image, unique, voc.names, 6, a_seed),
+            ),
+            (
+                "gallery_architecture",
+                "Architecture styles: building-dominated explanations",
+                architecture_styles(per_image, voc.names, 6, a_seed),
+            ),
+        ):
+            assets.load({(i, showcase) for i in chosen.image_id})
+            g_rows, g_labels, g_colors = [], [], []
+            for city, g in chosen.groupby("city", sort=True):
+                tiles = [
+                    explanation_thumbnail(*got, theta, size=120)
+                    for i in g.image_id
+                    if (got := assets.pair(i, showcase))
+                ]
+                if tiles:
+                    g_rows.append(tiles)
+                    g_labels.append(city)
+                    g_colors.append(colors[city])
+            if g_rows:
+                figure(
+                    name, image_grid(g_rows, g_labels, [], f"{title} ({showcase})", g_colors), title
+                )
+            else:
+                page.p(f"{title}: none in this study.", "note")
+
     agreement = _read(ctx, an, "agreement")
     if agreement is not None and len(agreement):
         page.h2("Agreement with annotations", "agreement")

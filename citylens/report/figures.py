@@ -14,7 +14,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["agreement_curves", "ar_heatmap", "city_colors", "r_p_bars", "tsne_by_city"]
+__all__ = [
+    "agreement_curves",
+    "ar_distributions",
+    "ar_heatmap",
+    "city_colors",
+    "image_grid",
+    "r_p_bars",
+    "r_p_by_seed",
+    "top_objects_bars",
+    "tsne_by_city",
+    "tsne_by_class",
+]
 
 
 def city_colors(cities: list[str]) -> dict[str, tuple]:
@@ -145,4 +156,165 @@ def agreement_curves(agreement: pd.DataFrame, colors: dict[str, tuple]) -> Figur
     axes[0].set_ylabel("accuracy vs annotation")
     axes[1].legend(fontsize=8, loc="lower left")
     fig.suptitle("Segmenter labels vs human annotation")
+    return fig
+
+
+def ar_distributions(ar_images: pd.DataFrame) -> Figure:
+    """Histogram of per-image AR for each model pair (thesis Fig 3), architectures vs seeds."""
+    pairs = sorted(ar_images.groupby(["model_a", "model_b"]).groups)
+    cols = min(4, max(len(pairs), 1))
+    rows = max(1, -(-len(pairs) // cols))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.0 * cols, 2.3 * rows + 0.5), layout="constrained", squeeze=False
+    )
+    bins = np.linspace(0, 1, 41)
+    for ax, (a, b) in zip(axes.flat, pairs):
+        d = ar_images[(ar_images.model_a == a) & (ar_images.model_b == b)].ar
+        same_arch = a.rsplit("-s", 1)[0] == b.rsplit("-s", 1)[0]
+        ax.hist(d, bins=bins, color="tab:orange" if same_arch else "tab:blue")
+        ax.set_title(f"{a} vs {b}\nmean {d.mean():.3f}", fontsize=8)
+        ax.set_xlabel("AR", fontsize=8)
+        ax.set_ylabel("images", fontsize=8)
+    for ax in list(axes.flat)[len(pairs) :]:
+        ax.axis("off")
+    fig.suptitle("Per-image AR per model pair (blue: architectures, orange: seeds)")
+    return fig
+
+
+def top_objects_bars(tops: pd.DataFrame, colors: dict[str, tuple]) -> Figure:
+    """Mean pixels of the top objects inside explanations, per city and θ (thesis Fig 7).
+
+    Models are averaged: the mean over models of each object's mean pixels in masks.
+    """
+    d = tops.groupby(["city", "theta", "name"], as_index=False).mean_in_mask.mean()
+    cities, thetas = sorted(d.city.unique()), sorted(d.theta.unique())
+    fig, axes = plt.subplots(
+        len(thetas),
+        len(cities),
+        figsize=(3.6 * len(cities), 2.8 * len(thetas) + 0.4),
+        layout="constrained",
+        squeeze=False,
+    )
+    for i, theta in enumerate(thetas):
+        for j, city in enumerate(cities):
+            ax = axes[i, j]
+            g = d[(d.city == city) & (d.theta == theta)].nlargest(8, "mean_in_mask")
+            ax.barh(g.name[::-1], g.mean_in_mask[::-1], color=colors[city])
+            ax.set_title(f"{city}, θ = {theta:.2f}", fontsize=9, color=colors[city])
+            ax.set_xlabel("mean pixels inside the explanation", fontsize=8)
+            ax.tick_params(labelsize=8)
+    fig.suptitle("Top objects inside the visual explanations")
+    return fig
+
+
+def r_p_by_seed(objects: pd.DataFrame, theta: float, colors: dict[str, tuple]) -> Figure:
+    """R_p^c of the selected objects per city, bars per architecture, one hatch per seed."""
+    sel = objects[(objects.theta.round(6) == round(theta, 6)) & objects.selected]
+    cities, archs = sorted(objects.city.unique()), sorted(objects.arch.unique())
+    seeds = sorted(objects.seed.unique())
+    fig, axes = plt.subplots(
+        len(cities),
+        len(archs),
+        figsize=(3.2 * len(archs), 2.8 * len(cities) + 0.4),
+        layout="constrained",
+        squeeze=False,
+        sharey=True,
+    )
+    shades = plt.get_cmap("Greys")(np.linspace(0.35, 0.85, max(len(seeds), 1)))
+    for i, city in enumerate(cities):
+        names = (
+            sel[sel.city == city].groupby("name").r_p.mean().sort_values(ascending=False).index[:6]
+        )
+        for j, arch in enumerate(archs):
+            ax = axes[i, j]
+            width = 0.8 / max(len(seeds), 1)
+            for k, seed in enumerate(seeds):
+                dm = sel[(sel.city == city) & (sel.arch == arch) & (sel.seed == seed)]
+                vals = [dm.set_index("name").r_p.get(n, np.nan) for n in names]
+                ax.bar(
+                    np.arange(len(names)) + k * width,
+                    vals,
+                    width,
+                    color=shades[k],
+                    label=f"seed {seed}",
+                )
+            ax.set_xticks(
+                np.arange(len(names)) + 0.4 - width / 2, names, rotation=40, ha="right", fontsize=7
+            )
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{city} — {arch}", fontsize=9, color=colors[city])
+        axes[i, 0].set_ylabel("$R_p^c$")
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(f"$R_p^c$ per seed of each architecture (θ = {theta})")
+    return fig
+
+
+def tsne_by_class(emb: pd.DataFrame, pca: str, names: tuple[str, ...], top: int = 9) -> Figure:
+    """t-SNE coloured by each image's top segment class inside its explanation (thesis Fig 8).
+
+    The ``top`` most frequent classes get distinct colours (tab10), the rest light grey;
+    class 0 means the explanation was empty.
+    """
+    d = emb[emb.pca == pca]
+    common = d.top_class.value_counts().index[:top].tolist()
+    cmap = plt.get_cmap("tab10")
+    color = {c: ("0.15" if c == 0 else cmap(k % 10)) for k, c in enumerate(common)}
+    label = {c: ("empty explanation" if c == 0 else names[c]) for c in common}
+    models, descs = sorted(d.model.unique()), sorted(d.descriptor.unique())
+    fig, axes = plt.subplots(
+        len(descs),
+        len(models),
+        figsize=(2.6 * len(models) + 1, 2.6 * len(descs) + 0.8),
+        layout="constrained",
+        squeeze=False,
+    )
+    for i, desc in enumerate(descs):
+        for j, model in enumerate(models):
+            ax = axes[i, j]
+            dm = d[(d.model == model) & (d.descriptor == desc)]
+            rest = dm[~dm.top_class.isin(common)]
+            ax.scatter(rest.x, rest.y, s=5, color="0.82")
+            for c in common:
+                dc = dm[dm.top_class == c]
+                ax.scatter(dc.x, dc.y, s=6, color=color[c])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{model}\n{desc}, PCA {pca}", fontsize=8)
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=color[c], label=label[c]) for c in common
+    ] + [plt.Line2D([], [], marker="o", ls="", color="0.82", label="other classes")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5))
+    fig.suptitle("t-SNE of Grad-CAM descriptors, coloured by the top object in the explanation")
+    return fig
+
+
+def image_grid(
+    tiles: list[list[np.ndarray]],
+    row_labels: list[str],
+    col_labels: list[str],
+    title: str,
+    row_colors: list | None = None,
+) -> Figure:
+    """A grid of uint8 images with row and column labels (mask grids, galleries)."""
+    rows, cols = len(tiles), max((len(r) for r in tiles), default=1)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(1.7 * cols + 0.6, 1.7 * rows + 0.6),
+        layout="constrained",
+        squeeze=False,
+    )
+    for i, row in enumerate(tiles):
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(row):
+                ax.imshow(row[j])
+            else:
+                ax.axis("off")
+            if i == 0 and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize=8)
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=8, color=row_colors[i] if row_colors else "k")
+    fig.suptitle(title)
     return fig

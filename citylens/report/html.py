@@ -9,7 +9,7 @@ import io
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["Page", "png_bytes"]
+__all__ = ["Page", "jpeg_bytes", "png_bytes"]
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
@@ -33,6 +33,15 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
+def jpeg_bytes(array, quality: int = 88) -> bytes:
+    """Encode a uint8 ``(H, W, 3)`` picture (mosaics, galleries) as JPEG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 class Page:
     """Builds the report body section by section."""
 
@@ -50,9 +59,9 @@ class Page:
     def raw(self, markup: str) -> None:
         self.parts.append(markup)
 
-    def image(self, png: bytes, alt: str) -> None:
-        data = base64.b64encode(png).decode()
-        self.parts.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+    def image(self, data: bytes, alt: str, mime: str = "image/png") -> None:
+        b64 = base64.b64encode(data).decode()
+        self.parts.append(f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{b64}">')
 
     def table(self, df: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
         fmt = {c: floatfmt.format for c in df.columns if df[c].dtype.kind == "f"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from html import unescape as html_unescape
 
 import numpy as np
 import pyarrow.compute as pc
@@ -105,6 +106,64 @@ def test_every_stage_ran_and_wrote_its_outputs(study):
         assert store.exists(f"{store.record('analyze')['folder']}/{name}.parquet"), name
     report = store.read_bytes("report.html").decode()
     assert "t-SNE" in report and "Model disagreement" in report
+
+
+_CHECK = """<script>
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  const broken = imgs.filter((i) => !(i.complete && i.naturalWidth > 0)).map((i) => i.alt);
+  const out = document.createElement("pre");
+  out.id = "citylens-check";
+  out.textContent = JSON.stringify({
+    images: imgs.length, broken: broken,
+    alts: imgs.map((i) => i.alt),
+    sections: [...document.querySelectorAll("h2[id]")].map((h) => h.id),
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+_CHROMIUM = [
+    "chromium",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--no-first-run",
+    "--virtual-time-budget=20000",
+]
+
+
+def test_report_renders_in_headless_chromium_with_every_image_and_section(study, tmp_path):
+    import json
+    import re
+    import subprocess
+
+    _, store, _ = study
+    page = tmp_path / "report.html"
+    page.write_text(store.read_bytes("report.html").decode().replace("</body>", _CHECK + "</body>"))
+    dom = subprocess.run(
+        [*_CHROMIUM, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    found = re.search(r'<pre id="citylens-check">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    check = json.loads(html_unescape(found.group(1)))
+    assert check["broken"] == [] and check["images"] >= 10
+    for section in ("accuracy", "ar", "masks", "tsne", "objects", "galleries"):
+        assert section in check["sections"]
+    for alt in ("t-SNE mosaic", "weighted masks", "AR distribution", "R_p per city, by seed"):
+        assert any(alt in a for a in check["alts"]), alt
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [*_CHROMIUM, f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    pixels = np.asarray(Image.open(shot).convert("L"), np.float32)
+    assert pixels.shape == (2400, 1280) and pixels.std() > 10  # not a blank page
 
 
 def test_inputs_equal_processed_plus_errors_in_every_stage(study):
