@@ -26,7 +26,7 @@ from citylens.report.figures import (
     tsne_by_city,
     tsne_by_class,
 )
-from citylens.report.html import Page, jpeg_bytes, png_bytes
+from citylens.report.html import Page, jpeg_bytes, png_array_bytes, png_bytes
 from citylens.report.selection import (
     architecture_styles,
     describe_unique,
@@ -94,9 +94,9 @@ def run_report(ctx: Context) -> StageResult:
         page.image(png, alt)
 
     def picture(name: str, array: np.ndarray, alt: str) -> None:
-        jpeg = jpeg_bytes(array)
-        files[f"{name}.jpg"] = jpeg
-        page.image(jpeg, alt, mime="image/jpeg")
+        # full-quality PNG beside the page; the page embeds a JPEG to stay light
+        files[f"{name}.png"] = png_array_bytes(array)
+        page.image(jpeg_bytes(array), alt, mime="image/jpeg")
 
     def table(name: str, df: pd.DataFrame) -> None:
         files[f"{name}.csv"] = df.to_csv(index=False).encode()
@@ -120,6 +120,18 @@ def run_report(ctx: Context) -> StageResult:
         f"({', '.join(cfg.models.archs)} × seeds {list(cfg.models.seeds)}), "
         f"input {cfg.train.input_size} px; explanations at θ = {list(cfg.explain.thetas)}; "
         f"segmenter <code>{html.escape(cfg.segmenter.backend)}</code>.",
+        (
+            "Test accuracy (chance "
+            f"{1 / max(len(cities), 1):.2f}): "
+            + ", ".join(
+                f"{arch} {g.test_acc.mean():.2f}"
+                for arch, g in acc.groupby("arch", sort=False)
+                if g.test_acc.notna().any()
+            )
+            + " (mean over seeds)."
+            if acc is not None and "test_acc" in acc
+            else "No accuracy table."
+        ),
         "Skipped inputs (see the errors tables): "
         + ", ".join(f"{s} {n}" for s, n in errors.items())
         + ".",

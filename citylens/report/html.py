@@ -9,7 +9,7 @@ import io
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["Page", "jpeg_bytes", "png_bytes"]
+__all__ = ["Page", "jpeg_bytes", "png_array_bytes", "png_bytes"]
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
@@ -39,6 +39,15 @@ def jpeg_bytes(array, quality: int = 88) -> bytes:
 
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def png_array_bytes(array) -> bytes:
+    """Encode a uint8 ``(H, W, 3)`` picture as PNG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
 
 
