@@ -47,6 +47,19 @@ def _read_folder(ctx: Context, folder: str, name: str) -> pd.DataFrame | None:
     return pd.concat([ctx.store.read_table(f).to_pandas() for f in files], ignore_index=True)
 
 
+def _overlaps_of(ctx: Context, model: str, theta: float) -> pd.DataFrame:
+    """One model's overlap rows at θ: image_id, city, class_pixels_in_mask."""
+    folder = ctx.store.record("overlap")["folder"]
+    cols = ["image_id", "city", "model", "theta", "class_pixels_in_mask"]
+    parts = []
+    for rel in ctx.store.files(f"{folder}/data", ".parquet"):
+        t = ctx.store.read_table(rel, columns=cols)
+        t = t.filter(pc.equal(t["model"], model))
+        parts.append(t.to_pandas())
+    d = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    return d[(d.theta - theta).abs() < 1e-6]
+
+
 def _read(ctx: Context, folder: str, name: str) -> pd.DataFrame | None:
     rel = f"{folder}/{name}.parquet"
     return ctx.store.read_table(rel).to_pandas() if ctx.store.exists(rel) else None
@@ -59,9 +72,9 @@ def run_report(ctx: Context) -> StageResult:
         "showcase": f"{cfg.models.archs[0]}-s{cfg.models.seeds[0]}",
         "mosaic": cfg.analysis.mosaic,
         "seed": cfg.analysis.seed,
-        "version": 2,  # bump when the report's content changes
+        "version": 3,  # bump when the report's content changes
     }
-    key = ctx.key("report", ctx.upstream("ingest", "explain", "analyze"), settings)
+    key = ctx.key("report", ctx.upstream("ingest", "explain", "overlap", "analyze"), settings)
     if (rec := ctx.up_to_date("report", key)) and store.exists("report.html"):
         return StageResult("report", "skipped", rec)
     folder, started = ctx.begin("report")
@@ -98,9 +111,9 @@ def run_report(ctx: Context) -> StageResult:
         files[f"{name}.png"] = png_array_bytes(array)
         page.image(jpeg_bytes(array), alt, mime="image/jpeg")
 
-    def table(name: str, df: pd.DataFrame) -> None:
+    def table(name: str, df: pd.DataFrame, summary: str | None = None) -> None:
         files[f"{name}.csv"] = df.to_csv(index=False).encode()
-        page.table(df)
+        page.table(df, summary=summary)
 
     counts = ingest["counts"]
     errors = {
@@ -169,13 +182,16 @@ def run_report(ctx: Context) -> StageResult:
             f"{kinds.get('architectures', float('nan')):.3f}; between seeds of one "
             f"architecture: {kinds.get('seeds', float('nan')):.3f}."
         )
-        table("ar_pairs", pairs)
+        table("ar_pairs", pairs, f"AR of all {len(pairs)} model pairs")
         ar_images = _read_folder(ctx, an, "ar_images")
         if ar_images is not None and len(ar_images):
             figure("ar_distributions", ar_distributions(ar_images), "AR distribution per pair")
 
     page.h2("Weighted masks side by side", "masks")
-    models = sorted(acc.model) if acc is not None else []
+    have = set(acc.model) if acc is not None else set()
+    models = [
+        m for m in (f"{a}-s{s}" for a in cfg.models.archs for s in cfg.models.seeds) if m in have
+    ]
     grid_ids = sample_per_city(test_images, 2, cfg.analysis.seed)
     assets.load({(i, m) for i in grid_ids.image_id for m in models})
     rows, labels, row_colors = [], [], []
@@ -247,7 +263,10 @@ def run_report(ctx: Context) -> StageResult:
             ["city", "theta", "model", "r_p"], ascending=[True, True, True, False]
         )
         files["objects.csv"] = objects.to_csv(index=False).encode()
-        page.table(sel[["city", "theta", "model", "name", "r_p", "mean_in_mask", "mean_in_image"]])
+        page.table(
+            sel[["city", "theta", "model", "name", "r_p", "mean_in_mask", "mean_in_image"]],
+            summary=f"R_p of the {len(sel)} selected (model, city, θ, object) rows",
+        )
 
     page.h2("Galleries", "galleries")
     if emb is not None and len(emb):
@@ -255,8 +274,8 @@ def run_report(ctx: Context) -> StageResult:
         for name, title, chosen in (
             (
                 "gallery_symbols",
-                "Urban symbols: explanations whose top object only this city has",
-                urban_symbols(per_image, unique, voc.names, 6, a_seed),
+                "Urban symbols: explanations most covered by objects only this city has",
+                urban_symbols(_overlaps_of(ctx, showcase, theta), unique, voc.names, 6),
             ),
             (
                 "gallery_architecture",
@@ -283,6 +302,13 @@ def run_report(ctx: Context) -> StageResult:
             else:
                 page.p(f"{title}: none in this study.", "note")
 
+    if assets.unreadable:
+        page.p(
+            f"{len(assets.unreadable)} image(s) could not be read for the pictures above "
+            "(moved or deleted since the study ran) and are left out of them; e.g. "
+            + html.escape(next(iter(assets.unreadable.values()))),
+            "note",
+        )
     agreement = _read(ctx, an, "agreement")
     if agreement is not None and len(agreement):
         page.h2("Agreement with annotations", "agreement")

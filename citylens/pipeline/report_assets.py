@@ -32,6 +32,7 @@ class ReportAssets:
         self.uri = dict(zip(manifest["image_id"].to_pylist(), manifest["uri"].to_pylist()))
         self.masks: dict[tuple[str, str], np.ndarray] = {}
         self.images: dict[str, np.ndarray | None] = {}
+        self.unreadable: dict[str, str] = {}  # image id -> why it is not in the pictures
 
     def load(self, pairs: set[tuple[str, str]]) -> None:
         """Read the masks of ``(image_id, model)`` pairs and decode their images."""
@@ -56,8 +57,9 @@ class ReportAssets:
             try:
                 img = decode_rgb(read_bytes(self.uri[iid], self.opts))
                 self.images[iid] = square(img, self.size)
-            except (DecodeError, OSError, KeyError):
+            except (DecodeError, OSError, KeyError) as err:
                 self.images[iid] = None  # gone since explain: left out of the pictures
+                self.unreadable[iid] = f"{type(err).__name__}: {err}"
 
     def pair(self, image_id: str, model: str) -> tuple[np.ndarray, np.ndarray] | None:
         """``(image, mask)`` or None when either is missing."""

@@ -72,9 +72,13 @@ class Page:
         b64 = base64.b64encode(data).decode()
         self.parts.append(f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{b64}">')
 
-    def table(self, df: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
+    def table(self, df: pd.DataFrame, floatfmt: str = "{:.3f}", summary: str | None = None) -> None:
+        """An HTML table; folded under ``summary`` (a <details> element) when given."""
         fmt = {c: floatfmt.format for c in df.columns if df[c].dtype.kind == "f"}
-        self.parts.append(df.to_html(index=False, formatters=fmt, border=0, na_rep="–"))
+        markup = df.to_html(index=False, formatters=fmt, border=0, na_rep="–")
+        if summary:
+            markup = f"<details><summary>{html.escape(summary)}</summary>{markup}</details>"
+        self.parts.append(markup)
 
     def render(self) -> str:
         body = "\n".join(self.parts)

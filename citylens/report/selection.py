@@ -3,8 +3,8 @@
 - :func:`unique_objects`: the objects discriminative for one city only (selected by
   most models for that city, and by most models for no other city).
 - :func:`urban_symbols` / :func:`architecture_styles`: gallery picks (thesis §4.4) —
-  explanations whose top object is one of its city's unique objects, and explanations
-  dominated by buildings.
+  explanations most covered by their city's unique objects, and explanations whose top
+  object is a building.
 - :func:`sample_per_city`: a seeded, balanced sample of images.
 """
 
@@ -79,22 +79,36 @@ def sample_per_city(frame: pd.DataFrame, per_city: int, seed: int = 0) -> pd.Dat
 
 
 def urban_symbols(
-    tops: pd.DataFrame,
+    counts: pd.DataFrame,
     unique: dict[str, list[str]],
     names: tuple[str, ...],
     per_city: int,
-    seed: int = 0,
+    min_share: float = 0.2,
 ) -> pd.DataFrame:
-    """Explanations whose top object is unique to the image's own city.
+    """Explanations most covered by objects that only their own city has.
 
     Args:
-        tops: Rows with ``image_id, city, top_class`` (one model, one θ).
+        counts: Rows with ``image_id, city, class_pixels_in_mask`` (one model, one θ).
         unique: From :func:`unique_objects`.
-        names: Vocabulary names (``names[top_class]``).
+        names: Vocabulary names (index -> name).
+        per_city: Images per city.
+        min_share: Least share of the explanation's pixels on the city's unique objects.
+
+    Returns:
+        The chosen rows with a ``share`` column, highest share first within each city.
     """
-    top_name = tops.top_class.map(lambda c: names[c])
-    hit = [name in unique.get(city, []) for city, name in zip(tops.city, top_name)]
-    return sample_per_city(tops[np.asarray(hit, bool)], per_city, seed)
+    index = {n: k for k, n in enumerate(names)}
+    shares = []
+    for city, row in zip(counts.city, counts.class_pixels_in_mask):
+        m = np.asarray(row, np.float64)
+        cls = [index[n] for n in unique.get(city, []) if n in index]
+        total = m[1:].sum()
+        shares.append(m[cls].sum() / total if cls and total > 0 else 0.0)
+    d = counts.assign(share=shares)
+    d = d[d.share >= min_share].sort_values(
+        ["city", "share", "image_id"], ascending=[True, False, True]
+    )
+    return d.groupby("city", sort=True).head(per_city)
 
 
 def architecture_styles(

@@ -39,18 +39,35 @@ def test_unique_objects_by_hand():
     assert lines[1].startswith("B has no discriminative object")
 
 
-def test_galleries_pick_by_top_class():
+def test_galleries_by_unique_object_share_and_by_top_class():
     names = ("other", "building", "skyscraper", "fence", "road")
-    tops = pd.DataFrame(
+    counts = pd.DataFrame(
         {
             "image_id": ["a1", "a2", "a3", "b1", "b2", "b3"],
             "city": ["A", "A", "A", "B", "B", "B"],
-            "top_class": [2, 4, 1, 3, 2, 1],
+            # pixels per class 0..4 inside each explanation
+            "class_pixels_in_mask": [
+                [9, 5, 5, 0, 0],  # A: skyscraper 5/10 = 0.5 (other ignored)
+                [0, 0, 1, 0, 9],  # A: 0.1 < min_share
+                [0, 2, 8, 0, 0],  # A: 0.8
+                [0, 1, 0, 3, 0],  # B: fence 0.75
+                [0, 0, 4, 0, 0],  # B: skyscraper is not B's symbol
+                [0, 0, 0, 0, 0],  # B: empty
+            ],
         }
     )
     unique = {"A": ["skyscraper"], "B": ["fence"]}
-    sym = urban_symbols(tops, unique, names, per_city=5)
-    assert sorted(sym.image_id) == ["a1", "b1"]  # b2's skyscraper is not B's symbol
+    sym = urban_symbols(counts, unique, names, per_city=5)
+    assert sym.image_id.tolist() == ["a3", "a1", "b1"]
+    assert sym.share.tolist() == [0.8, 0.5, 0.75]
+    assert urban_symbols(counts, unique, names, per_city=1).image_id.tolist() == ["a3", "b1"]
+    tops = pd.DataFrame(
+        {
+            "image_id": ["a1", "a2", "a3", "b1", "b2", "b3"],
+            "city": list("AAABBB"),
+            "top_class": [2, 4, 1, 3, 2, 1],
+        }
+    )
     arch = architecture_styles(tops, names, per_city=5)
     assert sorted(arch.image_id) == ["a1", "a3", "b2", "b3"]
 
