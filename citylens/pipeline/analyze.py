@@ -84,10 +84,22 @@ def ar_of_shard(store: Store, rel: str, grid: int, out: str) -> dict:
     return dict(sums)
 
 
+_TOPS = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("model", pa.string()),
+        ("theta", pa.float32()),
+        ("top_class", pa.int32()),
+    ]
+)
+
+
 @ray.remote
 def sums_of_shard(store: Store, rel: str) -> tuple[dict, pa.Table]:
     """Pixel sums per (model, city, θ) and each row's top class inside its explanation."""
     t = store.read_table(rel)
+    if t.num_rows == 0:  # no explanation of this shard had a class map
+        return {}, _TOPS.empty_table()
     m = np.asarray(t["class_pixels_in_mask"].to_pylist(), np.int64)
     n = np.asarray(t["class_pixels"].to_pylist(), np.int64)
     keys = list(
@@ -113,7 +125,8 @@ def sums_of_shard(store: Store, rel: str) -> tuple[dict, pa.Table]:
             "model": t["model"],
             "theta": t["theta"],
             "top_class": pa.array(top, pa.int32()),
-        }
+        },
+        schema=_TOPS,
     )
     return sums, tops
 

@@ -220,11 +220,12 @@ def run_report(ctx: Context) -> StageResult:
             figure(
                 f"tsne_city_pca{tag}", tsne_by_city(emb, pca, colors), f"t-SNE by city, PCA {pca}"
             )
-            figure(
-                f"tsne_class_pca{tag}",
-                tsne_by_class(emb, pca, voc.names),
-                f"t-SNE by top object, PCA {pca}",
-            )
+            if emb.top_class.notna().any():
+                figure(
+                    f"tsne_class_pca{tag}",
+                    tsne_by_class(emb, pca, voc.names),
+                    f"t-SNE by top object, PCA {pca}",
+                )
         mos = emb[(emb.model == showcase) & (emb.descriptor == "d_cam")]
         mos = mos[mos.pca == sorted(mos.pca.unique())[0]] if len(mos) else mos
         picked = sample_per_city(mos, max(1, cfg.analysis.mosaic // max(len(cities), 1)), a_seed)
@@ -252,6 +253,13 @@ def run_report(ctx: Context) -> StageResult:
             )
 
     page.h2("Objects", "objects")
+    if objects is None or not len(objects):
+        page.p(
+            "No class maps: every image lacked one (see the segment stage's errors). "
+            "Objects need a segmenter: ground-truth label maps (cities.&lt;name&gt;.labels) "
+            "or a model (segmenter.backend, e.g. ade20k-ppm with CSAIL's weights).",
+            "note",
+        )
     if tops is not None and len(tops):
         figure("top_objects", top_objects_bars(tops, colors), "top objects per city and θ")
     if objects is not None and len(objects):

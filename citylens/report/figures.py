@@ -255,7 +255,8 @@ def tsne_by_class(emb: pd.DataFrame, pca: str, names: tuple[str, ...], top: int 
     The ``top`` most frequent classes get distinct colours (tab10), the rest light grey;
     class 0 means the explanation was empty.
     """
-    d = emb[emb.pca == pca]
+    d = emb[(emb.pca == pca) & emb.top_class.notna()]
+    d = d.assign(top_class=d.top_class.astype(int))
     common = d.top_class.value_counts().index[:top].tolist()
     cmap = plt.get_cmap("tab10")
     color = {c: ("0.15" if c == 0 else cmap(k % 10)) for k, c in enumerate(common)}

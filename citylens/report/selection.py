@@ -114,6 +114,10 @@ def urban_symbols(
 def architecture_styles(
     tops: pd.DataFrame, names: tuple[str, ...], per_city: int, seed: int = 0
 ) -> pd.DataFrame:
-    """Explanations whose top object is a building (building, house, skyscraper, tower)."""
-    hit = tops.top_class.map(lambda c: names[c] in ARCHITECTURE_CLASSES).astype(bool)
+    """Explanations whose top object is a building (building, house, skyscraper, tower).
+
+    Rows without a top class (no class map for the image) are never picked.
+    """
+    tops = tops[tops.top_class.notna()]
+    hit = tops.top_class.map(lambda c: names[int(c)] in ARCHITECTURE_CLASSES).astype(bool)
     return sample_per_city(tops[hit.to_numpy()], per_city, seed)

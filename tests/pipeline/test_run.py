@@ -166,6 +166,16 @@ def test_report_renders_in_headless_chromium_with_every_image_and_section(study,
     assert pixels.shape == (2400, 1280) and pixels.std() > 10  # not a blank page
 
 
+def test_pixel_sums_of_a_shard_without_class_maps_are_empty(study, tmp_path):
+    from citylens.pipeline.analyze import sums_of_shard
+    from citylens.tables import OVERLAPS
+
+    store = Store(str(tmp_path))
+    store.write_table("empty.parquet", OVERLAPS.empty_table())
+    sums, tops = ray.get(sums_of_shard.remote(store, "empty.parquet"))
+    assert sums == {} and tops.num_rows == 0 and "top_class" in tops.column_names
+
+
 def test_inputs_equal_processed_plus_errors_in_every_stage(study):
     _, store, _ = study
     for stage in ("ingest", "explain", "segment"):

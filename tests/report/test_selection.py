@@ -80,3 +80,11 @@ def test_sample_per_city_is_balanced_and_seeded():
     assert s1.city.value_counts().to_dict() == {"A": 4, "B": 4}
     assert s1.image_id.tolist() == s2.image_id.tolist()
     assert sample_per_city(df, 4, seed=2).image_id.tolist() != s1.image_id.tolist()
+
+
+def test_architecture_styles_skips_images_without_a_class_map():
+    names = ("other", "building")
+    tops = pd.DataFrame(
+        {"image_id": ["a", "b"], "city": ["A", "A"], "top_class": [1.0, float("nan")]}
+    )
+    assert architecture_styles(tops, names, per_city=5).image_id.tolist() == ["a"]
