@@ -183,12 +183,16 @@ class RunConfig:
         address: Ray address to join (else ``RAY_ADDRESS``, else a local Ray).
         actors: Grad-CAM / segmenter actors per stage (default: one per GPU, else
             one per two CPUs).
+        gpus: GPUs to use (one per trial and per model actor). Default: the GPUs the
+            cluster has when the stage starts; set it on an autoscaling cluster whose
+            GPU workers start at zero (the requests make the autoscaler add them).
         storage_options: fsspec options for s3:// URIs (e.g. ``endpoint_url``);
             credentials belong in the environment, never here.
     """
 
     address: str | None = None
     actors: int | None = None
+    gpus: int | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
 
 

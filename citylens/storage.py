@@ -22,7 +22,39 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["Store", "digest", "new_run_id"]
+__all__ = ["Store", "digest", "filesystem", "new_run_id", "open_file", "read_bytes"]
+
+_LOCAL = ("file", "local")
+
+
+def filesystem(
+    uri: str, storage_options: dict | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and path of a path or URI.
+
+    ``storage_options`` (e.g. ``{"endpoint_url": ...}`` for an S3-compatible store) are
+    given to remote filesystems only, so one study can mix local folders and ``s3://``
+    prefixes. Credentials come from the standard chain (environment, ``~/.aws``, instance
+    role), never from the study config.
+    """
+    if fsspec.utils.get_protocol(uri) in _LOCAL:
+        return fsspec.core.url_to_fs(uri)
+    # Listings are not cached: Ray workers on other processes and nodes add shards to
+    # the folders a driver lists, and a stale listing would drop them.
+    options = {"use_listings_cache": False, **(storage_options or {})}
+    return fsspec.core.url_to_fs(uri, **options)
+
+
+def open_file(uri: str, mode: str = "rb", storage_options: dict | None = None):
+    """Open a path or URI (a context manager, as :func:`fsspec.open`)."""
+    fs, path = filesystem(uri, storage_options)
+    return fs.open(path, mode)
+
+
+def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
+    """Read a whole file from a path or URI."""
+    fs, path = filesystem(uri, storage_options)
+    return fs.cat_file(path)
 
 
 def digest(obj: Any) -> str:
@@ -49,7 +81,7 @@ class Store:
 
     def __init__(self, uri: str, storage_options: dict | None = None) -> None:
         self.options = dict(storage_options or {})
-        fs, root = fsspec.core.url_to_fs(uri, **self.options)
+        fs, root = filesystem(uri, self.options)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.local = protocol in ("file", "local")
         if self.local:
@@ -91,9 +123,8 @@ class Store:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a file atomically."""
         path = self.path(rel)
-        parent = path.rsplit("/", 1)[0]
-        self.fs.makedirs(parent, exist_ok=True)
-        if self.local:
+        if self.local:  # object stores have no folders (and makedirs would create buckets)
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
             with open(tmp, "wb") as f:
                 f.write(data)

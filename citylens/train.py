@@ -13,12 +13,12 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
-import fsspec
 import torch
 from torch import nn
 
 from citylens.data.images import normalize
 from citylens.models import CityNet, build_model, load_state_dict
+from citylens.storage import filesystem
 
 __all__ = [
     "TensorBatches",
@@ -129,6 +129,7 @@ def fit(
     init_weights: str | None = None,
     device: str = "cpu",
     on_epoch: Callable[[dict, CityNet], None] | None = None,
+    storage_options: dict | None = None,
 ) -> TrainResult:
     """Train one (architecture, seed) and keep its best-validation state.
 
@@ -145,9 +146,10 @@ def fit(
         device: Torch device.
         on_epoch: Called after each epoch with its history row and the model
             (e.g. to report to Ray Train or checkpoint).
+        storage_options: fsspec options for an ``s3://`` ``init_weights``.
     """
     torch.manual_seed(seed)
-    model = build_model(arch, num_classes, input_size, init_weights)
+    model = build_model(arch, num_classes, input_size, init_weights, storage_options)
     # channels-last convolutions run 10-40 % faster on CPU (oneDNN) and on GPU.
     model = model.to(device=device, memory_format=torch.channels_last)
     # The fused Adam kernel updates VGG11's 129M parameters 15x faster than the
@@ -197,10 +199,13 @@ def fit(
     return result
 
 
-def save_checkpoint(uri: str, model: CityNet, meta: dict) -> None:
+def save_checkpoint(
+    uri: str, model: CityNet, meta: dict, storage_options: dict | None = None
+) -> None:
     """Write ``<uri>/model.pt`` (state_dict) and ``<uri>/meta.json``."""
-    fs, root = fsspec.core.url_to_fs(uri)
-    fs.makedirs(root, exist_ok=True)
+    fs, root = filesystem(uri, storage_options)
+    if "file" in fs.protocol:  # no folders (nor bucket creation) on object stores
+        fs.makedirs(root, exist_ok=True)
     with fs.open(f"{root}/model.pt", "wb") as f:
         torch.save(model.state_dict(), f)
     meta = {
@@ -221,15 +226,18 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def load_checkpoint(uri: str, device: str = "cpu") -> tuple[CityNet, dict]:
+def load_checkpoint(
+    uri: str, device: str = "cpu", storage_options: dict | None = None
+) -> tuple[CityNet, dict]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
     Returns:
         ``(model in eval mode, meta)``.
     """
-    fs, root = fsspec.core.url_to_fs(uri)
+    fs, root = filesystem(uri, storage_options)
     with fs.open(f"{root}/meta.json") as f:
         meta = json.load(f)
     model = build_model(meta["arch"], meta["num_classes"], meta["input_size"])
-    model.load_state_dict(load_state_dict(f"{uri.rstrip('/')}/model.pt"), strict=True)
+    state = load_state_dict(f"{uri.rstrip('/')}/model.pt", storage_options)
+    model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 import uuid
 
-import fsspec
 import torch
 
 from citylens.config import ConfigError, StudyConfig
 from citylens.models import ARCHITECTURES, GeometryError, build_model
+from citylens.storage import filesystem
 
 __all__ = ["preflight", "validate_config"]
 
@@ -170,6 +170,8 @@ def validate_config(cfg: StudyConfig) -> None:
     _require(a.mosaic >= 0, "analysis.mosaic", f"must be ≥ 0, got {a.mosaic}")
     if cfg.run.actors is not None:
         _require(cfg.run.actors >= 1, "run.actors", f"must be ≥ 1, got {cfg.run.actors}")
+    if cfg.run.gpus is not None:
+        _require(cfg.run.gpus >= 0, "run.gpus", f"must be ≥ 0, got {cfg.run.gpus}")
 
 
 def preflight(cfg: StudyConfig) -> None:
@@ -182,8 +184,9 @@ def preflight(cfg: StudyConfig) -> None:
 
     opts = cfg.run.storage_options
     try:
-        fs, root = fsspec.core.url_to_fs(cfg.store, **opts)
-        fs.makedirs(root, exist_ok=True)
+        fs, root = filesystem(cfg.store, opts)
+        if fs.protocol in ("file", "local") or "file" in fs.protocol:
+            fs.makedirs(root, exist_ok=True)  # never on S3: it would create a bucket
         probe = f"{root.rstrip('/')}/.citylens-write-test-{uuid.uuid4().hex}"
         with fs.open(probe, "wb") as f:
             f.write(b"ok")

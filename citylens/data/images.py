@@ -129,11 +129,10 @@ def load_labels(data: bytes) -> np.ndarray:
 
 
 def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
-    """Read a whole file from a path or URI."""
-    import fsspec
+    """Read a whole file from a path or URI (storage options apply to remote URIs)."""
+    from citylens.storage import read_bytes as _read
 
-    with fsspec.open(uri, "rb", **(storage_options or {})) as f:
-        return f.read()
+    return _read(uri, storage_options)
 
 
 def load_batch(

@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from citylens.storage import filesystem
 from citylens.tables import MANIFEST, SPLITS, errors_table
 
 __all__ = [
@@ -113,7 +113,7 @@ def scan_city(
     Raises:
         FileNotFoundError: the source does not exist or holds no images.
     """
-    fs, root = fsspec.core.url_to_fs(source, **(storage_options or {}))
+    fs, root = filesystem(source, storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"city {city!r}: source {source} does not exist")
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -121,7 +121,7 @@ def scan_city(
     root = root.rstrip("/")
     label_set: dict[str, str] = {}
     if labels:
-        lfs, lroot = fsspec.core.url_to_fs(labels, **(storage_options or {}))
+        lfs, lroot = filesystem(labels, storage_options)
         lroot = lroot.rstrip("/")
         lprefix = "" if protocol in ("file", "local") else f"{protocol}://"
         for path in lfs.find(lroot):

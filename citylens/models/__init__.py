@@ -6,14 +6,15 @@ to the Grad-CAM target layer), ``head`` and ``cam_size``.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
-import fsspec
 import torch
 
 from citylens.models.base import CityNet, GeometryError
 from citylens.models.shallow import SIMPLE, SIMPLER, build_shallow
 from citylens.models.tv import build_resnet18, build_vgg11
+from citylens.storage import read_bytes
 
 __all__ = ["ARCHITECTURES", "CityNet", "GeometryError", "build_model", "load_state_dict"]
 
@@ -38,17 +39,21 @@ _REGISTRY: dict[str, _Builder] = {
 ARCHITECTURES: tuple[str, ...] = tuple(_REGISTRY)
 
 
-def load_state_dict(uri: str) -> dict[str, torch.Tensor]:
+def load_state_dict(uri: str, storage_options: dict | None = None) -> dict[str, torch.Tensor]:
     """Load a state_dict from a path or URI, refusing pickled code (``weights_only=True``)."""
-    with fsspec.open(uri, "rb") as f:
-        state = torch.load(f, map_location="cpu", weights_only=True)
+    data = read_bytes(uri, storage_options)
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{uri}: expected a state_dict, got {type(state).__name__}")
     return state
 
 
 def build_model(
-    arch: str, num_classes: int, input_size: int = 224, init_weights: str | None = None
+    arch: str,
+    num_classes: int,
+    input_size: int = 224,
+    init_weights: str | None = None,
+    storage_options: dict | None = None,
 ) -> CityNet:
     """Build an untrained city classifier.
 
@@ -58,6 +63,7 @@ def build_model(
         input_size: Side of the square input in pixels.
         init_weights: Optional path/URI of a torchvision-format state_dict to start from
             (VGG11, ResNet18 only). Nothing is ever downloaded.
+        storage_options: fsspec options for an ``s3://`` ``init_weights``.
 
     Raises:
         ValueError: unknown architecture or bad weights; GeometryError: input too small.
@@ -66,5 +72,5 @@ def build_model(
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    init = load_state_dict(init_weights) if init_weights else None
+    init = load_state_dict(init_weights, storage_options) if init_weights else None
     return _REGISTRY[arch](num_classes, input_size, init)

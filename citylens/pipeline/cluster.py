@@ -9,7 +9,7 @@ import ray
 
 from citylens.config import StudyConfig
 
-__all__ = ["actor_count", "blocks", "connect", "gpus", "total_cpus"]
+__all__ = ["actor_count", "blocks", "connect", "gpus", "node_cpus", "total_cpus"]
 
 log = logging.getLogger("citylens")
 
@@ -39,8 +39,15 @@ def blocks(table, rows_per_block: int) -> ray.data.Dataset:
     return ray.data.from_arrow([table.slice(i, n) for i in range(0, max(table.num_rows, 1), n)])
 
 
-def gpus() -> int:
-    """Real GPUs in the cluster (``ScalingConfig(use_gpu=True)`` fails on logical ones)."""
+def gpus(cfg: StudyConfig | None = None) -> int:
+    """GPUs the study uses: ``run.gpus`` when set, else the GPUs the cluster has now.
+
+    An autoscaling cluster whose GPU workers start at zero sets ``run.gpus`` to the most
+    it may grow to: the study then asks for GPUs and the autoscaler brings them up.
+    (``ScalingConfig(use_gpu=True)`` fails on logical GPUs, so there is no guessing.)
+    """
+    if cfg is not None and cfg.run.gpus is not None:
+        return cfg.run.gpus
     return int(ray.cluster_resources().get("GPU", 0))
 
 
@@ -48,8 +55,14 @@ def total_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def node_cpus() -> int:
+    """CPUs of the largest alive node: a single trial's CPUs must fit on one node."""
+    per_node = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    return max(1, int(max(per_node, default=1)))
+
+
 def actor_count(cfg: StudyConfig) -> int:
     """Model-holding actors for explain/segment: one per GPU, else one per two CPUs."""
     if cfg.run.actors:
         return cfg.run.actors
-    return gpus() or max(1, total_cpus() // 2)
+    return gpus(cfg) or max(1, total_cpus() // 2)

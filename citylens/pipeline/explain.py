@@ -20,7 +20,7 @@ from citylens.pipeline import cluster
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
 from citylens.pipeline.ingest import read_manifest
-from citylens.pipeline.shards import done_image_ids, summary, write_shard
+from citylens.pipeline.shards import count_by_node, done_image_ids, summary, write_shard
 from citylens.storage import Store
 from citylens.tables import EXPLANATIONS
 
@@ -75,7 +75,7 @@ class CamWorker:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.models = {}
         for name, rel in sorted(models.items()):
-            model, _ = load_checkpoint(store.url(rel), device)
+            model, _ = load_checkpoint(store.url(rel), device, store.options)
             self.models[name] = model.to(memory_format=torch.channels_last)
         self.store, self.folder, self.target = store, folder, target
 
@@ -127,7 +127,7 @@ def run_explain(ctx: Context) -> StageResult:
     manifest = read_manifest(ctx)
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(["image_id", "uri", "city"])
     n_actors = cluster.actor_count(cfg)
-    n_gpu = cluster.gpus()
+    n_gpu = cluster.gpus(cfg)
     threads = 1 if n_gpu else max(1, cluster.total_cpus() // n_actors)
     bs = cfg.explain.batch_size
     ctx.progress(
@@ -165,7 +165,9 @@ def run_explain(ctx: Context) -> StageResult:
         num_cpus=0 if n_gpu else 1,
     )
     done = images = rows = errors = 0
+    nodes: dict[str, int] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        count_by_node(nodes, batch)
         images += int(batch["images"].sum())
         rows += int(batch["rows"].sum())
         errors += int(batch["errors"].sum())
@@ -185,5 +187,7 @@ def run_explain(ctx: Context) -> StageResult:
             f"explain: {test.num_rows} inputs but {images} explained + "
             f"{errors} errors ({len(covered)} covered by shards)"
         )
-    rec = ctx.finish("explain", key, folder, started, counts=counts, models=sorted(models))
+    rec = ctx.finish(
+        "explain", key, folder, started, counts=counts, models=sorted(models), nodes=nodes
+    )
     return StageResult("explain", "ran", rec)

@@ -20,7 +20,7 @@ from citylens.overlap import class_pixels
 from citylens.pipeline import cluster
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.ingest import read_manifest
-from citylens.pipeline.shards import done_image_ids, summary, write_shard
+from citylens.pipeline.shards import count_by_node, done_image_ids, summary, write_shard
 from citylens.segment import SEGMENTERS, build_segmenter, vocabulary_of
 from citylens.segment.model import weights_fingerprint
 from citylens.storage import Store, digest
@@ -171,7 +171,7 @@ def run_segment(ctx: Context) -> StageResult:
             _segment_in_task, fn_kwargs=worker_args, batch_size=bs, batch_format="pyarrow"
         )
     else:
-        n_gpu = cluster.gpus()
+        n_gpu = cluster.gpus(cfg)
         n_actors = cluster.actor_count(cfg)
         ctx.progress(
             f"segment: {test.num_rows} test images with '{seg.backend}', {n_actors} actor(s)"
@@ -186,7 +186,9 @@ def run_segment(ctx: Context) -> StageResult:
             num_cpus=0 if n_gpu else 1,
         )
     images = errors = 0
+    nodes: dict[str, int] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        count_by_node(nodes, batch)
         images += int(batch["images"].sum())
         errors += int(batch["errors"].sum())
     covered = done_image_ids(store, folder)
@@ -196,5 +198,7 @@ def run_segment(ctx: Context) -> StageResult:
         )
     counts = {"inputs": test.num_rows, "images": images, "errors": errors}
     ctx.progress(f"segment: {images} images segmented, {errors} errors")
-    rec = ctx.finish("segment", key, folder, started, counts=counts, segmenter=seg.backend)
+    rec = ctx.finish(
+        "segment", key, folder, started, counts=counts, segmenter=seg.backend, nodes=nodes
+    )
     return StageResult("segment", "ran", rec)

@@ -15,7 +15,7 @@ import pyarrow as pa
 from citylens.storage import Store
 from citylens.tables import errors_table
 
-__all__ = ["done_image_ids", "shard_name", "summary", "write_shard"]
+__all__ = ["count_by_node", "done_image_ids", "shard_name", "summary", "write_shard"]
 
 
 def shard_name(image_ids: list[str]) -> str:
@@ -39,13 +39,27 @@ def write_shard(
 
 
 def summary(name: str, images: int, rows: int, errors: int) -> dict:
-    """The one-row batch an actor returns to the driver instead of its data."""
+    """The one-row batch an actor returns to the driver instead of its data.
+
+    It names the Ray node that did the work, so a stage's record can say where its
+    images were processed (``nodes``: node id -> images).
+    """
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
     return {
         "shard": np.array([name], dtype=object),
         "images": np.array([images], np.int64),
         "rows": np.array([rows], np.int64),
         "errors": np.array([errors], np.int64),
+        "node": np.array([node], dtype=object),
     }
+
+
+def count_by_node(nodes: dict[str, int], batch: dict) -> None:
+    """Add a batch of summaries' image counts to ``nodes`` (node id -> images)."""
+    for node, n in zip(batch["node"], batch["images"]):
+        nodes[str(node)] = nodes.get(str(node), 0) + int(n)
 
 
 def done_image_ids(store: Store, folder: str) -> set[str]:

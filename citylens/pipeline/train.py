@@ -129,6 +129,7 @@ def _train_loop(config: dict) -> dict:
         init_weights=config["init_weights"],
         device=device,
         on_epoch=on_epoch,
+        storage_options=config["storage_options"],
     )
     meta = {
         "seed": seed,
@@ -144,15 +145,25 @@ def _train_loop(config: dict) -> dict:
     }
     if ray.train.get_context().get_world_rank() == 0:
         store = Store(config["store"], config["storage_options"])
-        save_checkpoint(store.url(f"models/{config['name']}"), result.model.cpu(), meta)
+        uri = store.url(f"models/{config['name']}")
+        save_checkpoint(uri, result.model.cpu(), meta, config["storage_options"])
     return {k: meta[k] for k in ("val_acc", "test_acc", "best_epoch")}
 
 
 @ray.remote(num_cpus=0)
-def _fit_one(config: dict, use_gpu: bool, cpus: int, storage: str) -> dict:
+def _fit_one(config: dict, use_gpu: bool, cpus: int) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    # Ray Train keeps its run bookkeeping under the study store, through the store's own
+    # filesystem (so an S3-compatible endpoint set in run.storage_options applies).
+    store = Store(config["store"], config["storage_options"])
+    if store.local:
+        storage, storage_fs = store.path("ray-train"), None
+    else:
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        storage, storage_fs = store.path("ray-train"), PyFileSystem(FSSpecHandler(store.fs))
     resources = {"CPU": cpus, **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
         _train_loop,
@@ -160,7 +171,11 @@ def _fit_one(config: dict, use_gpu: bool, cpus: int, storage: str) -> dict:
         scaling_config=ScalingConfig(
             num_workers=1, use_gpu=use_gpu, resources_per_worker=resources
         ),
-        run_config=RunConfig(name=f"{config['name']}-{config['key'][:12]}", storage_path=storage),
+        run_config=RunConfig(
+            name=f"{config['name']}-{config['key'][:12]}",
+            storage_path=storage,
+            storage_filesystem=storage_fs,
+        ),
     )
     return trainer.fit().return_value
 
@@ -218,13 +233,13 @@ def run_train(ctx: Context) -> StageResult:
             s: ds.select_columns(["image", "label", "ok"]).to_numpy_refs()
             for s, ds in decoded.items()
         }
-        n_gpu = cluster.gpus()
+        n_gpu = cluster.gpus(cfg)
         use_gpu = n_gpu > 0
         cpus = 1 if use_gpu else max(1, cluster.total_cpus() // max(1, len(todo)))
+        cpus = min(cpus, cluster.node_cpus())
         # Start only as many trials as can run; the rest start as slots free up (idle
         # controllers waiting for resources cost a process each).
         slots = n_gpu if use_gpu else max(1, cluster.total_cpus() // cpus)
-        storage = store.path("ray-train") if store.local else store.url("ray-train")
         order = sorted(todo, key=lambda n: -_COST.get(todo[n][0], 1.0))
         ctx.progress(
             f"train: fitting {len(todo)} models concurrently "
@@ -250,7 +265,7 @@ def run_train(ctx: Context) -> StageResult:
                 "storage_options": opts,
                 "blocks": blocks,
             }
-            return _fit_one.remote(config, use_gpu, cpus, storage)
+            return _fit_one.remote(config, use_gpu, cpus)
 
         queue = list(order)
         pending = {}

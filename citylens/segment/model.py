@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from citylens.data.images import IMAGENET_MEAN, IMAGENET_STD
 from citylens.segment.csail import build_csail, load_csail_state
 from citylens.segment.vocabulary import Vocabulary, ade20k
+from citylens.storage import filesystem, read_bytes
 
 __all__ = [
     "CSAIL_SCALES",
@@ -68,9 +69,7 @@ def find_csail_weights(uri: str, storage_options: dict | None = None) -> tuple[s
     Raises:
         FileNotFoundError: naming the folder and what it lacks.
     """
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    fs, root = filesystem(uri, storage_options)
     if not fs.isdir(root):
         raise FileNotFoundError(f"segmenter weights {uri}: not a folder")
     epochs: dict[str, dict[int, str]] = {"encoder": {}, "decoder": {}}
@@ -95,24 +94,19 @@ def weights_fingerprint(uri: str, storage_options: dict | None = None) -> dict:
     ``random[:SEED]`` fingerprints as itself. Used in the segment stage's key so that
     replacing the files at the same URI re-runs segmentation.
     """
-    import fsspec
-
     if _RANDOM.match(uri):
         return {"weights": uri}
-    fs, _ = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    fs, _ = filesystem(uri, storage_options)
     out = {}
     for path in find_csail_weights(uri, storage_options):
-        info = fs.info(fsspec.core.url_to_fs(path, **(storage_options or {}))[1])
+        info = fs.info(filesystem(path, storage_options)[1])
         stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
         out[path.rsplit("/", 1)[1]] = [int(info.get("size") or 0), str(stamp)]
     return out
 
 
 def _load_state(uri: str, storage_options: dict | None) -> dict:
-    import fsspec
-
-    with fsspec.open(uri, "rb", **(storage_options or {})) as f:
-        data = f.read()
+    data = read_bytes(uri, storage_options)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # pickle that is not plain tensors, or not a checkpoint

@@ -1,0 +1,65 @@
+"""A tiny study for the scale-out tests: three synthetic cities, one small model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from citylens.data.synth import synthesize
+from citylens.storage import Store
+
+TINY = [
+    "name=tiny",
+    "models.archs=[simpler]",
+    "models.seeds=[0,1]",
+    "train.epochs=1",
+    "train.input_size=96",
+    "explain.batch_size=8",
+    "segmenter.batch_size=8",
+    "analysis.min_mean_pixels=5",
+    "analysis.pca=[5]",
+    "analysis.perplexity=3",
+    "analysis.mosaic=20",
+]
+REGEX = r"^(?P<place>.+)_\d+$"
+
+
+@pytest.fixture(scope="session")
+def three_cities(tmp_path_factory) -> Path:
+    """towerville, signburg and treeham: 8 places x 2 views each, 64 px, with labels."""
+    out = tmp_path_factory.mktemp("three")
+    synthesize(out, cities=3, places=8, views=2, size=64, seed=11, workers=1)
+    return out
+
+
+def tiny_overrides(store: str, root: str, cities=("towerville", "signburg")) -> list[str]:
+    """Overrides of the tiny study over city folders (or prefixes) under ``root``."""
+    out = [f"store={store}", *TINY]
+    for city in cities:
+        out += [
+            f"cities.{city}.source={root}/{city}",
+            f"cities.{city}.labels={root}/labels/{city}",
+            f"cities.{city}.place_regex={REGEX}",
+        ]
+    return out
+
+
+def analysis_tables(store: Store) -> dict:
+    """Every table the analyze stage wrote, as DataFrames in a canonical row order."""
+    folder = store.record("analyze")["folder"]
+    out = {}
+    for rel in store.files(folder, ".parquet"):
+        df = store.read_table(rel).to_pandas()
+        df = df.drop(columns=[c for c in df.columns if "uri" in c])
+        keys = [c for c in df.columns if df[c].map(lambda v: isinstance(v, (str, int, float))).all()]
+        out[rel.rsplit("/", 1)[1]] = df.sort_values(keys).reset_index(drop=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The helpers above, for test modules (conftest is not importable by name)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(overrides=tiny_overrides, tables=analysis_tables)
