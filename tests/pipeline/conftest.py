@@ -45,6 +45,10 @@ def tiny_overrides(store: str, root: str, cities=("towerville", "signburg")) -> 
     return out
 
 
+def _is_scalar(value) -> bool:
+    return isinstance(value, (str, int, float))
+
+
 def analysis_tables(store: Store) -> dict:
     """Every table the analyze stage wrote, as DataFrames in a canonical row order."""
     folder = store.record("analyze")["folder"]
@@ -52,7 +56,7 @@ def analysis_tables(store: Store) -> dict:
     for rel in store.files(folder, ".parquet"):
         df = store.read_table(rel).to_pandas()
         df = df.drop(columns=[c for c in df.columns if "uri" in c])
-        keys = [c for c in df.columns if df[c].map(lambda v: isinstance(v, (str, int, float))).all()]
+        keys = [c for c in df.columns if df[c].map(_is_scalar).all()]
         out[rel.rsplit("/", 1)[1]] = df.sort_values(keys).reset_index(drop=True)
     return out
 
