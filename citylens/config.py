@@ -333,13 +333,35 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def _read_source(source, overrides: list[str]) -> tuple[str, str]:
+    """Name and text of a study YAML given as a path or a URI (``s3://bucket/study.yaml``,
+    read with the ``run.storage_options`` the overrides give, if any)."""
+    name = str(source)
+    if "://" in name and not name.startswith("file://"):
+        from citylens.storage import read_bytes
+
+        opts = apply_overrides({}, [o for o in overrides if o.startswith("run.")])
+        opts = opts.get("run", {}).get("storage_options") or {}
+        try:
+            return name, read_bytes(name, opts).decode()
+        except FileNotFoundError:
+            raise ConfigError(f"study config {name} does not exist") from None
+        except Exception as err:
+            raise ConfigError(f"study config {name}: cannot read ({type(err).__name__})") from None
+    path = Path(name.removeprefix("file://"))
+    if not path.exists():
+        raise ConfigError(f"study config {path} does not exist")
+    return str(path), path.read_text()
+
+
 def load_config(
     source: str | Path | dict | None = None, overrides: list[str] | None = None
 ) -> StudyConfig:
     """Load, override and validate a study config.
 
     Args:
-        source: A YAML path, a dict, or None (all defaults: the synthetic study).
+        source: A YAML path or URI (``s3://…``), a dict, or None (all defaults: the
+            synthetic study).
         overrides: ``key=value`` strings applied on top.
 
     Raises:
@@ -350,11 +372,9 @@ def load_config(
     elif isinstance(source, dict):
         data = dict(source)
     else:
-        path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"study config {path} does not exist")
+        path, text = _read_source(source, list(overrides or []))
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(data, dict):

@@ -73,3 +73,15 @@ def test_preflight_names_an_unreachable_bucket_and_config_hides_options(s3_serve
     bad = load_config(None, ["store=s3://no-such-bucket-here/study", *opts])
     with pytest.raises(Exception, match="store: cannot write to s3://no-such-bucket-here"):
         preflight(bad)
+
+
+def test_study_config_read_from_s3(s3_server):
+    from citylens.config import ConfigError
+
+    bucket = s3_server.bucket("configs-unit")
+    s3_server.fs().pipe("configs-unit/studies/tokyo.yaml", b"name: tokyo\ntrain: {epochs: 7}\n")
+    endpoint = f"run.storage_options.endpoint_url={s3_server.options['endpoint_url']}"
+    cfg = load_config(f"{bucket}/studies/tokyo.yaml", [endpoint, "train.lr=0.001"])
+    assert (cfg.name, cfg.train.epochs, cfg.train.lr) == ("tokyo", 7, 0.001)
+    with pytest.raises(ConfigError, match="study config s3://configs-unit/nope.yaml does not"):
+        load_config(f"{bucket}/nope.yaml", [endpoint])

@@ -50,14 +50,16 @@ def _is_scalar(value) -> bool:
 
 
 def analysis_tables(store: Store) -> dict:
-    """Every table the analyze stage wrote, as DataFrames in a canonical row order."""
+    """Every table the analyze stage wrote (sharded ones concatenated), as DataFrames in a
+    canonical row order: shard names and row order depend on how work was split."""
     folder = store.record("analyze")["folder"]
+    names = {rel[len(folder) + 1 :].split("/")[0] for rel in store.files(folder, ".parquet")}
     out = {}
-    for rel in store.files(folder, ".parquet"):
-        df = store.read_table(rel).to_pandas()
+    for name in sorted(names):
+        df = store.read_table(f"{folder}/{name}").to_pandas()
         df = df.drop(columns=[c for c in df.columns if "uri" in c])
         keys = [c for c in df.columns if df[c].map(_is_scalar).all()]
-        out[rel.rsplit("/", 1)[1]] = df.sort_values(keys).reset_index(drop=True)
+        out[name] = df.sort_values(keys).reset_index(drop=True)
     return out
 
 

@@ -1,0 +1,66 @@
+"""A study on a two-node Ray cluster on this machine equals the one-node study (slow)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from citylens.config import load_config
+from citylens.pipeline.run import run_study
+from citylens.storage import Store
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+# Grad-CAM batches that take longer than decoding one, so batches queue up and both
+# actors get a share (with the tiny model the first actor finishes each batch before
+# the next arrives, and rightly takes them all).
+_SETTINGS = [
+    "models.archs=[resnet18]",
+    "train.input_size=160",
+    "explain.batch_size=2",
+    "segmenter.batch_size=2",
+]
+
+
+def test_two_nodes_share_the_work_and_give_the_one_node_tables(three_cities, tiny, tmp_path):
+    # Two nodes of two CPUs each against one node of four: the same CPUs per trial and
+    # per actor, so the same numerics. Ray Data spreads its actors and tasks over nodes.
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "object_store_memory": 200 * 2**20},
+    )
+    try:
+        cluster.add_node(num_cpus=2, object_store_memory=200 * 2**20)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        # dispatch only once both actors are up (else the first may take every batch)
+        ray.data.DataContext.get_current().wait_for_min_actors_s = 120
+        many = load_config(
+            None, [*tiny.overrides(str(tmp_path / "many"), str(three_cities)), *_SETTINGS]
+        )
+        run_study(many, progress=lambda s: None)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    store = Store(str(tmp_path / "many"))
+    for stage in ("explain", "segment"):
+        nodes = store.record(stage)["nodes"]
+        n_test = store.record(stage)["counts"]["images"]
+        assert len(nodes) == 2 and sum(nodes.values()) == n_test, (stage, nodes)
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        one = load_config(
+            None, [*tiny.overrides(str(tmp_path / "one"), str(three_cities)), *_SETTINGS]
+        )
+        run_study(one, progress=lambda s: None)
+    finally:
+        ray.shutdown()
+    assert len(Store(str(tmp_path / "one")).record("explain")["nodes"]) == 1
+    got, want = tiny.tables(store), tiny.tables(Store(str(tmp_path / "one")))
+    assert set(got) == set(want) >= {"ar_pairs.parquet", "objects.parquet", "embeddings.parquet"}
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=False, rtol=1e-6)
