@@ -20,7 +20,13 @@ from citylens.overlap import class_pixels
 from citylens.pipeline import cluster
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.ingest import read_manifest
-from citylens.pipeline.shards import count_by_node, done_image_ids, summary, write_shard
+from citylens.pipeline.shards import (
+    carry_over,
+    count_by_node,
+    done_image_ids,
+    summary,
+    write_shard,
+)
 from citylens.segment import SEGMENTERS, build_segmenter, vocabulary_of
 from citylens.segment.model import weights_fingerprint
 from citylens.storage import Store, digest
@@ -151,6 +157,48 @@ def run_segment(ctx: Context) -> StageResult:
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(
         ["image_id", "uri", "city", "label_uri"]
     )
+    # A class map depends only on the image and the segmenter: when the study grew (new
+    # images, a new city) and the segmenter is unchanged, earlier maps are reused.
+    reused: set[str] = set()
+    prev = store.record("segment")
+    if prev and prev.get("settings") == digest(settings) and not ctx.force:
+        reused = carry_over(store, prev["folder"], folder, set(test["image_id"].to_pylist()))
+        ctx.progress(f"segment: {len(reused)} class maps reused from the previous run")
+    todo = test.filter(
+        pc.invert(pc.is_in(test["image_id"], value_set=pa.array(sorted(reused), pa.string())))
+    )
+    images, errors, nodes = _segment(ctx, folder, todo, classes) if todo.num_rows else (0, 0, {})
+    covered = done_image_ids(store, folder)
+    if images + errors != todo.num_rows or len(covered) != test.num_rows:
+        raise RuntimeError(
+            f"segment: {test.num_rows} inputs but {len(reused)} reused + {images} segmented + "
+            f"{errors} errors ({len(covered)} covered by shards)"
+        )
+    counts = {
+        "inputs": test.num_rows,
+        "images": images + len(reused),
+        "errors": errors,
+        "reused": len(reused),
+    }
+    ctx.progress(f"segment: {images} images segmented, {errors} errors")
+    rec = ctx.finish(
+        "segment",
+        key,
+        folder,
+        started,
+        counts=counts,
+        segmenter=seg.backend,
+        nodes=nodes,
+        settings=digest(settings),
+    )
+    return StageResult("segment", "ran", rec)
+
+
+def _segment(
+    ctx: Context, folder: str, test: pa.Table, classes: str | None
+) -> tuple[int, int, dict[str, int]]:
+    """Segment ``test``'s images on Ray into ``folder``; (images, errors, images per node)."""
+    cfg, store, seg = ctx.cfg, ctx.store, ctx.cfg.segmenter
     bs = (
         cfg.explain.batch_size if SEGMENTERS[seg.backend].input_kind == "labels" else seg.batch_size
     )
@@ -191,14 +239,4 @@ def run_segment(ctx: Context) -> StageResult:
         count_by_node(nodes, batch)
         images += int(batch["images"].sum())
         errors += int(batch["errors"].sum())
-    covered = done_image_ids(store, folder)
-    if images + errors != test.num_rows or len(covered) != test.num_rows:
-        raise RuntimeError(
-            f"segment: {test.num_rows} inputs but {images} segmented + {errors} errors"
-        )
-    counts = {"inputs": test.num_rows, "images": images, "errors": errors}
-    ctx.progress(f"segment: {images} images segmented, {errors} errors")
-    rec = ctx.finish(
-        "segment", key, folder, started, counts=counts, segmenter=seg.backend, nodes=nodes
-    )
-    return StageResult("segment", "ran", rec)
+    return images, errors, nodes

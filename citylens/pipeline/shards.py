@@ -15,7 +15,14 @@ import pyarrow as pa
 from citylens.storage import Store
 from citylens.tables import errors_table
 
-__all__ = ["count_by_node", "done_image_ids", "shard_name", "summary", "write_shard"]
+__all__ = [
+    "carry_over",
+    "count_by_node",
+    "done_image_ids",
+    "shard_name",
+    "summary",
+    "write_shard",
+]
 
 
 def shard_name(image_ids: list[str]) -> str:
@@ -68,3 +75,33 @@ def done_image_ids(store: Store, folder: str) -> set[str]:
     for rel in store.files(folder, ".parquet"):
         done.update(store.read_table(rel, columns=["image_id"])["image_id"].to_pylist())
     return {i for i in done if i is not None}
+
+
+def carry_over(store: Store, old: str, new: str, keep: set[str]) -> set[str]:
+    """Reuse an earlier run's rows for the images in ``keep`` (a study that grew).
+
+    Shards of ``old/data`` whose images are all kept are copied whole (a server-side copy
+    on S3); the kept rows of the others are written as new shards. Errors are not carried:
+    those images are tried again.
+
+    Returns:
+        The image ids now covered in ``new``.
+    """
+    import pyarrow.compute as pc
+
+    covered: set[str] = set()
+    for rel in store.files(f"{old}/data", ".parquet"):
+        ids = store.read_table(rel, columns=["image_id"])["image_id"].to_pylist()
+        mine = [i for i in dict.fromkeys(ids) if i in keep]
+        if not mine:
+            continue
+        if len(mine) == len(set(ids)):
+            if store.local:
+                store.fs.makedirs(store.path(f"{new}/data"), exist_ok=True)
+            store.fs.copy(store.path(rel), store.path(f"{new}/data/{rel.rsplit('/', 1)[1]}"))
+        else:
+            rows = store.read_table(rel)
+            rows = rows.filter(pc.is_in(rows["image_id"], value_set=pa.array(mine)))
+            store.write_table(f"{new}/data/{shard_name(mine)}", rows)
+        covered.update(mine)
+    return covered

@@ -1,0 +1,78 @@
+"""A finished two-city study grows a third city: only what depends on it is redone (slow)."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pytest
+import ray
+
+from citylens.config import load_config
+from citylens.pipeline.run import run_study
+from citylens.storage import Store
+from citylens.train import load_checkpoint
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _test_split(store: Store) -> dict[str, str]:
+    m = store.read_table(f"{store.record('ingest')['folder']}/manifest.parquet")
+    m = m.filter(pc.equal(m["split"], "test"))
+    return dict(zip(m["image_id"].to_pylist(), m["city"].to_pylist()))
+
+
+def test_a_new_city_reuses_ingest_and_class_maps_and_retrains(
+    local_ray, three_cities, tiny, tmp_path
+):
+    store_uri = str(tmp_path / "store")
+    two = load_config(None, tiny.overrides(store_uri, str(three_cities)))
+    run_study(two, progress=lambda s: None)
+    store = Store(store_uri)
+    before = {s: store.record(s) for s in ("ingest", "segment")}
+    old_test = _test_split(store)
+    old_maps = store.read_table(f"{before['segment']['folder']}/data").to_pandas()
+
+    cities = ("towerville", "signburg", "treeham")
+    three = load_config(None, tiny.overrides(store_uri, str(three_cities), cities))
+    messages: list[str] = []
+    results = {r.stage: r.status for r in run_study(three, progress=messages.append)}
+
+    # every stage depends on the set of cities, so every stage ran ...
+    assert set(results.values()) == {"ran"}
+    # ... but the unchanged cities were not listed-and-hashed again,
+    assert any("towerville: unchanged" in m for m in messages)
+    assert any("signburg: unchanged" in m for m in messages)
+    assert any("treeham: hashing and probing" in m for m in messages)
+    assert not any("towerville: hashing" in m or "signburg: hashing" in m for m in messages)
+    # their split stayed as it was (a place never moves between train and test),
+    new_test = _test_split(store)
+    assert old_test.items() <= new_test.items()
+    assert set(new_test.values()) == set(cities)
+    # their class maps were reused, not recomputed; only treeham's were segmented,
+    seg = store.record("segment")
+    n_new = sum(c == "treeham" for c in new_test.values())
+    assert seg["counts"]["reused"] == len(old_test)
+    assert sum(seg["nodes"].values()) == n_new
+    maps = store.read_table(f"{seg['folder']}/data").to_pandas().set_index("image_id")
+    for _, row in old_maps.iterrows():
+        assert maps.loc[row.image_id, "labels"] == row.labels
+    # the models were retrained for three cities,
+    for seed in (0, 1):
+        model, meta = load_checkpoint(store.url(f"models/simpler-s{seed}"))
+        assert set(meta["cities"]) == set(cities) and meta["num_classes"] == 3
+        assert model.num_classes == 3
+    # and the analysis and the report now speak of three cities.
+    objects = store.read_table(f"{store.record('analyze')['folder']}/objects.parquet")
+    assert set(objects["city"].to_pylist()) == set(cities)
+    report = store.read_bytes("report.html").decode()
+    assert all(city in report for city in cities)
+
+    # Run again unchanged: nothing at all is recomputed.
+    again = {r.stage: r.status for r in run_study(three, progress=lambda s: None)}
+    assert set(again.values()) == {"skipped"}
