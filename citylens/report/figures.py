@@ -99,6 +99,14 @@ def r_p_bars(objects: pd.DataFrame, theta: float, colors: dict[str, tuple]) -> F
     return fig
 
 
+def _tsne_axes(ax) -> None:
+    """t-SNE coordinates have no units: named axes, no ticks."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("t-SNE 1", fontsize=7)
+    ax.set_ylabel("t-SNE 2", fontsize=7)
+
+
 def tsne_by_city(emb: pd.DataFrame, pca: str, colors: dict[str, tuple]) -> Figure:
     """t-SNE of every model × descriptor at one PCA setting, coloured by city."""
     d = emb[emb.pca == pca]
@@ -117,8 +125,7 @@ def tsne_by_city(emb: pd.DataFrame, pca: str, colors: dict[str, tuple]) -> Figur
             dm = d[(d.model == model) & (d.descriptor == desc)]
             for city, dc in dm.groupby("city"):
                 ax.scatter(dc.x, dc.y, s=6, color=colors[city], label=city, alpha=0.8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _tsne_axes(ax)
             k = int(dm.components.iloc[0]) if len(dm) else 0
             ax.set_title(f"{model}\n{desc}, PCA {pca} ({k} comp.)", fontsize=8)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=n) for n, c in colors.items()]
@@ -278,8 +285,7 @@ def tsne_by_class(emb: pd.DataFrame, pca: str, names: tuple[str, ...], top: int 
             for c in common:
                 dc = dm[dm.top_class == c]
                 ax.scatter(dc.x, dc.y, s=6, color=color[c])
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _tsne_axes(ax)
             ax.set_title(f"{model}\n{desc}, PCA {pca}", fontsize=8)
     handles = [
         plt.Line2D([], [], marker="o", ls="", color=color[c], label=label[c]) for c in common

@@ -53,6 +53,8 @@ def test_tsne_by_class_names_the_common_classes():
     fig = tsne_by_class(emb, "50", names, top=2)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["c2", "c7", "other classes"]
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("t-SNE 1", "t-SNE 2")
 
 
 def test_image_grid_shapes():
