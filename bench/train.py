@@ -82,7 +82,8 @@ def main() -> None:
     rows = []
     for arch in args.archs:
         rate = bench_train(arch, args.size, args.batch, args.steps, args.device)
-        rows.append([arch, args.device, args.batch, f"{rate:,.0f}"])
+        shown = f"{rate:,.1f}" if rate < 100 else f"{rate:,.0f}"
+        rows.append([arch, args.device, args.batch, shown])
     print_table(["model", "device", "batch", "train img/s"], rows)
 
 
