@@ -39,6 +39,24 @@ class DecodeError(ValueError):
         self.kind = kind
 
 
+MIN_SIDE = 8  # pixels; smaller images carry nothing to explain
+
+
+def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse sizes no stage should decode (from the header, before any pixel is read).
+
+    Raises:
+        DecodeError: ``too_large`` (a decompression bomb, or simply too big) or
+            ``too_small``.
+    """
+    if width * height > max_pixels:
+        raise DecodeError(
+            "too_large", f"{width}x{height} exceeds the limit of {max_pixels} pixels"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise DecodeError("too_small", f"{width}x{height} is too small to analyse")
+
+
 def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode image bytes to an upright RGB array.
 
@@ -60,11 +78,7 @@ def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except Exception as err:
         raise DecodeError("not_an_image", f"not a readable image: {err}") from None
     with im:
-        w, h = im.size
-        if w * h > max_pixels:
-            raise DecodeError("too_large", f"{w}x{h} exceeds the limit of {max_pixels} pixels")
-        if min(w, h) < 8:
-            raise DecodeError("too_small", f"{w}x{h} is too small to analyse")
+        check_size(*im.size, max_pixels)
         try:
             im.load()
             im = ImageOps.exif_transpose(im)

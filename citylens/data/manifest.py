@@ -46,14 +46,17 @@ def image_id(data: bytes) -> str:
 
 
 def probe(data: bytes) -> tuple[int, int]:
-    """``(width, height)`` from an image's header, without decoding its pixels.
+    """``(width, height)`` of an image as displayed (EXIF orientation applied), from its
+    header, without decoding its pixels.
 
     Raises:
         ValueError: the bytes are not an image Pillow can identify.
     """
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return im.size
+            w, h = im.size
+            transposed = im.getexif().get(0x0112) in (5, 6, 7, 8)  # rotated by 90°
+            return (h, w) if transposed else (w, h)
     except Exception as err:  # PIL raises several types for non-images
         raise ValueError(f"not a readable image ({type(err).__name__}: {err})") from None
 

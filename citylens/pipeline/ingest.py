@@ -14,7 +14,7 @@ import pyarrow as pa
 import ray
 
 from citylens.config import CityConfig
-from citylens.data.images import read_bytes
+from citylens.data.images import DecodeError, check_size, read_bytes
 from citylens.data.manifest import ImageSource, image_id, make_manifest, probe, scan_city
 from citylens.data.scenes import style_for
 from citylens.data.synth import PLACE_REGEX, synthesize
@@ -82,6 +82,9 @@ def probe_batch(batch: pa.Table, storage_options: dict) -> pa.Table:
                 kind, message = "empty", "file is empty (0 bytes)"
             else:
                 width, height = probe(data)
+                check_size(width, height)  # a bomb or a speck never enters the manifest
+        except DecodeError as err:
+            kind, message, width, height = err.kind, str(err), 0, 0
         except ValueError as err:
             kind, message = "not_an_image", str(err)
         except OSError as err:
