@@ -26,7 +26,14 @@ def connect(cfg: StudyConfig) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+        # address="local": a new Ray of our own, never a `ray start` cluster that happens to
+        # run on this machine (plain ray.init() would join it, and die when it is stopped)
+        ray.init(
+            address="local",
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            logging_level=logging.WARNING,
+        )
 
 
 def blocks(table, rows_per_block: int) -> ray.data.Dataset:

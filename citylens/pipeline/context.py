@@ -69,6 +69,25 @@ class Context:
         """A fresh run folder ``<stage>/<run id>`` for a stage about to run."""
         return f"{stage.split('/')[0]}/{new_run_id()}", time.time()
 
+    def resume(self, stage: str, key: str) -> tuple[str, float, bool]:
+        """A run folder for a stage whose work is kept batch by batch (explain, segment).
+
+        If an earlier attempt with the same key was interrupted (the driver died), its
+        folder is returned so the stage can skip the batches already written; otherwise a
+        fresh one, remembered in ``stages/<stage>.pending.json`` until the stage commits.
+
+        Returns:
+            ``(folder, start time, resumed)``.
+        """
+        pending = f"stages/{stage}.pending.json"
+        if not self.force and self.store.exists(pending):
+            p = self.store.read_json(pending)
+            if p.get("key") == key and self.store.exists(p["folder"]):
+                return p["folder"], time.time(), True
+        folder, started = self.begin(stage)
+        self.store.write_json(pending, {"key": key, "folder": folder})
+        return folder, started, False
+
     def finish(
         self,
         stage: str,
@@ -89,6 +108,7 @@ class Context:
             **extra,
         }
         self.store.commit(stage, record)
+        self.store.rm(f"stages/{stage}.pending.json")
         parent, run = folder.rsplit("/", 1)
         if "/" not in stage:  # per-item stages (train/<model>) share folders; leave them
             self.store.prune(parent, keep=[run])

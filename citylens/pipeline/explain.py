@@ -20,7 +20,13 @@ from citylens.pipeline import cluster
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
 from citylens.pipeline.ingest import read_manifest
-from citylens.pipeline.shards import count_by_node, done_image_ids, summary, write_shard
+from citylens.pipeline.shards import (
+    count_by_node,
+    done_image_ids,
+    shard_counts,
+    summary,
+    write_shard,
+)
 from citylens.storage import Store
 from citylens.tables import EXPLANATIONS
 
@@ -120,12 +126,46 @@ def run_explain(ctx: Context) -> StageResult:
     key = ctx.key("explain", up, settings)
     if rec := ctx.up_to_date("explain", key):
         return StageResult("explain", "skipped", rec)
-    folder, started = ctx.begin("explain")
+    folder, started, resumed = ctx.resume("explain", key)
     train_rec = store.record("train")
     models = {name: f"models/{name}" for name in sorted(train_rec["models"])}
     cities = store.record("ingest")["cities"]
     manifest = read_manifest(ctx)
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(["image_id", "uri", "city"])
+    nodes: dict[str, int] = {}
+    todo = test
+    if resumed:  # an interrupted attempt: its shards are whole; explain only the rest
+        done = done_image_ids(store, folder)
+        todo = test.filter(
+            pc.invert(pc.is_in(test["image_id"], pa.array(sorted(done), pa.string())))
+        )
+        ctx.progress(f"explain: resuming, {test.num_rows - todo.num_rows} images already done")
+    if todo.num_rows:
+        nodes = _explain(ctx, folder, todo, models, cities)
+    got = shard_counts(store, folder)
+    counts = {
+        "inputs": test.num_rows,
+        "images": got.images,
+        "rows": got.rows,
+        "errors": got.errors,
+        "models": len(models),
+    }
+    if got.images + got.errors != test.num_rows or len(got.covered) != test.num_rows:
+        raise RuntimeError(
+            f"explain: {test.num_rows} inputs but {got.images} explained + "
+            f"{got.errors} errors ({len(got.covered)} covered by shards)"
+        )
+    rec = ctx.finish(
+        "explain", key, folder, started, counts=counts, models=sorted(models), nodes=nodes
+    )
+    return StageResult("explain", "ran", rec)
+
+
+def _explain(
+    ctx: Context, folder: str, test: pa.Table, models: dict[str, str], cities: list[str]
+) -> dict[str, int]:
+    """Grad-CAM of ``test``'s images on Ray, into ``folder``; returns images per node."""
+    cfg, store = ctx.cfg, ctx.store
     n_actors = cluster.actor_count(cfg)
     n_gpu = cluster.gpus(cfg)
     threads = 1 if n_gpu else max(1, cluster.total_cpus() // n_actors)
@@ -164,30 +204,11 @@ def run_explain(ctx: Context) -> StageResult:
         num_gpus=1 if n_gpu else 0,
         num_cpus=0 if n_gpu else 1,
     )
-    done = images = rows = errors = 0
+    done = 0
     nodes: dict[str, int] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         count_by_node(nodes, batch)
-        images += int(batch["images"].sum())
-        rows += int(batch["rows"].sum())
-        errors += int(batch["errors"].sum())
-        done = images + errors
+        done += int(batch["images"].sum() + batch["errors"].sum())
         if done % (20 * bs) < bs or done == test.num_rows:
             ctx.progress(f"explain: {done}/{test.num_rows} images")
-    covered = done_image_ids(store, folder)
-    counts = {
-        "inputs": test.num_rows,
-        "images": images,
-        "rows": rows,
-        "errors": errors,
-        "models": len(models),
-    }
-    if images + errors != test.num_rows or len(covered) != test.num_rows:
-        raise RuntimeError(
-            f"explain: {test.num_rows} inputs but {images} explained + "
-            f"{errors} errors ({len(covered)} covered by shards)"
-        )
-    rec = ctx.finish(
-        "explain", key, folder, started, counts=counts, models=sorted(models), nodes=nodes
-    )
-    return StageResult("explain", "ran", rec)
+    return nodes

@@ -24,6 +24,7 @@ from citylens.pipeline.shards import (
     carry_over,
     count_by_node,
     done_image_ids,
+    shard_counts,
     summary,
     write_shard,
 )
@@ -151,7 +152,7 @@ def run_segment(ctx: Context) -> StageResult:
     key = ctx.key("segment", ctx.upstream("ingest"), settings)
     if rec := ctx.up_to_date("segment", key):
         return StageResult("segment", "skipped", rec)
-    folder, started = ctx.begin("segment")
+    folder, started, resumed = ctx.resume("segment", key)
     store.write_text(f"{folder}/vocabulary.csv", vocabulary_of(seg.backend, classes).to_csv())
     manifest = read_manifest(ctx)
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(
@@ -159,26 +160,32 @@ def run_segment(ctx: Context) -> StageResult:
     )
     # A class map depends only on the image and the segmenter: when the study grew (new
     # images, a new city) and the segmenter is unchanged, earlier maps are reused.
-    reused: set[str] = set()
     prev = store.record("segment")
-    if prev and prev.get("settings") == digest(settings) and not ctx.force:
-        reused = carry_over(store, prev["folder"], folder, set(test["image_id"].to_pylist()))
-        ctx.progress(f"segment: {len(reused)} class maps reused from the previous run")
+    if resumed:
+        reused = store.read_json(f"{folder}/reused.json")["reused"]
+        ctx.progress("segment: resuming an interrupted run")
+    elif prev and prev.get("settings") == digest(settings) and not ctx.force:
+        reused = len(carry_over(store, prev["folder"], folder, set(test["image_id"].to_pylist())))
+        ctx.progress(f"segment: {reused} class maps reused from the previous run")
+    else:
+        reused = 0
+    store.write_json(f"{folder}/reused.json", {"reused": reused})
+    done = done_image_ids(store, folder)
     todo = test.filter(
-        pc.invert(pc.is_in(test["image_id"], value_set=pa.array(sorted(reused), pa.string())))
+        pc.invert(pc.is_in(test["image_id"], value_set=pa.array(sorted(done), pa.string())))
     )
     images, errors, nodes = _segment(ctx, folder, todo, classes) if todo.num_rows else (0, 0, {})
-    covered = done_image_ids(store, folder)
-    if images + errors != todo.num_rows or len(covered) != test.num_rows:
+    got = shard_counts(store, folder)
+    if got.images + got.errors != test.num_rows or len(got.covered) != test.num_rows:
         raise RuntimeError(
-            f"segment: {test.num_rows} inputs but {len(reused)} reused + {images} segmented + "
-            f"{errors} errors ({len(covered)} covered by shards)"
+            f"segment: {test.num_rows} inputs but {got.images} segmented (incl. {reused} "
+            f"reused) + {got.errors} errors ({len(got.covered)} covered by shards)"
         )
     counts = {
         "inputs": test.num_rows,
-        "images": images + len(reused),
-        "errors": errors,
-        "reused": len(reused),
+        "images": got.images,
+        "errors": got.errors,
+        "reused": reused,
     }
     ctx.progress(f"segment: {images} images segmented, {errors} errors")
     rec = ctx.finish(

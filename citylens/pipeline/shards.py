@@ -8,6 +8,7 @@ done by reading the ``image_id`` column of the shards already there.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -16,9 +17,11 @@ from citylens.storage import Store
 from citylens.tables import errors_table
 
 __all__ = [
+    "ShardCounts",
     "carry_over",
     "count_by_node",
     "done_image_ids",
+    "shard_counts",
     "shard_name",
     "summary",
     "write_shard",
@@ -67,6 +70,28 @@ def count_by_node(nodes: dict[str, int], batch: dict) -> None:
     """Add a batch of summaries' image counts to ``nodes`` (node id -> images)."""
     for node, n in zip(batch["node"], batch["images"]):
         nodes[str(node)] = nodes.get(str(node), 0) + int(n)
+
+
+@dataclass(frozen=True)
+class ShardCounts:
+    """What a stage's folder holds: images with rows, rows, error rows, ids covered."""
+
+    images: int
+    rows: int
+    errors: int
+    covered: frozenset[str]
+
+
+def shard_counts(store: Store, folder: str) -> ShardCounts:
+    """Count a stage folder's shards (reads only their ``image_id`` columns)."""
+    data: list[str] = []
+    for rel in store.files(f"{folder}/data", ".parquet"):
+        data += store.read_table(rel, columns=["image_id"])["image_id"].to_pylist()
+    errs: list[str] = []
+    for rel in store.files(f"{folder}/errors", ".parquet"):
+        errs += store.read_table(rel, columns=["image_id"])["image_id"].to_pylist()
+    covered = frozenset(i for i in data + errs if i is not None)
+    return ShardCounts(len(set(data)), len(data), len(errs), covered)
 
 
 def done_image_ids(store: Store, folder: str) -> set[str]:

@@ -1,0 +1,105 @@
+"""The driver killed mid-explain: re-running the study resumes the stage, and the final
+tables equal an uninterrupted run's — same rows, no duplicates, no gaps (slow)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from citylens.data.synth import synthesize
+from citylens.storage import Store
+
+pytestmark = pytest.mark.slow
+
+_SETTINGS = [
+    "models.archs=[resnet18]",
+    "train.input_size=160",
+    "explain.batch_size=1",  # one shard per image: a kill lands between shards
+]
+
+
+def _cli(store: Path, corpus: Path, tiny) -> list[str]:
+    cities = ("towerville", "signburg")
+    return [
+        sys.executable,
+        "-m",
+        "citylens.cli",
+        "run",
+        str(store.parent / "study.yaml"),
+        *tiny.overrides(str(store), str(corpus), cities),
+        *_SETTINGS,
+    ]
+
+
+def _run(cmd: list[str]) -> str:
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def _explanations(store: Store) -> pd.DataFrame:
+    df = store.read_table(f"{store.record('explain')['folder']}/data").to_pandas()
+    return df.sort_values(["image_id", "model"]).reset_index(drop=True)
+
+
+def test_killed_driver_resumes_explain_and_loses_nothing(tmp_path, tiny):
+    (tmp_path / "study.yaml").write_text("name: crash\n")
+    corpus = tmp_path / "corpus"
+    synthesize(corpus, cities=2, places=14, views=2, size=64, seed=4, workers=1)
+    killed = tmp_path / "killed"
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    # the driver and the Ray it started, in their own process group: killed together,
+    # as when the machine running the driver dies
+    proc = subprocess.Popen(
+        _cli(killed, corpus, tiny),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.time() + 600
+    shards: list[Path] = []
+    while not shards:
+        assert proc.poll() is None, "the study ended before explain wrote a shard"
+        assert time.time() < deadline
+        shards = list(killed.glob("explain/*/data/*.parquet"))
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)
+    store = Store(str(killed))
+    assert store.record("explain") is None and store.exists("stages/explain.pending.json")
+    n_before = len(list(killed.glob("explain/*/data/*.parquet")))
+
+    out = _run(_cli(killed, corpus, tiny))
+    assert "explain: resuming" in out
+    done = int(out.split("explain: resuming, ")[1].split(" ")[0])
+    n_test = store.record("explain")["counts"]["inputs"]
+    assert n_before <= done < n_test  # resumed mid-way, and only the rest was explained
+    assert not store.exists("stages/explain.pending.json")
+
+    whole = tmp_path / "whole"
+    _run(_cli(whole, corpus, tiny))
+    got, want = _explanations(store), _explanations(Store(str(whole)))
+    assert not got.duplicated(["image_id", "model"]).any()
+    n_models = len(store.record("explain")["models"])
+    assert len(got) == len(want) == n_test * n_models
+    assert (
+        (
+            got[["image_id", "model", "pred", "target"]]
+            == want[["image_id", "model", "pred", "target"]]
+        )
+        .all()
+        .all()
+    )
+    np.testing.assert_allclose(np.stack(got["mask"]), np.stack(want["mask"]), atol=1e-6)
+    assert store.record("overlap")["counts"] == Store(str(whole)).record("overlap")["counts"]
