@@ -50,9 +50,7 @@ def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
             ``too_small``.
     """
     if width * height > max_pixels:
-        raise DecodeError(
-            "too_large", f"{width}x{height} exceeds the limit of {max_pixels} pixels"
-        )
+        raise DecodeError("too_large", f"{width}x{height} exceeds the limit of {max_pixels} pixels")
     if min(width, height) < MIN_SIDE:
         raise DecodeError("too_small", f"{width}x{height} is too small to analyse")
 
