@@ -185,7 +185,7 @@ def preflight(cfg: StudyConfig) -> None:
     opts = cfg.run.storage_options
     try:
         fs, root = filesystem(cfg.store, opts)
-        if fs.protocol in ("file", "local") or "file" in fs.protocol:
+        if "file" in fs.protocol:
             fs.makedirs(root, exist_ok=True)  # never on S3: it would create a bucket
         probe = f"{root.rstrip('/')}/.citylens-write-test-{uuid.uuid4().hex}"
         with fs.open(probe, "wb") as f:

@@ -96,10 +96,7 @@ def shard_counts(store: Store, folder: str) -> ShardCounts:
 
 def done_image_ids(store: Store, folder: str) -> set[str]:
     """Image ids already covered by complete shards (and their errors) in ``folder``."""
-    done: set[str] = set()
-    for rel in store.files(folder, ".parquet"):
-        done.update(store.read_table(rel, columns=["image_id"])["image_id"].to_pylist())
-    return {i for i in done if i is not None}
+    return set(shard_counts(store, folder).covered)
 
 
 def carry_over(store: Store, old: str, new: str, keep: set[str]) -> set[str]:

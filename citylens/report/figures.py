@@ -99,35 +99,41 @@ def r_p_bars(objects: pd.DataFrame, theta: float, colors: dict[str, tuple]) -> F
     return fig
 
 
-def _tsne_axes(ax) -> None:
-    """t-SNE coordinates have no units: named axes, no ticks."""
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_xlabel("t-SNE 1", fontsize=7)
-    ax.set_ylabel("t-SNE 2", fontsize=7)
+def _tsne_panels(d: pd.DataFrame, legend_height: float) -> tuple[Figure, list]:
+    """A descriptor × model grid of t-SNE panels (named axes, no ticks: t-SNE coordinates
+    have no units).
+
+    Returns:
+        ``(figure, [(axes, model, descriptor, that panel's rows), ...])``.
+    """
+    models, descs = sorted(d.model.unique()), sorted(d.descriptor.unique())
+    fig, axes = plt.subplots(
+        len(descs),
+        len(models),
+        figsize=(2.6 * len(models) + 1, 2.6 * len(descs) + legend_height),
+        layout="constrained",
+        squeeze=False,
+    )
+    panels = []
+    for i, desc in enumerate(descs):
+        for j, model in enumerate(models):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("t-SNE 1", fontsize=7)
+            ax.set_ylabel("t-SNE 2", fontsize=7)
+            panels.append((ax, model, desc, d[(d.model == model) & (d.descriptor == desc)]))
+    return fig, panels
 
 
 def tsne_by_city(emb: pd.DataFrame, pca: str, colors: dict[str, tuple]) -> Figure:
     """t-SNE of every model × descriptor at one PCA setting, coloured by city."""
-    d = emb[emb.pca == pca]
-    models = sorted(d.model.unique())
-    descs = sorted(d.descriptor.unique())
-    fig, axes = plt.subplots(
-        len(descs),
-        len(models),
-        figsize=(2.6 * len(models) + 1, 2.6 * len(descs) + 0.6),
-        layout="constrained",
-        squeeze=False,
-    )
-    for i, desc in enumerate(descs):
-        for j, model in enumerate(models):
-            ax = axes[i, j]
-            dm = d[(d.model == model) & (d.descriptor == desc)]
-            for city, dc in dm.groupby("city"):
-                ax.scatter(dc.x, dc.y, s=6, color=colors[city], label=city, alpha=0.8)
-            _tsne_axes(ax)
-            k = int(dm.components.iloc[0]) if len(dm) else 0
-            ax.set_title(f"{model}\n{desc}, PCA {pca} ({k} comp.)", fontsize=8)
+    fig, panels = _tsne_panels(emb[emb.pca == pca], legend_height=0.6)
+    for ax, model, desc, dm in panels:
+        for city, dc in dm.groupby("city"):
+            ax.scatter(dc.x, dc.y, s=6, color=colors[city], label=city, alpha=0.8)
+        k = int(dm.components.iloc[0]) if len(dm) else 0
+        ax.set_title(f"{model}\n{desc}, PCA {pca} ({k} comp.)", fontsize=8)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=n) for n, c in colors.items()]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(colors), 6))
     fig.suptitle("t-SNE of Grad-CAM descriptors, coloured by city")
@@ -268,25 +274,14 @@ def tsne_by_class(emb: pd.DataFrame, pca: str, names: tuple[str, ...], top: int 
     cmap = plt.get_cmap("tab10")
     color = {c: ("0.15" if c == 0 else cmap(k % 10)) for k, c in enumerate(common)}
     label = {c: ("empty explanation" if c == 0 else names[c]) for c in common}
-    models, descs = sorted(d.model.unique()), sorted(d.descriptor.unique())
-    fig, axes = plt.subplots(
-        len(descs),
-        len(models),
-        figsize=(2.6 * len(models) + 1, 2.6 * len(descs) + 0.8),
-        layout="constrained",
-        squeeze=False,
-    )
-    for i, desc in enumerate(descs):
-        for j, model in enumerate(models):
-            ax = axes[i, j]
-            dm = d[(d.model == model) & (d.descriptor == desc)]
-            rest = dm[~dm.top_class.isin(common)]
-            ax.scatter(rest.x, rest.y, s=5, color="0.82")
-            for c in common:
-                dc = dm[dm.top_class == c]
-                ax.scatter(dc.x, dc.y, s=6, color=color[c])
-            _tsne_axes(ax)
-            ax.set_title(f"{model}\n{desc}, PCA {pca}", fontsize=8)
+    fig, panels = _tsne_panels(d, legend_height=0.8)
+    for ax, model, desc, dm in panels:
+        rest = dm[~dm.top_class.isin(common)]
+        ax.scatter(rest.x, rest.y, s=5, color="0.82")
+        for c in common:
+            dc = dm[dm.top_class == c]
+            ax.scatter(dc.x, dc.y, s=6, color=color[c])
+        ax.set_title(f"{model}\n{desc}, PCA {pca}", fontsize=8)
     handles = [
         plt.Line2D([], [], marker="o", ls="", color=color[c], label=label[c]) for c in common
     ] + [plt.Line2D([], [], marker="o", ls="", color="0.82", label="other classes")]

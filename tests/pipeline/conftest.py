@@ -25,6 +25,16 @@ TINY = [
 REGEX = r"^(?P<place>.+)_\d+$"
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of two CPUs, one per test module."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def three_cities(tmp_path_factory) -> Path:
     """towerville, signburg and treeham: 8 places x 2 views each, 64 px, with labels."""

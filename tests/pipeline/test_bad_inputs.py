@@ -10,7 +10,6 @@ import shutil
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-import ray
 from PIL import Image
 
 from citylens.config import load_config
@@ -59,13 +58,6 @@ def _seed_bad_files(folder) -> dict[str, str | None]:
     for name, (data, _) in files.items():
         (folder / name).write_bytes(data)
     return {name: kind for name, (_, kind) in files.items()}
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_every_bad_file_is_recorded_and_nothing_else_is_lost(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 import pytest
-import ray
 
 from citylens.config import load_config
 from citylens.pipeline.run import run_study
@@ -12,13 +11,6 @@ from citylens.storage import Store
 from citylens.train import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _test_split(store: Store) -> dict[str, str]:

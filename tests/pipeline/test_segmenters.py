@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import ray
 
 from citylens.config import load_config
 from citylens.pipeline.run import run_study
@@ -12,13 +11,6 @@ from citylens.pipeline.segment import decode_labels_png
 from citylens.storage import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_demo_study_runs_with_ade20k_ppm_on_random_weights(local_ray, tmp_path):
