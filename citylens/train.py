@@ -30,6 +30,20 @@ __all__ = [
     "save_checkpoint",
 ]
 
+# Keys of the training state :func:`fit` hands to ``on_state`` after every epoch.
+STATE_KEYS = (
+    "epoch",
+    "model",
+    "optimizer",
+    "scheduler",
+    "best",
+    "best_acc",
+    "best_epoch",
+    "history",
+    "rng",
+    "cuda_rng",
+)
+
 Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 images (B, 3, S, S), int64 labels (B,)
 
 
@@ -130,6 +144,8 @@ def fit(
     device: str = "cpu",
     on_epoch: Callable[[dict, CityNet], None] | None = None,
     storage_options: dict | None = None,
+    on_state: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
 ) -> TrainResult:
     """Train one (architecture, seed) and keep its best-validation state.
 
@@ -144,9 +160,14 @@ def fit(
         settings: Optimiser and schedule.
         init_weights: Optional torchvision-format starting weights (path/URI).
         device: Torch device.
-        on_epoch: Called after each epoch with its history row and the model
-            (e.g. to report to Ray Train or checkpoint).
+        on_epoch: Called after each epoch with its history row and the model.
         storage_options: fsspec options for an ``s3://`` ``init_weights``.
+        on_state: Called after each epoch with the whole training state (keys
+            ``STATE_KEYS``: tensors, numbers and lists only, so ``torch.load(...,
+            weights_only=True)`` reads it back) — what a crash-safe checkpoint holds.
+        resume: A state given to ``on_state`` earlier: training continues after its
+            epoch, with its weights, optimiser moments, schedule, best state and random
+            generator, so an interrupted run ends exactly as an uninterrupted one.
     """
     torch.manual_seed(seed)
     model = build_model(arch, num_classes, input_size, init_weights, storage_options)
@@ -160,8 +181,20 @@ def fit(
     sched = torch.optim.lr_scheduler.StepLR(opt, settings.lr_step, settings.lr_gamma)
     loss_fn = nn.CrossEntropyLoss()
     result = TrainResult(model=model)
-    best_state, best_acc = None, -1.0
-    for epoch in range(1, settings.epochs + 1):
+    best_state, best_acc, first = None, -1.0, 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        best = resume["best"] if resume["best"] is not None else resume["model"]
+        best_state = copy.deepcopy(best)
+        best_acc, result.best_epoch = float(resume["best_acc"]), int(resume["best_epoch"])
+        result.history = [dict(row) for row in resume["history"]]
+        torch.set_rng_state(resume["rng"])
+        if resume.get("cuda_rng") is not None and torch.device(device).type == "cuda":
+            torch.cuda.set_rng_state(resume["cuda_rng"], torch.device(device))
+        first = int(resume["epoch"]) + 1
+    for epoch in range(first, settings.epochs + 1):
         model.train()
         lr = opt.param_groups[0]["lr"]
         loss_sum = correct = seen = 0
@@ -191,6 +224,24 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch is not None:
             on_epoch(row, model)
+        if on_state is not None:
+            on_state(
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    # the best state is stored once: None when it is this epoch's
+                    "best": None if result.best_epoch == epoch else best_state,
+                    "best_acc": best_acc,
+                    "best_epoch": result.best_epoch,
+                    "history": [dict(r) for r in result.history],
+                    "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(torch.device(device))
+                    if torch.device(device).type == "cuda"
+                    else None,
+                }
+            )
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -88,6 +88,11 @@ def validate_config(cfg: StudyConfig) -> None:
 
     t = cfg.train
     _require(t.epochs >= 1, "train.epochs", f"must be ≥ 1, got {t.epochs}")
+    _require(
+        t.checkpoint_every >= 0,
+        "train.checkpoint_every",
+        f"must be ≥ 0 (0 = no checkpoints), got {t.checkpoint_every}",
+    )
     for arch, e in t.epochs_per_arch.items():
         _require(arch in ARCHITECTURES, f"train.epochs_per_arch.{arch}", "unknown architecture")
         _require(e >= 1, f"train.epochs_per_arch.{arch}", f"must be ≥ 1, got {e}")

@@ -70,6 +70,7 @@ def test_yaml_and_overrides(tmp_path):
         ("explain.thetas=[0]", "explain.thetas[0]"),
         ("train.epochs=zero", "train.epochs: expected an integer"),
         ("train.epochs=0", "train.epochs: must be ≥ 1"),
+        ("train.checkpoint_every=-1", "train.checkpoint_every: must be ≥ 0"),
         ("trian.epochs=3", "trian: unknown field"),
         ("train.input_size=40", "train.input_size: simple: input size 40 px"),
         ("analysis.pca=[50,1.5]", "analysis.pca[1]"),

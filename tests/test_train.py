@@ -72,3 +72,53 @@ def test_checkpoint_roundtrip(tmp_path):
     assert accuracy(model, [(x, y)]) == accuracy(r.model, [(x, y)])
     with torch.no_grad():
         torch.testing.assert_close(model(x.float()), r.model(x.float()))
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "arch,size",
+    [("simple", 96), pytest.param("vgg11", 32, marks=pytest.mark.slow)],  # vgg11: dropout
+)
+def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, arch, size):
+    x, y = _toy(size=size)
+    xv, yv = _toy(8, size=size, seed=1)
+    settings = TrainSettings(epochs=4, lr_step=2, lr=1e-3)
+
+    def run(on_state=None, resume=None):
+        return fit(
+            arch,
+            3,
+            num_classes=2,
+            input_size=size,
+            train=TensorBatches(x, y, 8, shuffle=True, seed=3).epoch,
+            val=lambda: TensorBatches(xv, yv, 8),
+            test=lambda: TensorBatches(xv, yv, 8),
+            settings=settings,
+            on_state=on_state,
+            resume=resume,
+        )
+
+    whole = run()
+    path = tmp_path / "state.pt"
+
+    def save_then_crash(state):
+        torch.save(state, path)
+        if state["epoch"] == 2:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        run(on_state=save_then_crash)
+    state = torch.load(path, weights_only=True)  # plain tensors and numbers only
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    resumed = run(resume=state)
+    assert resumed.history == whole.history
+    assert (resumed.best_epoch, resumed.val_acc, resumed.test_acc) == (
+        whole.best_epoch,
+        whole.val_acc,
+        whole.test_acc,
+    )
+    for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -13,6 +13,8 @@ trial and a dataset execution per epoch: on 2 CPUs that made the demo's training
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +38,12 @@ def model_name(arch: str, seed: int) -> str:
     return f"{arch}-s{seed}"
 
 
+def run_name(name: str, key: str) -> str:
+    """Ray Train run of one model: stable per training key, so a re-run after a crash
+    continues the same run (from its last checkpoint) and a changed setting starts anew."""
+    return f"{name}-{key[:12]}"
+
+
 def _decoded(manifest: pa.Table, split: str, size: int, cities, opts) -> ray.data.Dataset:
     rows = manifest.filter(pc.equal(manifest["split"], split)).select(["image_id", "uri", "city"])
     ds = cluster.blocks(rows, 64)
@@ -46,6 +54,19 @@ def _decoded(manifest: pa.Table, split: str, size: int, cities, opts) -> ray.dat
         fn_kwargs={"size": size, "cities": cities, "storage_options": opts},
     )
     return ds.materialize()
+
+
+@contextlib.contextmanager
+def _block_order_kept():
+    """Ray Data keeps block order inside: the seeded shuffle of training draws blocks by
+    position, so their order must not depend on which task finished first (a re-run, or
+    one resumed from a checkpoint, would train differently)."""
+    options = ray.data.DataContext.get_current().execution_options
+    before, options.preserve_order = options.preserve_order, True
+    try:
+        yield
+    finally:
+        options.preserve_order = before
 
 
 class BlockBatches:
@@ -101,7 +122,14 @@ def _errors_of(ds: ray.data.Dataset, split: str) -> list[dict]:
 
 
 def _train_loop(config: dict) -> dict:
-    """Runs on the Ray Train worker: fit one model, checkpoint it to the store."""
+    """Runs on the Ray Train worker: fit one model, checkpoint it to the store.
+
+    Every ``checkpoint_every`` epochs the whole training state is reported to Ray Train
+    as a checkpoint (kept under ``<store>/ray-train/<run>/``); when the same run starts
+    again after a crash, Ray Train hands the last one back and training resumes there.
+    """
+    import tempfile
+
     import ray.train
 
     from citylens.train import TrainSettings, fit, save_checkpoint
@@ -110,12 +138,24 @@ def _train_loop(config: dict) -> dict:
     device = "cuda" if config["use_gpu"] and torch.cuda.is_available() else "cpu"
     bs, seed = config["batch_size"], config["seed"]
     data = {k: BlockBatches(refs, bs, seed) for k, refs in config["blocks"].items()}
+    every = config["checkpoint_every"]
+    resume = None
+    if (last := ray.train.get_checkpoint()) is not None:
+        with last.as_directory() as folder:
+            resume = torch.load(f"{folder}/state.pt", map_location=device, weights_only=True)
 
     def batches(name: str, epoch: int | None = None):
         return data[name].epoch(epoch)
 
-    def on_epoch(row: dict, _model) -> None:
-        ray.train.report({k: v for k, v in row.items()})
+    def on_state(state: dict) -> None:
+        row = state["history"][-1]
+        last_epoch = state["epoch"] == config["settings"]["epochs"]
+        if not every or (state["epoch"] % every and not last_epoch):
+            ray.train.report(row)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state, f"{tmp}/state.pt")
+            ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     result = fit(
         config["arch"],
@@ -128,8 +168,9 @@ def _train_loop(config: dict) -> dict:
         settings=TrainSettings(**config["settings"]),
         init_weights=config["init_weights"],
         device=device,
-        on_epoch=on_epoch,
         storage_options=config["storage_options"],
+        on_state=on_state,
+        resume=resume,
     )
     meta = {
         "seed": seed,
@@ -147,12 +188,13 @@ def _train_loop(config: dict) -> dict:
         store = Store(config["store"], config["storage_options"])
         uri = store.url(f"models/{config['name']}")
         save_checkpoint(uri, result.model.cpu(), meta, config["storage_options"])
-    return {k: meta[k] for k in ("val_acc", "test_acc", "best_epoch")}
+    out = {k: meta[k] for k in ("val_acc", "test_acc", "best_epoch")}
+    return {**out, "resumed_after": int(resume["epoch"]) if resume is not None else 0}
 
 
 @ray.remote(num_cpus=0)
 def _fit_one(config: dict, use_gpu: bool, cpus: int) -> dict:
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     # Ray Train keeps its run bookkeeping under the study store, through the store's own
@@ -172,9 +214,10 @@ def _fit_one(config: dict, use_gpu: bool, cpus: int) -> dict:
             num_workers=1, use_gpu=use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
-            name=f"{config['name']}-{config['key'][:12]}",
+            name=run_name(config["name"], config["key"]),
             storage_path=storage,
             storage_filesystem=storage_fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
     return trainer.fit().return_value
@@ -222,17 +265,19 @@ def run_train(ctx: Context) -> StageResult:
         manifest = read_manifest(ctx)
         opts = cfg.run.storage_options
         ctx.progress(f"train: decoding {manifest.num_rows} images at {t.input_size} px")
-        decoded = {
-            s: _decoded(manifest, s, t.input_size, cities, opts) for s in ("train", "val", "test")
-        }
+        with _block_order_kept():
+            decoded = {
+                s: _decoded(manifest, s, t.input_size, cities, opts)
+                for s in ("train", "val", "test")
+            }
+            # Blocks made here, while CPUs are free: trials that hold every CPU must not
+            # need a Ray Data task to read their input (that deadlocks on a small cluster).
+            blocks = {
+                s: ds.select_columns(["image", "label", "ok"]).to_numpy_refs()
+                for s, ds in decoded.items()
+            }
         for split, ds in decoded.items():
             errors += _errors_of(ds, split)
-        # Blocks made here, while CPUs are free: trials that hold every CPU must not need
-        # a Ray Data task to read their input (that deadlocks on a small cluster).
-        blocks = {
-            s: ds.select_columns(["image", "label", "ok"]).to_numpy_refs()
-            for s, ds in decoded.items()
-        }
         n_gpu = cluster.gpus(cfg)
         use_gpu = n_gpu > 0
         cpus = 1 if use_gpu else max(1, cluster.total_cpus() // max(1, len(todo)))
@@ -264,6 +309,7 @@ def run_train(ctx: Context) -> StageResult:
                 "store": store.uri,
                 "storage_options": opts,
                 "blocks": blocks,
+                "checkpoint_every": t.checkpoint_every,
             }
             return _fit_one.remote(config, use_gpu, cpus)
 
@@ -276,13 +322,17 @@ def run_train(ctx: Context) -> StageResult:
             done, _ = ray.wait(list(pending), num_returns=1)
             n = pending.pop(done[0])
             out = ray.get(done[0])
+            resumed = out.pop("resumed_after")
             ctx.store.commit(
                 f"train/{n}",
                 {"key": todo[n][4], "output": todo[n][4], "folder": f"models/{n}", **out},
             )
+            # the model is committed: its run's training-state checkpoints are spent
+            ctx.store.rm(f"ray-train/{run_name(n, todo[n][4])}")
             ctx.progress(
                 f"train: {n} done: val {out['val_acc']:.3f}, test {out['test_acc']:.3f} "
                 f"(best epoch {out['best_epoch']})"
+                + (f", resumed after epoch {resumed}" if resumed else "")
             )
     store.write_table(f"{folder}/errors/errors.parquet", errors_table(errors))
     models = {n: {"arch": p[0], "seed": p[1], "key": p[4]} for n, p in plans.items()}

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from citylens.data.synth import synthesize
 from citylens.storage import Store
+from citylens.train import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +105,52 @@ def test_killed_driver_resumes_explain_and_loses_nothing(tmp_path, tiny):
     )
     np.testing.assert_allclose(np.stack(got["mask"]), np.stack(want["mask"]), atol=1e-6)
     assert store.record("overlap")["counts"] == Store(str(whole)).record("overlap")["counts"]
+
+
+_TRAIN = ["models.archs=[simple]", "models.seeds=[0]", "train.epochs=4", "train.input_size=96"]
+
+
+def _train_cli(store: Path, corpus: Path, tiny) -> list[str]:
+    cities = ("towerville", "signburg")
+    cmd = _cli(store, corpus, tiny)[:5] + tiny.overrides(str(store), str(corpus), cities)
+    return [*cmd, *_TRAIN, "--stages", "ingest,train"]
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny):
+    (tmp_path / "study.yaml").write_text("name: crash\n")
+    corpus = tmp_path / "corpus"
+    # enough training images for several blocks, so the seeded block order matters
+    synthesize(corpus, cities=2, places=40, views=2, size=64, seed=5, workers=1)
+    killed = tmp_path / "killed"
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    proc = subprocess.Popen(
+        _train_cli(killed, corpus, tiny),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.time() + 600
+    while not list(killed.glob("ray-train/simple-s0-*/checkpoint_*/state.pt")):
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)
+    store = Store(str(killed))
+    assert store.record("train/simple-s0") is None  # the model was not finished
+
+    out = _run(_train_cli(killed, corpus, tiny))
+    resumed = int(out.split("resumed after epoch ")[1].split()[0])
+    assert 1 <= resumed < 4
+    assert not list(killed.glob("ray-train/simple-s0-*"))  # spent checkpoints removed
+
+    whole = tmp_path / "whole"
+    _run(_train_cli(whole, corpus, tiny))
+    got, meta = load_checkpoint(str(killed / "models/simple-s0"))
+    want, want_meta = load_checkpoint(str(whole / "models/simple-s0"))
+    assert meta["history"] == want_meta["history"] and len(meta["history"]) == 4
+    assert meta["best_epoch"] == want_meta["best_epoch"]
+    for (k, a), b in zip(want.state_dict().items(), got.state_dict().values()):
+        assert torch.equal(a, b), k
