@@ -46,11 +46,16 @@ class CityConfig:
         source: Folder, ``file://`` or ``s3://`` prefix holding the city's images.
         place_regex: Regex on file stems giving the place id (group ``place``).
         labels: Optional root of ground-truth label maps (same relative paths, .png).
+        manifest: Optional file (path/URI) listing the city's images instead of every
+            image under ``source``: one per line, or a CSV with an ``image`` column (and
+            optionally ``place``). Entries are relative to ``source`` or lie under it;
+            any other entry (``..``, another scheme, elsewhere) is refused and recorded.
     """
 
     source: str
     place_regex: str | None = None
     labels: str | None = None
+    manifest: str | None = None
 
 
 @dataclass(frozen=True)

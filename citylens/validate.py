@@ -229,6 +229,16 @@ def preflight(cfg: StudyConfig) -> None:
         except Exception as err:
             raise ConfigError(f"analysis.annotations: {err}") from None
     for name, city in cfg.cities.items():
+        if city.manifest:
+            from citylens.data.listing import read_entries
+
+            try:
+                if not read_entries(city.manifest, opts):
+                    raise ValueError("lists no images")
+            except Exception as err:
+                raise ConfigError(
+                    f"cities.{name}.manifest: {city.manifest}: {type(err).__name__}: {err}"
+                ) from None
         try:
             scan_city(name, city.source, city.place_regex, None, opts)
         except FileNotFoundError as err:

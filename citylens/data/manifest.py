@@ -30,10 +30,13 @@ __all__ = [
     "ImageSource",
     "assign_splits",
     "image_id",
+    "image_source",
+    "label_index",
     "make_manifest",
     "place_of",
     "probe",
     "scan_city",
+    "source_files",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -93,8 +96,56 @@ class ImageSource:
     version: str = ""
 
 
-def _join(base: str, rel: str) -> str:
-    return base.rstrip("/") + "/" + rel
+def source_files(
+    city: str, source: str, storage_options: dict | None = None
+) -> tuple[str, dict[str, dict]]:
+    """Every file under a city's source, listed once (paginated listings on S3).
+
+    Returns:
+        ``(root URI, {full URI: fsspec info})``; the root has no trailing slash.
+
+    Raises:
+        FileNotFoundError: the source does not exist.
+    """
+    fs, root = filesystem(source, storage_options)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"city {city!r}: source {source} does not exist")
+    prefix = _prefix(fs)
+    root = root.rstrip("/")
+    found = fs.find(root, detail=True)
+    return prefix + root, {prefix + path: info for path, info in sorted(found.items())}
+
+
+def label_index(labels: str | None, storage_options: dict | None = None) -> dict[str, str]:
+    """Label maps under a label root: relative path without suffix -> full URI."""
+    if not labels:
+        return {}
+    fs, root = filesystem(labels, storage_options)
+    root, prefix = root.rstrip("/"), _prefix(fs)
+    out = {}
+    for path in fs.find(root):
+        rel = path[len(root) + 1 :]
+        out[str(PurePosixPath(rel).with_suffix(""))] = prefix + path
+    return out
+
+
+def _prefix(fs) -> str:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return "" if protocol in ("file", "local") else f"{protocol}://"
+
+
+def image_source(
+    uri: str, rel: str, city: str, place: str, labels: dict[str, str], info: dict
+) -> ImageSource:
+    """The :class:`ImageSource` of a listed file (``rel``: its path under the source)."""
+    return ImageSource(
+        uri=uri,
+        city=city,
+        place=place,
+        label_uri=labels.get(str(PurePosixPath(rel).with_suffix(""))),
+        size=int(info.get("size") or -1),
+        version=str(info.get("ETag") or info.get("mtime") or info.get("LastModified", "")),
+    )
 
 
 def scan_city(
@@ -116,24 +167,12 @@ def scan_city(
     Raises:
         FileNotFoundError: the source does not exist or holds no images.
     """
-    fs, root = filesystem(source, storage_options)
-    if not fs.exists(root):
-        raise FileNotFoundError(f"city {city!r}: source {source} does not exist")
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
-    root = root.rstrip("/")
-    label_set: dict[str, str] = {}
-    if labels:
-        lfs, lroot = filesystem(labels, storage_options)
-        lroot = lroot.rstrip("/")
-        lprefix = "" if protocol in ("file", "local") else f"{protocol}://"
-        for path in lfs.find(lroot):
-            rel = path[len(lroot) + 1 :]
-            label_set[str(PurePosixPath(rel).with_suffix(""))] = lprefix + path
+    root, files = source_files(city, source, storage_options)
+    label_set = label_index(labels, storage_options)
     regex = re.compile(place_regex) if place_regex else None
     out, unmatched = [], 0
-    for path, info in sorted(fs.find(root, detail=True).items()):
-        rel = path[len(root) + 1 :]
+    for uri, info in files.items():
+        rel = uri[len(root) + 1 :]
         name = PurePosixPath(rel)
         if name.suffix.lower() not in IMAGE_EXTENSIONS or any(
             part.startswith(".") for part in name.parts
@@ -143,16 +182,7 @@ def scan_city(
         if place is None:
             unmatched += 1
             place = name.stem
-        out.append(
-            ImageSource(
-                uri=prefix + path,
-                city=city,
-                place=place,
-                label_uri=label_set.get(str(name.with_suffix(""))),
-                size=int(info.get("size") or -1),
-                version=str(info.get("ETag") or info.get("mtime") or info.get("LastModified", "")),
-            )
-        )
+        out.append(image_source(uri, rel, city, place, label_set, info))
     if not out:
         raise FileNotFoundError(f"city {city!r}: no images under {source}")
     if unmatched:

@@ -15,6 +15,7 @@ import ray
 
 from citylens.config import CityConfig
 from citylens.data.images import DecodeError, check_size, read_bytes
+from citylens.data.listing import list_city
 from citylens.data.manifest import ImageSource, image_id, make_manifest, probe, scan_city
 from citylens.data.scenes import style_for
 from citylens.data.synth import PLACE_REGEX, synthesize
@@ -123,15 +124,26 @@ def run_ingest(ctx: Context) -> StageResult:
     store: Store = ctx.store
     cities = resolve_cities(ctx)
     opts = ctx.cfg.run.storage_options
-    listings, city_keys = {}, {}
+    listings, city_keys, refused_of = {}, {}, {}
     for name, city in sorted(cities.items()):
-        listings[name] = scan_city(name, city.source, city.place_regex, city.labels, opts)
-        city_keys[name] = digest(
-            {
-                "city": asdict(city),
-                "files": [(s.uri, s.size, s.version, s.label_uri) for s in listings[name]],
-            }
-        )
+        what = {"city": asdict(city)}
+        if city.manifest:
+            listings[name], refused_of[name] = list_city(
+                name, city.source, city.manifest, city.place_regex, city.labels, opts
+            )
+            what["refused"] = [(r["uri"], r["kind"]) for r in refused_of[name]]
+            if refused_of[name]:
+                ctx.progress(
+                    f"ingest: {name}: {len(refused_of[name])} manifest entries refused "
+                    "(see the errors table)"
+                )
+        else:
+            listings[name] = scan_city(name, city.source, city.place_regex, city.labels, opts)
+            refused_of[name] = []
+            del what["city"]["manifest"]  # keys of cities listed by scanning stay as they were
+        what["files"] = [(s.uri, s.size, s.version, s.label_uri) for s in listings[name]]
+        city_keys[name] = digest(what)
+    refused = [r for name in sorted(cities) for r in refused_of[name]]
     split = asdict(ctx.cfg.split)
     key = ctx.key("ingest", {}, {"cities": city_keys, "split": split})
     if rec := ctx.up_to_date("ingest", key):
@@ -161,7 +173,7 @@ def run_ingest(ctx: Context) -> StageResult:
         if r["error_kind"] is not None
     ]
     manifest, dups = make_manifest(probed, ctx.cfg.split.ratios, ctx.cfg.split.seed)
-    errors = pa.concat_tables([errors_table(bad), dups])
+    errors = pa.concat_tables([errors_table(refused), errors_table(bad), dups])
     store.write_table(f"{folder}/manifest.parquet", manifest)
     store.write_table(f"{folder}/errors/errors.parquet", errors)
     content = digest(
@@ -170,7 +182,7 @@ def run_ingest(ctx: Context) -> StageResult:
     counts = {
         "images": manifest.num_rows,
         "errors": errors.num_rows,
-        "inputs": len(rows),
+        "inputs": len(rows) + len(refused),
         "cities": {c: manifest["city"].to_pylist().count(c) for c in sorted(cities)},
         "splits": {s: manifest["split"].to_pylist().count(s) for s in ("train", "val", "test")},
     }
