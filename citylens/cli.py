@@ -64,10 +64,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"citylens: invalid study: {err}", file=sys.stderr)
         return 2
     from citylens.pipeline.run import run_study
+    from citylens.storage import write_error_in
 
     t = time.time()
     stages = args.stages.split(",") if args.stages else None
-    results = run_study(cfg, stages=stages, force=args.force)
+    try:
+        results = run_study(cfg, stages=stages, force=args.force)
+    except Exception as err:
+        if (cause := write_error_in(err)) is None:
+            raise
+        print(
+            f"citylens: stopped: {cause.message}\n"
+            "Stages finished earlier are intact; free space or fix permissions and run "
+            "again: finished stages are skipped.",
+            file=sys.stderr,
+        )
+        return 3
     ran = [r.stage for r in results if r.status == "ran"]
     print(
         f"\nstudy {cfg.name}: {len(ran)} stage(s) ran ({', '.join(ran) or 'none'}), "

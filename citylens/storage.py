@@ -22,7 +22,16 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["Store", "digest", "filesystem", "new_run_id", "open_file", "read_bytes"]
+__all__ = [
+    "Store",
+    "StoreWriteError",
+    "digest",
+    "filesystem",
+    "new_run_id",
+    "open_file",
+    "read_bytes",
+    "write_error_in",
+]
 
 _LOCAL = ("file", "local")
 
@@ -42,6 +51,13 @@ def filesystem(
     # Listings are not cached: Ray workers on other processes and nodes add shards to
     # the folders a driver lists, and a stale listing would drop them.
     options = {"use_listings_cache": False, **(storage_options or {})}
+    if fsspec.utils.get_protocol(uri) in ("s3", "s3a"):
+        # Throttling (503 SlowDown), 5xx and dropped connections are retried up to 10
+        # times with backoff (botocore's default is 5): a 150k-image study makes millions
+        # of requests from many workers, so rare faults are certain to happen.
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("retries", {"max_attempts": 10, "mode": "standard"})
+        options["config_kwargs"] = config
     return fsspec.core.url_to_fs(uri, **options)
 
 
@@ -55,6 +71,34 @@ def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
     """Read a whole file from a path or URI."""
     fs, path = filesystem(uri, storage_options)
     return fs.cat_file(path)
+
+
+class StoreWriteError(OSError):
+    """The store refused a write (full, read-only, no permission): names store and file.
+
+    Attributes:
+        message: What failed, e.g. ``store /data/s: cannot write report.html (OSError:
+            No space left on device)``.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(*((errno, message) if errno else (message,)))
+        self.message = message
+
+    def __reduce__(self):  # crosses process boundaries (Ray workers) intact
+        return (StoreWriteError, (self.message, self.errno))
+
+
+def write_error_in(err: BaseException) -> StoreWriteError | None:
+    """The :class:`StoreWriteError` behind an exception, if any (Ray wraps a worker's
+    error in its own exceptions, chained through ``__cause__`` / ``__context__``)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, StoreWriteError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def digest(obj: Any) -> str:
@@ -121,18 +165,33 @@ class Store:
 
     # ------------------------------------------------------------------ bytes
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write a file atomically."""
+        """Write a file atomically.
+
+        Raises:
+            StoreWriteError: the store refused it (full, read-only, no permission); a
+                local partial file is removed, and what the store held is unchanged.
+        """
         path = self.path(rel)
-        if self.local:  # object stores have no folders (and makedirs would create buckets)
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        else:
-            self.fs.pipe_file(path, data)
+        try:
+            if self.local:  # object stores have no folders (makedirs would create buckets)
+                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+                try:
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, path)
+                finally:
+                    if os.path.exists(tmp):
+                        os.remove(tmp)
+            else:
+                self.fs.pipe_file(path, data)
+        except OSError as err:
+            why = f"{type(err).__name__}: {err.strerror or err}"
+            raise StoreWriteError(
+                f"store {self.uri}: cannot write {rel} ({why})", err.errno
+            ) from err
 
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))

@@ -107,3 +107,131 @@ def s3_server():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class FlakyS3:
+    """A fault-injecting HTTP proxy in front of the S3 server, on 127.0.0.1.
+
+    A seeded ``rate`` of requests fail, in turn: a 503 SlowDown, a 500 InternalError, a
+    connection closed before any answer, and a request the server *did* carry out whose
+    answer is lost (so a retried write lands twice, and must be harmless). ``faults``
+    counts them by kind; ``requests`` counts everything seen. With ``deny_writes`` set,
+    writes to paths containing it are denied (403) — ``""`` makes the store read-only,
+    as for credentials that may only read.
+    """
+
+    KINDS = ("slowdown", "internal", "dropped", "lost_answer")
+
+    def __init__(self, endpoint: str, rate: float = 0.1, seed: int = 0) -> None:
+        import random
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        target = urlsplit(endpoint)
+        self.rate, self.random, self.lock = rate, random.Random(seed), threading.Lock()
+        self.deny_writes: str | None = None  # writes to paths containing it get a 403
+        self.requests, self.faults = 0, dict.fromkeys(self.KINDS, 0)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    out = b""
+                    while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
+                        out += self.rfile.read(size)
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return out
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _answer(self, status: int, headers: list, body: bytes) -> None:
+                self.send_response(status)
+                head = self.command == "HEAD"  # keeps the object's Content-Length
+                for k, v in headers:
+                    if k.lower() in ("transfer-encoding", "connection") or (
+                        k.lower() == "content-length" and not head
+                    ):
+                        continue
+                    self.send_header(k, v)
+                if not head:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _handle(self) -> None:
+                import http.client
+
+                body = self._body()
+                denied = proxy.deny_writes
+                if (
+                    self.command in ("PUT", "POST", "DELETE")
+                    and denied is not None
+                    and (denied in self.path)
+                ):
+                    xml = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+                    self._answer(403, [("Content-Type", "application/xml")], xml.encode())
+                    return
+                kind = proxy._draw()
+                if kind in ("slowdown", "internal"):
+                    code, status = (
+                        ("SlowDown", 503) if kind == "slowdown" else ("InternalError", 500)
+                    )
+                    xml = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
+                    self._answer(status, [("Content-Type", "application/xml")], xml.encode())
+                    return
+                if kind == "dropped":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"
+                }
+                if body or self.command in ("PUT", "POST"):
+                    headers["Content-Length"] = str(len(body))
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                if kind == "lost_answer":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self._answer(resp.status, resp.getheaders(), data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.options = {"endpoint_url": self.endpoint}
+
+    def _draw(self) -> str | None:
+        with self.lock:
+            self.requests += 1
+            if self.random.random() >= self.rate:
+                return None
+            kind = self.KINDS[sum(self.faults.values()) % len(self.KINDS)]
+            self.faults[kind] += 1
+            return kind
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def flaky_s3(s3_server):
+    """:class:`FlakyS3` failing 10 % of requests in front of the session's S3 server."""
+    proxy = FlakyS3(s3_server.options["endpoint_url"], rate=0.1)
+    yield proxy
+    proxy.close()

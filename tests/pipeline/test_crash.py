@@ -154,3 +154,52 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny):
     assert meta["best_epoch"] == want_meta["best_epoch"]
     for (k, a), b in zip(want.state_dict().items(), got.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def _pids_of(needle: str) -> list[int]:
+    """Processes whose command line (a Ray worker's process title) contains ``needle``."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    out.append(int(proc.name))
+            except OSError:
+                continue
+    return out
+
+
+def test_a_killed_explain_actor_is_replaced_and_every_image_explained_once(tmp_path, tiny):
+    (tmp_path / "study.yaml").write_text("name: crash\n")
+    corpus = tmp_path / "corpus"
+    synthesize(corpus, cities=2, places=14, views=2, size=64, seed=4, workers=1)
+    store_dir = tmp_path / "store"
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    proc = subprocess.Popen(
+        _cli(store_dir, corpus, tiny),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    deadline, killed = time.time() + 600, []
+    while not killed:
+        assert proc.poll() is None, "the study ended before an explain actor could be killed"
+        assert time.time() < deadline
+        if list(store_dir.glob("explain/*/data/*.parquet")):
+            for pid in _pids_of("CamWorker"):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.05)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    store = Store(str(store_dir))
+    rec = store.record("explain")
+    got = _explanations(store)
+    n_test = rec["counts"]["inputs"]
+    assert not got.duplicated(["image_id", "model"]).any()
+    assert len(got) == n_test * len(rec["models"]) and rec["counts"]["errors"] == 0
+    # downstream stages read every explanation exactly once
+    assert store.record("overlap")["counts"]["inputs"] == n_test * len(rec["models"])
+    assert "explain" in out and killed
