@@ -73,9 +73,22 @@ def analysis_tables(store: Store) -> dict:
     return out
 
 
+def pids_of(needle: str) -> list[int]:
+    """Processes whose command line (a Ray worker's process title) contains ``needle``."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    out.append(int(proc.name))
+            except OSError:
+                continue
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """The helpers above, for test modules (conftest is not importable by name)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(overrides=tiny_overrides, tables=analysis_tables)
+    return SimpleNamespace(overrides=tiny_overrides, tables=analysis_tables, pids_of=pids_of)

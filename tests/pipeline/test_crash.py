@@ -156,19 +156,6 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny):
         assert torch.equal(a, b), k
 
 
-def _pids_of(needle: str) -> list[int]:
-    """Processes whose command line (a Ray worker's process title) contains ``needle``."""
-    out = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    out.append(int(proc.name))
-            except OSError:
-                continue
-    return out
-
-
 def test_a_killed_explain_actor_is_replaced_and_every_image_explained_once(tmp_path, tiny):
     (tmp_path / "study.yaml").write_text("name: crash\n")
     corpus = tmp_path / "corpus"
@@ -188,7 +175,7 @@ def test_a_killed_explain_actor_is_replaced_and_every_image_explained_once(tmp_p
         assert proc.poll() is None, "the study ended before an explain actor could be killed"
         assert time.time() < deadline
         if list(store_dir.glob("explain/*/data/*.parquet")):
-            for pid in _pids_of("CamWorker"):
+            for pid in tiny.pids_of("CamWorker"):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
         time.sleep(0.05)

@@ -9,11 +9,9 @@ from citylens.pipeline.run import run_study
 from citylens.storage import Store
 from citylens.validate import preflight
 
-from .conftest import tiny_overrides
-
 
 def test_ingest_reads_only_listed_images_and_records_refused_entries(
-    local_ray, three_cities, tmp_path
+    local_ray, three_cities, tmp_path, tiny
 ):
     root = three_cities / "signburg"
     listed = sorted(p.name for p in root.iterdir())[:10]
@@ -33,7 +31,7 @@ def test_ingest_reads_only_listed_images_and_records_refused_entries(
     store = tmp_path / "store"
     cfg = load_config(
         None,
-        [*tiny_overrides(str(store), str(three_cities)), f"cities.signburg.manifest={manifest}"],
+        [*tiny.overrides(str(store), str(three_cities)), f"cities.signburg.manifest={manifest}"],
     )
     run_study(cfg, stages=["ingest"], progress=lambda s: None)
     s = Store(str(store))
@@ -59,11 +57,11 @@ def test_ingest_reads_only_listed_images_and_records_refused_entries(
     assert rec["counts"]["errors"] == 0 and rec["counts"]["cities"]["signburg"] == 6
 
 
-def test_preflight_names_a_missing_manifest(three_cities, tmp_path):
+def test_preflight_names_a_missing_manifest(three_cities, tmp_path, tiny):
     cfg = load_config(
         None,
         [
-            *tiny_overrides(str(tmp_path / "s"), str(three_cities)),
+            *tiny.overrides(str(tmp_path / "s"), str(three_cities)),
             f"cities.signburg.manifest={tmp_path}/nope.txt",
         ],
     )

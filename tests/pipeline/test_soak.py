@@ -44,18 +44,6 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
-def _pids_of(needle: str) -> list[int]:
-    out = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if needle in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    out.append(int(proc.name))
-            except OSError:
-                continue
-    return out
-
-
 def _growth(done: np.ndarray, rss: np.ndarray) -> float:
     """MB gained between the first quarter of the images (once warm) and the end."""
     total = done.max()
@@ -64,7 +52,7 @@ def _growth(done: np.ndarray, rss: np.ndarray) -> float:
     return float(np.median(late) - np.median(early))
 
 
-def test_explain_memory_stays_flat_over_20k_images(tmp_path):
+def test_explain_memory_stays_flat_over_20k_images(tmp_path, tiny):
     corpus = tmp_path / "corpus"
     synthesize(corpus, cities=2, places=2700, views=4, size=64, seed=8, workers=2)
     store_dir = tmp_path / "store"
@@ -90,7 +78,7 @@ def test_explain_memory_stays_flat_over_20k_images(tmp_path):
         while proc.poll() is None:
             shards = list(store_dir.glob("explain/*/data/*.parquet"))
             driver = _rss_mb(proc.pid)
-            actors = [m for p in _pids_of("CamWorker") if (m := _rss_mb(p)) is not None]
+            actors = [m for p in tiny.pids_of("CamWorker") if (m := _rss_mb(p)) is not None]
             if driver is not None and actors:
                 samples.append((len(shards), driver, max(actors)))
             time.sleep(0.25)
@@ -107,9 +95,8 @@ def test_explain_memory_stays_flat_over_20k_images(tmp_path):
     data = np.array(samples)
     done, driver, actor = data[:, 0], data[:, 1], data[:, 2]
     assert done.max() >= 0.95 * rec["counts"]["inputs"] / 64 and len(data) > 50
-    lines = [
-        f"{int(d)} shards: driver {a:.0f} MB, actor {b:.0f} MB" for d, a, b in data[:: len(data) // 8]
-    ]
+    step = len(data) // 8
+    lines = [f"{int(d)} shards: driver {a:.0f} MB, actor {b:.0f} MB" for d, a, b in data[::step]]
     print("\n".join(lines))
     (tmp_path / "memory.csv").write_text(
         "shards,driver_mb,actor_mb\n" + "\n".join(f"{int(d)},{a:.1f},{b:.1f}" for d, a, b in data)
