@@ -117,7 +117,8 @@ class FlakyS3:
     answer is lost (so a retried write lands twice, and must be harmless). ``faults``
     counts them by kind; ``requests`` counts everything seen. With ``deny_writes`` set,
     writes to paths containing it are denied (403) — ``""`` makes the store read-only,
-    as for credentials that may only read.
+    as for credentials that may only read. ``deny_reads`` does the same to GETs (an
+    object listed but not readable: another owner's ACL, an archived storage class).
     """
 
     KINDS = ("slowdown", "internal", "dropped", "lost_answer")
@@ -131,6 +132,7 @@ class FlakyS3:
         target = urlsplit(endpoint)
         self.rate, self.random, self.lock = rate, random.Random(seed), threading.Lock()
         self.deny_writes: str | None = None  # writes to paths containing it get a 403
+        self.deny_reads: str | None = None  # GETs of paths containing it get a 403
         self.requests, self.faults = 0, dict.fromkeys(self.KINDS, 0)
         proxy = self
 
@@ -175,6 +177,10 @@ class FlakyS3:
                     and denied is not None
                     and (denied in self.path)
                 ):
+                    xml = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+                    self._answer(403, [("Content-Type", "application/xml")], xml.encode())
+                    return
+                if self.command == "GET" and proxy.deny_reads and proxy.deny_reads in self.path:
                     xml = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
                     self._answer(403, [("Content-Type", "application/xml")], xml.encode())
                     return

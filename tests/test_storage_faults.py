@@ -135,3 +135,34 @@ def test_a_store_that_refuses_a_write_mid_run_stops_it_clearly(
     assert (
         store.read_bytes("ingest/run-1/manifest.parquet") == before["ingest/run-1/manifest.parquet"]
     )
+
+
+def test_an_unreadable_s3_object_is_recorded_by_ingest_and_decode(
+    s3_server, flaky_s3, small_corpus
+):
+    from citylens.pipeline.decode import decode_batch
+    from citylens.pipeline.ingest import probe_batch
+
+    bucket = s3_server.bucket("unreadable-object")
+    s3_server.upload(small_corpus / "signburg", f"{bucket}/signburg")
+    names = sorted(p.name for p in (small_corpus / "signburg").iterdir())[:4]
+    uris = [f"{bucket}/signburg/{n}" for n in names]
+    flaky_s3.rate = 0.0
+    flaky_s3.deny_reads = f"/signburg/{names[1]}"  # listed, but GET is denied
+    rows = pa.table(
+        {
+            "uri": uris,
+            "city": ["signburg"] * 4,
+            "place": ["p"] * 4,
+            "label_uri": [None] * 4,
+            "image_id": [f"id{i}" for i in range(4)],
+        }
+    )
+    probed = probe_batch(rows, flaky_s3.options).to_pylist()
+    assert [r["error_kind"] for r in probed] == [None, "unreadable", None, None]
+    assert "PermissionError" in probed[1]["error_message"]
+    assert all(r["width"] == 64 for i, r in enumerate(probed) if i != 1)
+    decoded = decode_batch(rows, 32, ["signburg"], flaky_s3.options)
+    assert decoded["ok"].tolist() == [True, False, True, True]
+    assert decoded["error_kind"][1] == "unreadable"
+    assert decoded["image"][[0, 2, 3]].max() > 0 and decoded["image"][1].max() == 0
