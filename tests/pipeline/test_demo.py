@@ -50,3 +50,5 @@ def test_demo_study_reproduces_the_papers_findings(tmp_path):
         ranking = sel[sel.city == city].groupby("name").r_p.mean().sort_values(ascending=False)
         assert ranking.index[0] in own, (city, ranking.head())
     assert store.exists("report.html")
+    # each model's Ray Train run folder goes once the model is committed
+    assert store.ls("ray-train") == []
