@@ -30,20 +30,6 @@ __all__ = [
     "save_checkpoint",
 ]
 
-# Keys of the training state :func:`fit` hands to ``on_state`` after every epoch.
-STATE_KEYS = (
-    "epoch",
-    "model",
-    "optimizer",
-    "scheduler",
-    "best",
-    "best_acc",
-    "best_epoch",
-    "history",
-    "rng",
-    "cuda_rng",
-)
-
 Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 images (B, 3, S, S), int64 labels (B,)
 
 
@@ -162,8 +148,9 @@ def fit(
         device: Torch device.
         on_epoch: Called after each epoch with its history row and the model.
         storage_options: fsspec options for an ``s3://`` ``init_weights``.
-        on_state: Called after each epoch with the whole training state (keys
-            ``STATE_KEYS``: tensors, numbers and lists only, so ``torch.load(...,
+        on_state: Called after each epoch with the whole training state (``epoch,
+            model, optimizer, scheduler, best, best_acc, best_epoch, history, rng,
+            cuda_rng``: tensors, numbers and lists only, so ``torch.load(...,
             weights_only=True)`` reads it back) — what a crash-safe checkpoint holds.
         resume: A state given to ``on_state`` earlier: training continues after its
             epoch, with its weights, optimiser moments, schedule, best state and random

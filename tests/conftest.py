@@ -167,30 +167,24 @@ class FlakyS3:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
+            def _error(self, status: int, code: str) -> None:
+                xml = f"<Error><Code>{code}</Code><Message>{code}</Message></Error>"
+                self._answer(status, [("Content-Type", "application/xml")], xml.encode())
+
             def _handle(self) -> None:
                 import http.client
 
                 body = self._body()
-                denied = proxy.deny_writes
-                if (
-                    self.command in ("PUT", "POST", "DELETE")
-                    and denied is not None
-                    and (denied in self.path)
-                ):
-                    xml = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
-                    self._answer(403, [("Content-Type", "application/xml")], xml.encode())
-                    return
-                if self.command == "GET" and proxy.deny_reads and proxy.deny_reads in self.path:
-                    xml = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
-                    self._answer(403, [("Content-Type", "application/xml")], xml.encode())
+                writes = self.command in ("PUT", "POST", "DELETE")
+                denied = proxy.deny_writes if writes else proxy.deny_reads
+                if denied is not None and denied in self.path and (writes or self.command == "GET"):
+                    self._error(403, "AccessDenied")
                     return
                 kind = proxy._draw()
                 if kind in ("slowdown", "internal"):
-                    code, status = (
-                        ("SlowDown", 503) if kind == "slowdown" else ("InternalError", 500)
+                    self._error(
+                        *((503, "SlowDown") if kind == "slowdown" else (500, "InternalError"))
                     )
-                    xml = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
-                    self._answer(status, [("Content-Type", "application/xml")], xml.encode())
                     return
                 if kind == "dropped":
                     self.close_connection = True

@@ -34,6 +34,13 @@ def test_a_flaky_s3_is_retried_and_loses_nothing(s3_server, flaky_s3):
     assert direct.files("", "") == sorted([*tables, "stages/x.json"])
 
 
+def _citylens_run(store: str, endpoint: str, *args: str) -> subprocess.CompletedProcess:
+    """``citylens run demo`` on a store behind ``endpoint``, with more ``args``."""
+    cmd = [sys.executable, "-m", "citylens.cli", "run", "demo", f"store={store}"]
+    cmd += [f"run.storage_options.endpoint_url={endpoint}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
 def _store_with_outputs(store: Store) -> dict[str, bytes]:
     store.write_table("ingest/run-1/manifest.parquet", pa.table({"uri": ["a.jpg", "b.jpg"]}))
     store.commit("ingest", {"key": "k", "folder": "ingest/run-1"})
@@ -77,21 +84,11 @@ def test_a_read_only_s3_store_is_refused_before_any_work(s3_server, flaky_s3, tm
         store.commit("ingest", {"key": "other"})
     # the CLI stops before Ray starts, naming the store
     corpus = tmp_path / "corpus"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "citylens.cli",
-            "run",
-            "demo",
-            f"store={bucket}/study",
-            f"run.storage_options.endpoint_url={flaky_s3.endpoint}",
-            f"cities.a.source={corpus}",
-            f"cities.b.source={corpus}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = _citylens_run(
+        f"{bucket}/study",
+        flaky_s3.endpoint,
+        f"cities.a.source={corpus}",
+        f"cities.b.source={corpus}",
     )
     assert out.returncode == 2
     assert f"store: cannot write to {bucket}/study (PermissionError" in out.stderr
@@ -108,23 +105,7 @@ def test_a_store_that_refuses_a_write_mid_run_stops_it_clearly(
     before = _store_with_outputs(store)
     flaky_s3.deny_writes = "/stages/ingest.json"  # the work is written, its commit refused
     cities = [f"cities.{c}.source={small_corpus}/{c}" for c in ("towerville", "signburg")]
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "citylens.cli",
-            "run",
-            "demo",
-            f"store={bucket}/study",
-            f"run.storage_options.endpoint_url={flaky_s3.endpoint}",
-            *cities,
-            "--stages",
-            "ingest",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = _citylens_run(f"{bucket}/study", flaky_s3.endpoint, *cities, "--stages", "ingest")
     assert out.returncode == 3, out.stderr[-2000:]
     assert (
         f"citylens: stopped: store {bucket}/study: cannot write stages/ingest.json "

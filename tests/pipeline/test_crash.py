@@ -48,6 +48,39 @@ def _run(cmd: list[str]) -> str:
     return out.stdout
 
 
+def _start(cmd: list[str], output: bool = False) -> subprocess.Popen:
+    """The study's CLI in its own process group, with the Ray it starts: killing the group
+    is what the driver's machine dying does."""
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    pipe = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(
+        cmd,
+        stdout=pipe,
+        stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def _when(proc: subprocess.Popen, ready, what: str, act) -> None:
+    """Poll ``ready()`` while the study runs; then call ``act()`` (until it returns truthy)."""
+    deadline = time.time() + 600
+    while True:
+        assert proc.poll() is None, f"the study ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        if ready() and act():
+            return
+        time.sleep(0.05)
+
+
+def _kill_group(proc: subprocess.Popen) -> bool:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)
+    return True
+
+
 def _explanations(store: Store) -> pd.DataFrame:
     df = store.read_table(f"{store.record('explain')['folder']}/data").to_pandas()
     return df.sort_values(["image_id", "model"]).reset_index(drop=True)
@@ -58,26 +91,13 @@ def test_killed_driver_resumes_explain_and_loses_nothing(tmp_path, tiny):
     corpus = tmp_path / "corpus"
     synthesize(corpus, cities=2, places=14, views=2, size=64, seed=4, workers=1)
     killed = tmp_path / "killed"
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-    # the driver and the Ray it started, in their own process group: killed together,
-    # as when the machine running the driver dies
-    proc = subprocess.Popen(
-        _cli(killed, corpus, tiny),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
+    proc = _start(_cli(killed, corpus, tiny))
+    _when(
+        proc,
+        lambda: list(killed.glob("explain/*/data/*.parquet")),
+        "explain wrote a shard",
+        lambda: _kill_group(proc),
     )
-    deadline = time.time() + 600
-    shards: list[Path] = []
-    while not shards:
-        assert proc.poll() is None, "the study ended before explain wrote a shard"
-        assert time.time() < deadline
-        shards = list(killed.glob("explain/*/data/*.parquet"))
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(2)
     store = Store(str(killed))
     assert store.record("explain") is None and store.exists("stages/explain.pending.json")
     n_before = len(list(killed.glob("explain/*/data/*.parquet")))
@@ -136,22 +156,13 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny):
     # enough training images for several blocks, so the seeded block order matters
     synthesize(corpus, cities=2, places=40, views=2, size=64, seed=5, workers=1)
     killed = tmp_path / "killed"
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-    proc = subprocess.Popen(
-        _train_cli(killed, corpus, tiny),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
+    proc = _start(_train_cli(killed, corpus, tiny))
+    _when(
+        proc,
+        lambda: _checkpoint_registered(killed),
+        "its first checkpoint",
+        lambda: _kill_group(proc),
     )
-    deadline = time.time() + 600
-    while not _checkpoint_registered(killed):
-        assert proc.poll() is None, "training ended before its first checkpoint"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(2)
     store = Store(str(killed))
     assert store.record("train/simple-s0") is None  # the model was not finished
 
@@ -175,24 +186,21 @@ def test_a_killed_explain_actor_is_replaced_and_every_image_explained_once(tmp_p
     corpus = tmp_path / "corpus"
     synthesize(corpus, cities=2, places=14, views=2, size=64, seed=4, workers=1)
     store_dir = tmp_path / "store"
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-    proc = subprocess.Popen(
-        _cli(store_dir, corpus, tiny),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
+    proc = _start(_cli(store_dir, corpus, tiny), output=True)
+    killed: list[int] = []
+
+    def kill_actors() -> bool:
+        for pid in tiny.pids_of("CamWorker"):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        return bool(killed)
+
+    _when(
+        proc,
+        lambda: list(store_dir.glob("explain/*/data/*.parquet")),
+        "an explain actor could be killed",
+        kill_actors,
     )
-    deadline, killed = time.time() + 600, []
-    while not killed:
-        assert proc.poll() is None, "the study ended before an explain actor could be killed"
-        assert time.time() < deadline
-        if list(store_dir.glob("explain/*/data/*.parquet")):
-            for pid in tiny.pids_of("CamWorker"):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-        time.sleep(0.05)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-3000:]
     store = Store(str(store_dir))
