@@ -8,7 +8,6 @@ Embeddings run one task per model × descriptor (PCA settings, then t-SNE).
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 
 import numpy as np
@@ -16,9 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from citylens.analysis.ar import pairwise_ar
 from citylens.analysis.embed import embed
 from citylens.analysis.ratios import city_objects, top_objects
+from citylens.analysis.reduce import ar_of_table, list_matrix, sums_of_table
 from citylens.data.images import read_bytes
 from citylens.pipeline.agree import study_agreement
 from citylens.pipeline.context import Context, StageResult
@@ -32,17 +31,6 @@ def _pca_label(k: int | float) -> str:
     return f"{round(k * 100)}%" if isinstance(k, float) else str(k)
 
 
-_AR_IMAGES = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("city", pa.string()),
-        ("model_a", pa.string()),
-        ("model_b", pa.string()),
-        ("ar", pa.float64()),
-    ]
-)
-
-
 @ray.remote
 def ar_of_shard(store: Store, rel: str, grid: int, out: str) -> dict:
     """Per-image AR for every model pair over one explanation shard.
@@ -50,85 +38,15 @@ def ar_of_shard(store: Store, rel: str, grid: int, out: str) -> dict:
     Writes the per-image rows to ``out`` and returns ``{(m1, m2): [Σ AR, Σ AR², n]}``.
     """
     t = store.read_table(rel, columns=["image_id", "city", "model", "cam_h", "cam_w", "mask"])
-    by_model: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-    city_of = {}
-    for row in t.to_pylist():
-        m = np.asarray(row["mask"], np.float32).reshape(row["cam_h"], row["cam_w"])
-        by_model[row["model"]][row["image_id"]] = m
-        city_of[row["image_id"]] = row["city"]
-    cols = defaultdict(list)
-    for a, b in itertools.combinations(sorted(by_model), 2):
-        ids = sorted(set(by_model[a]) & set(by_model[b]))
-        if not ids:
-            continue
-        ars = pairwise_ar(
-            {
-                a: np.stack([by_model[a][i] for i in ids]),
-                b: np.stack([by_model[b][i] for i in ids]),
-            },
-            (grid, grid),
-        )[(a, b)]
-        cols["image_id"] += ids
-        cols["city"] += [city_of[i] for i in ids]
-        cols["model_a"] += [a] * len(ids)
-        cols["model_b"] += [b] * len(ids)
-        cols["ar"] += ars.tolist()
-    table = pa.table(dict(cols), schema=_AR_IMAGES) if cols else _AR_IMAGES.empty_table()
+    table, sums = ar_of_table(t, grid)
     store.write_table(out, table)
-    sums: dict = defaultdict(lambda: [0.0, 0.0, 0])
-    for a, b, v in zip(cols["model_a"], cols["model_b"], cols["ar"]):
-        s = sums[(a, b)]
-        s[0] += v
-        s[1] += v * v
-        s[2] += 1
-    return dict(sums)
-
-
-_TOPS = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("model", pa.string()),
-        ("theta", pa.float32()),
-        ("top_class", pa.int32()),
-    ]
-)
+    return sums
 
 
 @ray.remote
 def sums_of_shard(store: Store, rel: str) -> tuple[dict, pa.Table]:
     """Pixel sums per (model, city, θ) and each row's top class inside its explanation."""
-    t = store.read_table(rel)
-    if t.num_rows == 0:  # no explanation of this shard had a class map
-        return {}, _TOPS.empty_table()
-    m = np.asarray(t["class_pixels_in_mask"].to_pylist(), np.int64)
-    n = np.asarray(t["class_pixels"].to_pylist(), np.int64)
-    keys = list(
-        zip(
-            t["model"].to_pylist(),
-            t["city"].to_pylist(),
-            [round(x, 6) for x in t["theta"].to_pylist()],
-        )
-    )
-    sums: dict = {}
-    for i, k in enumerate(keys):
-        if k not in sums:
-            sums[k] = [np.zeros(m.shape[1], np.int64), np.zeros(m.shape[1], np.int64), 0]
-        sums[k][0] += m[i]
-        sums[k][1] += n[i]
-        sums[k][2] += 1
-    inside = m.copy()
-    inside[:, 0] = -1  # 'other' is never an image's top object
-    top = np.where(m[:, 1:].sum(1) > 0, inside.argmax(1), 0)
-    tops = pa.table(
-        {
-            "image_id": t["image_id"],
-            "model": t["model"],
-            "theta": t["theta"],
-            "top_class": pa.array(top, pa.int32()),
-        },
-        schema=_TOPS,
-    )
-    return sums, tops
+    return sums_of_table(store.read_table(rel))
 
 
 @ray.remote
@@ -147,7 +65,7 @@ def embed_model(
         t = store.read_table(rel, columns=["image_id", "city", "model", descriptor])
         parts.append(t.filter(pc.equal(t["model"], model)))
     t = pa.concat_tables(parts).sort_by("image_id")
-    x = np.asarray(t[descriptor].to_pylist(), np.float32)
+    x = list_matrix(t[descriptor], np.float32) if t.num_rows else np.zeros((0, 1), np.float32)
     cols = defaultdict(list)
     for keep in pcas:
         if len(x) < 4:
