@@ -113,3 +113,57 @@ def test_load_batch_records_bad_files_and_goes_on(tmp_path):
     assert batch.shape == (2, 3, 16, 16) and batch.dtype == torch.uint8
     assert ok == [0, 3]
     assert [(i, kind) for i, kind, _ in errors] == [(1, "empty"), (2, "unreadable")]
+
+
+def _photo(h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
+    """A smooth image with noise: compresses like a photo."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC), np.int16)
+    return (img + rng.integers(-8, 9, img.shape)).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _encode(Image.fromarray(_photo()), "JPEG", quality=90),
+        lambda: _encode(Image.fromarray(_photo()).convert("L"), "JPEG", quality=90),
+        lambda: _encode(Image.fromarray(_photo()), "PNG"),
+        lambda: _encode(Image.fromarray(_photo()).convert("L"), "PNG"),
+    ],
+    ids=["rgb-jpeg", "gray-jpeg", "rgb-png", "gray-png"],
+)
+def test_fast_decoder_gives_pillows_pixels(make):
+    """Plain JPEG/PNG take torchvision.io's decoder; it must give Pillow's exact pixels."""
+    from citylens.data import images
+
+    data = make()
+    with Image.open(io.BytesIO(data)) as im:
+        assert images._plain(im, data)
+        reference = images._decode_pillow(im)
+    assert images._decode_plain(data) is not None  # the fast path really ran
+    np.testing.assert_array_equal(decode_rgb(data), reference)
+
+
+def test_truncated_or_odd_files_go_to_pillow():
+    from citylens.data import images
+
+    whole = _encode(Image.fromarray(_photo()), "JPEG", quality=90)
+    cut = whole[: len(whole) // 2]
+    with Image.open(io.BytesIO(cut)) as im:
+        assert not images._plain(im, cut)  # libjpeg would pad it; Pillow refuses it
+    with pytest.raises(DecodeError) as err:
+        decode_rgb(cut)
+    assert err.value.kind == "corrupt"
+    rgba = _encode(Image.fromarray(_photo()).convert("RGBA"), "PNG")
+    with Image.open(io.BytesIO(rgba)) as im:
+        assert not images._plain(im, rgba)
+
+
+def test_resize_matches_pillow_within_one_level():
+    img = _photo(300, 400)
+    ours = resize_rgb(img, 96)
+    pillow = np.asarray(Image.fromarray(img).resize((96, 96), Image.BILINEAR))
+    assert ours.shape == (96, 96, 3) and ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - pillow).max() <= 1
+    assert np.abs(ours.astype(int) - pillow).mean() < 0.1
