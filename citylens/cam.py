@@ -25,7 +25,10 @@ from torch import nn
 
 from citylens.models.base import CityNet
 
-__all__ = ["CamResult", "eval_mode", "grad_cam", "normalize_masks"]
+__all__ = ["PRECISIONS", "CamResult", "eval_mode", "grad_cam", "mask_difference", "normalize_masks"]
+
+# Autocast dtype of the trunk per precision name (None: plain fp32).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ def grad_cam(
     model: CityNet,
     images: torch.Tensor,
     targets: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> CamResult:
     """Grad-CAM for one target class per image.
 
@@ -100,14 +104,21 @@ def grad_cam(
         model: A CityNet; it is run in eval mode (and restored after).
         images: ``(B, 3, S, S)`` normalised images on the model's device.
         targets: ``(B,)`` class indices to explain; ``None`` explains the predicted class.
+        precision: ``fp32``, or ``bf16`` / ``fp16``: the trunk (nearly all the work) runs
+            under autocast in that dtype; its activations are cast back to fp32, so the
+            head, the gradient and the map are computed in fp32. Check the maps against
+            fp32 with :func:`mask_difference` before trusting a reduced precision.
 
     Returns:
-        A :class:`CamResult` with tensors on the model's device.
+        A :class:`CamResult` with tensors on the model's device (fp32 maps).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
     with eval_mode(model):
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(images.device.type, dtype, enabled=dtype is not None):
             acts = model.features(images)
-        acts = acts.detach().requires_grad_(True)
+        acts = acts.detach().float().requires_grad_(True)
         with torch.enable_grad():
             logits = model.head(acts)
             pred = logits.argmax(dim=1)
@@ -133,3 +144,21 @@ def grad_cam(
         pred=pred.detach(),
         probs=probs,
     )
+
+
+def mask_difference(
+    model: CityNet, images: torch.Tensor, targets: torch.Tensor | None, precision: str
+) -> float:
+    """Mean absolute difference between ``precision``'s mask_norm and fp32's.
+
+    Args:
+        images: ``(B, 3, S, S)`` normalised images on the model's device.
+
+    Returns:
+        mean over images and locations of ``|mask_precision − mask_fp32|`` (0 for fp32).
+    """
+    if precision == "fp32":
+        return 0.0
+    ref = grad_cam(model, images, targets).mask
+    low = grad_cam(model, images, targets, precision).mask
+    return float((low - ref).abs().mean())

@@ -124,6 +124,16 @@ def validate_config(cfg: StudyConfig) -> None:
     if e.ar_grid is not None:
         _require(e.ar_grid >= 1, "explain.ar_grid", f"must be ≥ 1, got {e.ar_grid}")
     _require(e.batch_size >= 1, "explain.batch_size", f"must be ≥ 1, got {e.batch_size}")
+    _require(
+        e.precision in ("fp32", "bf16", "fp16"),
+        "explain.precision",
+        f"must be fp32, bf16 or fp16, got {e.precision!r}",
+    )
+    _require(
+        0 < e.mask_tolerance < 1,
+        "explain.mask_tolerance",
+        f"must be in (0, 1), got {e.mask_tolerance}",
+    )
 
     _require(
         cfg.segmenter.backend in SEGMENTERS,

@@ -111,3 +111,32 @@ def test_grad_cam_all_negative_evidence_is_empty():
     assert out.empty.all()
     assert torch.count_nonzero(out.mask) == 0
     assert not torch.isnan(out.mask).any()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_runs_only_the_trunk_in_it(precision):
+    """The trunk runs under autocast; head, gradient and map are fp32 from its output."""
+    from citylens.cam import PRECISIONS, mask_difference
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=3, input_size=64).eval()
+    x = torch.randn(4, 3, 64, 64)
+    targets = torch.tensor([0, 1, 2, 1])
+    out = grad_cam(model, x, targets, precision)
+    assert out.mask.dtype == torch.float32 and out.probs.dtype == torch.float32
+    with torch.no_grad(), torch.autocast("cpu", PRECISIONS[precision]):
+        acts = model.features(x)
+    assert acts.dtype == PRECISIONS[precision]  # autocast really changed the trunk
+    # independent reference: plain autograd through the head from the reduced activations
+    a = acts.float().requires_grad_(True)
+    score = model.head(a).gather(1, targets[:, None]).sum()
+    (g,) = torch.autograd.grad(score, a)
+    cam = torch.relu((g.mean(dim=(2, 3))[:, :, None, None] * a.detach()).sum(1))
+    torch.testing.assert_close(out.cam, cam, rtol=1e-4, atol=1e-5)
+    ref = grad_cam(model, x, targets)
+    assert mask_difference(model, x, targets, precision) == pytest.approx(
+        float((out.mask - ref.mask).abs().mean())
+    )
+    assert mask_difference(model, x, targets, "fp32") == 0.0
+    with pytest.raises(ValueError, match="precision"):
+        grad_cam(model, x, targets, "int8")

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import ray
 import torch
 
-from citylens.cam import grad_cam
+from citylens.cam import grad_cam, mask_difference
 from citylens.data.images import normalize
 from citylens.pipeline import cluster
 from citylens.pipeline.context import Context, StageResult
@@ -33,14 +33,25 @@ from citylens.tables import EXPLANATIONS
 __all__ = ["CamWorker", "explain_rows", "run_explain"]
 
 
+def _inputs(model, images: torch.Tensor) -> torch.Tensor:
+    x = normalize(images.to(next(model.parameters()).device, non_blocking=True))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def explain_rows(
-    name: str, model, images: torch.Tensor, labels: np.ndarray, ids, cities, target: str
+    name: str,
+    model,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    ids,
+    cities,
+    target: str,
+    precision: str = "fp32",
 ) -> dict[str, list]:
     """Explanation rows of one model for a batch (columns of EXPLANATIONS)."""
-    x = normalize(images.to(next(model.parameters()).device))
-    x = x.contiguous(memory_format=torch.channels_last)
+    x = _inputs(model, images)
     targets = None if target == "pred" else torch.as_tensor(labels)
-    out = grad_cam(model, x, targets)
+    out = grad_cam(model, x, targets, precision)
     h, w = model.cam_size
     n = len(ids)
     return {
@@ -70,10 +81,21 @@ class CamWorker:
         folder: Output folder of this stage run.
         target: ``"true"`` or ``"pred"``.
         threads: Torch CPU threads.
+        precision: ``fp32``, ``bf16`` or ``fp16`` for the trunks; each model's first batch
+            is explained in fp32 too, and a model whose masks differ by ``tolerance`` or
+            more (mean absolute difference) stays in fp32.
+        tolerance: See ``precision``.
     """
 
     def __init__(
-        self, store: Store, models: dict[str, str], folder: str, target: str, threads: int
+        self,
+        store: Store,
+        models: dict[str, str],
+        folder: str,
+        target: str,
+        threads: int,
+        precision: str = "fp32",
+        tolerance: float = 1e-2,
     ) -> None:
         from citylens.train import load_checkpoint
 
@@ -84,6 +106,24 @@ class CamWorker:
             model, _ = load_checkpoint(store.url(rel), device, store.options)
             self.models[name] = model.to(memory_format=torch.channels_last)
         self.store, self.folder, self.target = store, folder, target
+        self.precision = {name: precision for name in self.models}
+        self.checked = precision == "fp32"
+        self.tolerance = tolerance
+
+    def _check_precision(self, images: torch.Tensor, labels: np.ndarray) -> None:
+        """Explain the first batch in fp32 too; keep reduced precision only where the
+        masks agree."""
+        for name, model in self.models.items():
+            targets = None if self.target == "pred" else torch.as_tensor(labels)
+            diff = mask_difference(model, _inputs(model, images), targets, self.precision[name])
+            if diff >= self.tolerance:
+                print(
+                    f"explain: {name}: {self.precision[name]} masks differ from fp32 by "
+                    f"{diff:.2e} (tolerance {self.tolerance:g}); explaining it in fp32",
+                    flush=True,
+                )
+                self.precision[name] = "fp32"
+        self.checked = True
 
     def __call__(self, batch: dict) -> dict:
         ok = np.asarray(batch["ok"], bool)
@@ -104,8 +144,19 @@ class CamWorker:
             ok_ids = [ids[i] for i in np.flatnonzero(ok)]
             ok_cities = [batch["city"][i] for i in np.flatnonzero(ok)]
             labels = np.asarray(batch["label"])[ok]
+            if not self.checked:
+                self._check_precision(images, labels)
             for name, model in self.models.items():
-                rows = explain_rows(name, model, images, labels, ok_ids, ok_cities, self.target)
+                rows = explain_rows(
+                    name,
+                    model,
+                    images,
+                    labels,
+                    ok_ids,
+                    ok_cities,
+                    self.target,
+                    self.precision[name],
+                )
                 for k, v in rows.items():
                     cols[k].extend(v)
         table = pa.table(cols, schema=EXPLANATIONS)
@@ -123,6 +174,9 @@ def run_explain(ctx: Context) -> StageResult:
     cfg, store = ctx.cfg, ctx.store
     up = ctx.upstream("ingest", "train")
     settings = {"target": cfg.explain.target, "input_size": cfg.train.input_size}
+    if cluster.gpus(cfg) and cfg.explain.precision != "fp32":  # fp32 keeps older keys
+        settings["precision"] = cfg.explain.precision
+        settings["mask_tolerance"] = cfg.explain.mask_tolerance
     key = ctx.key("explain", up, settings)
     if rec := ctx.up_to_date("explain", key):
         return StageResult("explain", "skipped", rec)
@@ -197,6 +251,9 @@ def _explain(
             "folder": folder,
             "target": cfg.explain.target,
             "threads": threads,
+            # reduced precision is for GPUs; CPUs without bf16 units only get slower
+            "precision": cfg.explain.precision if n_gpu else "fp32",
+            "tolerance": cfg.explain.mask_tolerance,
         },
         compute=ray.data.ActorPoolStrategy(size=n_actors),
         batch_size=bs,

@@ -52,3 +52,29 @@ def test_demo_study_reproduces_the_papers_findings(tmp_path):
     assert store.exists("report.html")
     # each model's Ray Train run folder goes once the model is committed
     assert store.ls("ray-train") == []
+
+    # Mixed precision (the GPU path, run here on the CPU): on trained models, bf16 and
+    # fp16 trunks give masks within the tolerance explain.precision enforces.
+    _reduced_precision_masks_match_fp32(store, cfg)
+
+
+def _reduced_precision_masks_match_fp32(store: Store, cfg) -> None:
+    import pyarrow.compute as pc
+    import torch
+
+    from citylens.cam import mask_difference
+    from citylens.data.images import load_batch, normalize
+    from citylens.train import load_checkpoint
+
+    manifest = store.read_table(f"{store.record('ingest')['folder']}/manifest.parquet")
+    test = manifest.filter(pc.equal(manifest["split"], "test")).slice(0, 16)
+    images, ok, _ = load_batch(test["uri"].to_pylist(), cfg.train.input_size)
+    cities = store.record("ingest")["cities"]
+    labels = torch.tensor([cities.index(c) for c in test["city"].to_pylist()])[ok]
+    x = normalize(images).contiguous(memory_format=torch.channels_last)
+    for name in sorted(store.record("train")["models"]):
+        model, _ = load_checkpoint(store.url(f"models/{name}"))
+        model = model.to(memory_format=torch.channels_last)
+        for precision in ("bf16", "fp16"):
+            diff = mask_difference(model, x, labels, precision)
+            assert 0 < diff < cfg.explain.mask_tolerance, (name, precision, diff)
