@@ -83,16 +83,16 @@ def _plain(im: Image.Image, data: bytes) -> bool:
     return False
 
 
-def _decode_plain(data: bytes) -> torch.Tensor | None:
-    """``(3, H, W)`` uint8 through torchvision.io, EXIF orientation applied; None if it
-    cannot (Pillow then decodes, and says what is wrong)."""
+def _decode_plain(data: bytes, exif: bool = True) -> torch.Tensor | None:
+    """``(3, H, W)`` uint8 through torchvision.io, EXIF orientation applied when the file
+    has EXIF (``exif``); None if it cannot (Pillow then decodes, and says what is wrong)."""
     from torchvision.io import ImageReadMode, decode_image
 
     try:
         t = decode_image(
             torch.frombuffer(bytearray(data), dtype=torch.uint8),
             ImageReadMode.RGB,
-            apply_exif_orientation=True,
+            apply_exif_orientation=exif,
         )
     except Exception:
         return None
@@ -121,7 +121,7 @@ def decode_chw(data: bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         raise DecodeError("not_an_image", f"not a readable image: {err}") from None
     with im:
         check_size(*im.size, max_pixels)
-        if _plain(im, data) and (t := _decode_plain(data)) is not None:
+        if _plain(im, data) and (t := _decode_plain(data, "exif" in im.info)) is not None:
             return t
         return torch.from_numpy(_decode_pillow(im)).permute(2, 0, 1)
 

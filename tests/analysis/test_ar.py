@@ -35,3 +35,24 @@ def test_pairwise_is_symmetric_and_complete():
         np.testing.assert_allclose(ar, average_residual(masks[m2], masks[m1], (8, 8)))
         assert ar.shape == (3,)
         assert ((ar >= 0) & (ar <= 1)).all()
+
+
+@pytest.mark.parametrize(
+    "shape_a, shape_b, grid",
+    [((14, 14), (7, 7), (224, 224)), ((14, 14), (14, 14), (96, 96)), ((5, 3), (42, 42), (17, 29))],
+)
+def test_fused_ar_equals_upsample_then_normalise(shape_a, shape_b, grid):
+    """The fused computation against the plain one: upsample each mask to the grid,
+    min-max normalise it there, mean |difference| (incl. empty and constant masks)."""
+    from citylens.masks import upsample_masks
+
+    rng = np.random.default_rng(0)
+    a = rng.random((40, *shape_a)).astype(np.float32) ** 3
+    b = rng.random((40, *shape_b)).astype(np.float32)
+    a[0] = 0.0  # empty
+    b[1] = 0.7  # constant positive: all ones
+    a[2] = 0.0
+    a[2, 0, 0] = 1e-3  # one faint peak
+    b[3] = b[3] * 1e-2 + 0.5  # low contrast
+    ref = (upsample_masks(a, grid) - upsample_masks(b, grid)).abs().mean(dim=(-2, -1))
+    np.testing.assert_allclose(average_residual(a, b, grid), ref.double().numpy(), atol=2e-6)
