@@ -71,3 +71,108 @@ def print_table(header: list[str], rows: list[list[object]]) -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in cells[1:]:
         print(line(r))
+
+
+# --- rows for bench/all.py -------------------------------------------------------------
+
+
+def _rss_tree_mb(root: int) -> float:
+    """Resident memory of ``root`` and all its descendants (Linux /proc), in MB."""
+    parent: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry)] = int(fields[1])
+        rss[int(entry)] = int(fields[21]) * page
+    tree, frontier = {root}, [root]
+    while frontier:
+        p = frontier.pop()
+        for child, pp in parent.items():
+            if pp == p and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(rss.get(p, 0) for p in tree) / 2**20
+
+
+class PeakMemory:
+    """Samples the resident memory of this process and its children (Ray workers
+    included when Ray was started here) in a thread; ``peak_mb`` after the block.
+
+    Example:
+        >>> with PeakMemory() as mem:
+        ...     work()
+        >>> mem.peak_mb
+    """
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.every = every
+        self.peak_mb = 0.0
+        self.start_mb = 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak_mb = max(self.peak_mb, _rss_tree_mb(os.getpid()))
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        self.start_mb = self.peak_mb = _rss_tree_mb(os.getpid())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_tree_mb(os.getpid()))
+
+
+def row(
+    stage: str,
+    case: str,
+    rate: float,
+    unit: str = "img/s",
+    *,
+    peak_mb: float | None = None,
+    reference: str = "",
+    ratio: float | None = None,
+    target: float | None = None,
+    note: str = "",
+) -> dict:
+    """One line of bench/all.py's table. ``ratio`` is how many times faster than the
+    reference (higher is better); ``met`` is ``ratio >= target`` when there is a target."""
+    return {
+        "stage": stage,
+        "case": case,
+        "rate": rate,
+        "unit": unit,
+        "peak_mb": peak_mb,
+        "reference": reference,
+        "ratio": ratio,
+        "target": target,
+        "met": None if target is None or ratio is None else bool(ratio >= target),
+        "note": note,
+    }
+
+
+ROW_PREFIX = "BENCH-ROW "
+
+
+def emit(rows: list[dict]) -> None:
+    """Print rows as JSON lines for bench/all.py (which reads them from our stdout)."""
+    import json
+
+    for r in rows:
+        print(ROW_PREFIX + json.dumps(r), flush=True)
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.2f}" if x < 10 else f"{x:.1f}"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, print_table, time_interleaved  # noqa: E402
+from _common import PeakMemory, emit, machine, print_table, row, time_interleaved  # noqa: E402
 
 from citylens.cam import grad_cam  # noqa: E402
 from citylens.models import ARCHITECTURES, build_model  # noqa: E402
@@ -40,7 +40,7 @@ def _pytorch_grad_cam(model, x, targets, native: bool = False) -> np.ndarray:
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
 
 
-def bench_arch(arch: str, size: int, batch: int, repeats: int, device: str) -> list[object]:
+def bench_arch(arch: str, size: int, batch: int, repeats: int, device: str) -> dict:
     torch.manual_seed(0)
     model = build_model(arch, num_classes=2, input_size=size).eval()
     model = model.to(device, memory_format=torch.channels_last)
@@ -57,24 +57,47 @@ def bench_arch(arch: str, size: int, batch: int, repeats: int, device: str) -> l
         with torch.inference_mode():
             model(x)
 
-    t = time_interleaved(
-        {
-            "forward": forward,
-            "ours": lambda: grad_cam(model, x, targets),
-            "theirs": lambda: _pytorch_grad_cam(model, x, targets),
-        },
-        repeats,
-    )
-    t_fwd, t_ours, t_theirs = t["forward"], t["ours"], t["theirs"]
-    ips = lambda t: f"{batch / t:.1f}"  # noqa: E731
+    with PeakMemory() as mem:
+        t = time_interleaved(
+            {
+                "forward": forward,
+                "ours": lambda: grad_cam(model, x, targets),
+                "theirs": lambda: _pytorch_grad_cam(model, x, targets),
+            },
+            repeats,
+        )
+    return {
+        "arch": arch,
+        "forward": batch / t["forward"],
+        "ours": batch / t["ours"],
+        "theirs": batch / t["theirs"],
+        "max_diff": max_diff,
+        "peak_mb": mem.peak_mb,
+    }
+
+
+def as_rows(r: dict, size: int) -> list[dict]:
+    """bench/all.py's rows: citylens against the forward pass, and against pytorch-grad-cam."""
+    case = f"{r['arch']} {size} px"
     return [
-        arch,
-        ips(t_fwd),
-        ips(t_ours),
-        ips(t_theirs),
-        f"{t_fwd / t_ours:.2f}x",
-        f"{t_theirs / t_ours:.2f}x",
-        f"{max_diff:.1e}",
+        row(
+            "Grad-CAM",
+            f"{case} vs forward",
+            r["ours"],
+            peak_mb=r["peak_mb"],
+            reference=f"forward {r['forward']:.1f} img/s",
+            ratio=r["ours"] / r["forward"],
+            target=0.9,
+            note=f"max |Δ mask| vs pytorch-grad-cam {r['max_diff']:.1e}",
+        ),
+        row(
+            "Grad-CAM",
+            f"{case} vs pytorch-grad-cam",
+            r["ours"],
+            reference=f"pytorch-grad-cam {r['theirs']:.1f} img/s",
+            ratio=r["ours"] / r["theirs"],
+            target=3.0,
+        ),
     ]
 
 
@@ -85,9 +108,26 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--archs", nargs="+", default=list(ARCHITECTURES))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", action="store_true", help="rows for bench/all.py")
     args = ap.parse_args()
+    results = [bench_arch(a, args.size, args.batch, args.repeats, args.device) for a in args.archs]
+    if args.json:
+        emit([x for r in results for x in as_rows(r, args.size)])
+        return
     print(f"Grad-CAM, {args.size} px, batch {args.batch}, on {args.device}; {machine()}\n")
-    rows = [bench_arch(a, args.size, args.batch, args.repeats, args.device) for a in args.archs]
+    ips = lambda v: f"{v:.1f}"  # noqa: E731
+    rows = [
+        [
+            r["arch"],
+            ips(r["forward"]),
+            ips(r["ours"]),
+            ips(r["theirs"]),
+            f"{r['ours'] / r['forward']:.2f}x",
+            f"{r['ours'] / r['theirs']:.2f}x",
+            f"{r['max_diff']:.1e}",
+        ]
+        for r in results
+    ]
     print_table(
         [
             "model",

@@ -21,7 +21,7 @@ import pyarrow as pa
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, print_table  # noqa: E402
+from _common import PeakMemory, emit, machine, print_table, row  # noqa: E402
 
 from citylens.config import load_config  # noqa: E402
 from citylens.data.images import load_batch  # noqa: E402
@@ -113,17 +113,20 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--archs", nargs="+", default=["vgg11", "resnet18", "simple", "simpler"])
+    ap.add_argument("--json", action="store_true", help="rows for bench/all.py")
     args = ap.parse_args()
     import ray
 
-    print(
-        f"explain: {args.images} images at {args.size} px, models {args.archs}, "
-        f"batch {args.batch}; {machine()}\n"
-    )
+    if not args.json:
+        print(
+            f"explain: {args.images} images at {args.size} px, models {args.archs}, "
+            f"batch {args.batch}; {machine()}\n"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         store, uris = setup(Path(tmp), args.images, args.size, args.archs)
         names = [f"{a}-s0" for a in args.archs]
-        t_bare = bare_loop(store, uris, names, args.size, args.batch)
+        with PeakMemory() as mem_bare:
+            t_bare = bare_loop(store, uris, names, args.size, args.batch)
         ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         cfg = load_config(
@@ -135,12 +138,31 @@ def main() -> None:
             ],
         )
         ctx = Context(cfg, store, force=True, progress=lambda s: None)
-        t = time.perf_counter()
-        res = run_explain(ctx)
-        t_ray = time.perf_counter() - t
+        with PeakMemory() as mem_ray:
+            t = time.perf_counter()
+            res = run_explain(ctx)
+            t_ray = time.perf_counter() - t
         ray.shutdown()
         assert res.record["counts"]["images"] == len(uris)
     n = len(uris)
+    if args.json:
+        case = f"{n} images × {len(names)} models, {args.size} px"
+        emit(
+            [
+                row("explain", f"bare loop, {case}", n / t_bare, peak_mb=mem_bare.peak_mb),
+                row(
+                    "explain",
+                    f"Ray Data stage, {case}",
+                    n / t_ray,
+                    peak_mb=mem_ray.peak_mb,
+                    reference="bare single-process loop",
+                    ratio=t_bare / t_ray,
+                    target=0.8,
+                    note="actor start-up and model loading counted",
+                ),
+            ]
+        )
+        return
     print_table(
         ["path", "seconds", "images/s", "vs bare loop"],
         [

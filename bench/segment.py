@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, print_table, time_it  # noqa: E402
+from _common import PeakMemory, emit, machine, print_table, row, time_it  # noqa: E402
 
 from citylens.segment import build_segmenter  # noqa: E402
 from citylens.segment.model import CSAIL_SCALES  # noqa: E402
@@ -34,10 +34,12 @@ def main() -> None:
     ap.add_argument("--multi-images", type=int, help="images per multi-scale call")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-multi", action="store_true", help="skip the multi-scale rows")
+    ap.add_argument("--json", action="store_true", help="rows for bench/all.py")
     args = ap.parse_args()
-    print(f"machine: {machine()}\n")
+    if not args.json:
+        print(f"machine: {machine()}\n")
     rng = np.random.default_rng(0)
-    rows = []
+    rows, json_rows = [], []
     for name in args.models:
         for size in args.sizes:
             imgs = [
@@ -53,14 +55,29 @@ def main() -> None:
                     seg = build_segmenter(
                         name, "random:0", scales=scales, precision=precision, batch_size=n
                     )
-                    secs = time_it(lambda s=seg, x=batch: s(x), repeats=args.repeats)
+                    with PeakMemory() as mem:
+                        secs = time_it(lambda s=seg, x=batch: s(x), repeats=args.repeats)
                     maps = np.stack(seg(batch))
                     if ref is None:
                         ref, same = maps, ""
                     else:
                         same = f"{(maps == ref).mean():.4f}"
-                    rows.append([name, size, mode, precision, f"{args.images / secs:.2f}", same])
-                    print(rows[-1], flush=True)
+                    rate = n / secs
+                    rows.append([name, size, mode, precision, f"{rate:.2f}", same])
+                    json_rows.append(
+                        row(
+                            "segment",
+                            f"{name} {size} px {mode}-scale {precision}",
+                            rate,
+                            peak_mb=mem.peak_mb,
+                            note=f"argmax = fp32 on {same}" if same else "",
+                        )
+                    )
+                    if not args.json:
+                        print(rows[-1], flush=True)
+    if args.json:
+        emit(json_rows)
+        return
     print()
     print_table(["segmenter", "px", "scales", "precision", "images/s", "argmax = fp32"], rows)
 
