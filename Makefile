@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check citylens tests bench jobs
 
 bench: $(STAMP)
-	$(BIN)/python bench/cam.py
+	$(BIN)/python bench/all.py --readme
 
 clean-venv:
 	rm -rf $(VENV)

@@ -76,21 +76,16 @@ def print_table(header: list[str], rows: list[list[object]]) -> None:
 # --- rows for bench/all.py -------------------------------------------------------------
 
 
-def _rss_tree_mb(root: int) -> float:
-    """Resident memory of ``root`` and all its descendants (Linux /proc), in MB."""
+def _descendants(root: int) -> set[int]:
+    """``root`` and every process below it (Linux /proc)."""
     parent: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(entry)] = int(fields[1])
-        rss[int(entry)] = int(fields[21]) * page
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
     tree, frontier = {root}, [root]
     while frontier:
         p = frontier.pop()
@@ -98,12 +93,38 @@ def _rss_tree_mb(root: int) -> float:
             if pp == p and child not in tree:
                 tree.add(child)
                 frontier.append(child)
-    return sum(rss.get(p, 0) for p in tree) / 2**20
+    return tree
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages (Ray's object store, libraries) are split
+    between the processes that map them, so a sum over processes counts them once."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _hwm_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 class PeakMemory:
-    """Samples the resident memory of this process and its children (Ray workers
-    included when Ray was started here) in a thread; ``peak_mb`` after the block.
+    """Peak memory of a block, in MB (``peak_mb``).
+
+    ``tree=False``: this process's peak resident memory (the kernel's high-water mark,
+    reset on entry: no sampling thread to compete with the measured code).
+    ``tree=True``: the peak of the summed proportional set size of this process and all
+    its descendants (Ray's processes and workers, when Ray was started here), sampled
+    every ``every`` seconds by a thread.
 
     Example:
         >>> with PeakMemory() as mem:
@@ -111,28 +132,40 @@ class PeakMemory:
         >>> mem.peak_mb
     """
 
-    def __init__(self, every: float = 0.1) -> None:
-        self.every = every
+    def __init__(self, tree: bool = False, every: float = 0.5) -> None:
+        self.tree, self.every = tree, every
         self.peak_mb = 0.0
-        self.start_mb = 0.0
 
-    def _sample(self) -> None:
+    def _sample(self) -> float:
+        return sum(_pss_mb(p) for p in _descendants(os.getpid()))
+
+    def _loop(self) -> None:
         while not self._stop.wait(self.every):
-            self.peak_mb = max(self.peak_mb, _rss_tree_mb(os.getpid()))
+            self.peak_mb = max(self.peak_mb, self._sample())
 
     def __enter__(self) -> PeakMemory:
-        import threading
+        if not self.tree:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")  # resets VmHWM to the current resident size
+            except OSError:
+                self.tree = True  # no reset: fall back to sampling
+        if self.tree:
+            import threading
 
-        self.start_mb = self.peak_mb = _rss_tree_mb(os.getpid())
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+            self.peak_mb = self._sample()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, _rss_tree_mb(os.getpid()))
+        if self.tree:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb, self._sample())
+        else:
+            self.peak_mb = _hwm_mb()
 
 
 def row(

@@ -62,7 +62,7 @@ def run_demo(workdir: Path, overrides: list[str], profile: Path | None) -> tuple
             "raw",
         ]
         cmd += ["-o", str(raw), "--", citylens, "demo", *overrides]
-    with PeakMemory() as mem:
+    with PeakMemory(tree=True) as mem:
         t = time.perf_counter()
         done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
         wall = time.perf_counter() - t

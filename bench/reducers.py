@@ -124,7 +124,7 @@ def measure(sizes: list[int], shard: int, grid: int) -> list[dict]:
             with tempfile.TemporaryDirectory() as tmp:
                 store = Store(tmp)
                 exp_files, ov_files = write_corpus(store, images, shard)
-                with PeakMemory() as mem:
+                with PeakMemory(tree=True) as mem:
                     t_ar, t_rp = reduce_all(store, exp_files, ov_files, grid)
                 peaks[images] = mem.peak_mb
                 total = t_ar + t_rp

@@ -1,6 +1,6 @@
 """t-SNE: citylens's embedding (openTSNE, FFT) vs scikit-learn's, and the PCA step.
 
-    python bench/tsne.py [--points 5000 20000 50000] [--sklearn-max 20000] [--dim 196]
+    python bench/tsne.py [--points 5000 20000 50000] [--sklearn 5000 20000] [--dim 196]
 
 Descriptors are synthetic: ``--dim``-dimensional (VGG11's D_cam at 224 px is 14×14 =
 196) points around 10 cluster centres, like descriptors of images of a few kinds. Per
@@ -14,8 +14,8 @@ size, one core each (an analyze task holds one CPU):
   initialisation and number of iterations (750).
 
 Both embeddings are scored by how many of each point's 10 nearest neighbours in the
-input are among its 10 nearest in 2-D (a speed-up that ruins the map would show). Sizes
-above ``--sklearn-max`` skip scikit-learn (at 50k it takes most of an hour here).
+input are among its 10 nearest in 2-D (a speed-up that ruins the map would show).
+scikit-learn runs only at the ``--sklearn`` sizes (at 50k it takes most of an hour here).
 """
 
 from __future__ import annotations
@@ -64,14 +64,14 @@ def sklearn_tsne(y: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.n
     ).fit_transform(y)
 
 
-def measure(points: list[int], sklearn_max: int, dim: int) -> list[dict]:
+def measure(points: list[int], sklearn_at: list[int], dim: int) -> list[dict]:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # one core (BLAS and OpenMP), like one analyze task
-        return _measure(points, sklearn_max, dim)
+        return _measure(points, sklearn_at, dim)
 
 
-def _measure(points: list[int], sklearn_max: int, dim: int) -> list[dict]:
+def _measure(points: list[int], sklearn_at: list[int], dim: int) -> list[dict]:
     rows = []
     for n in points:
         x = descriptors(n, dim)
@@ -95,7 +95,7 @@ def _measure(points: list[int], sklearn_max: int, dim: int) -> list[dict]:
             ours = tsne(reduced)
             t_ours = time.perf_counter() - t
         kept = knn_kept(reduced, ours)
-        if n > sklearn_max:
+        if n not in sklearn_at:
             rows.append(
                 row(
                     "t-SNE",
@@ -133,11 +133,11 @@ def _measure(points: list[int], sklearn_max: int, dim: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", nargs="+", type=int, default=[5_000, 20_000, 50_000])
-    ap.add_argument("--sklearn-max", type=int, default=20_000)
+    ap.add_argument("--sklearn", nargs="*", type=int, default=[5_000, 20_000])
     ap.add_argument("--dim", type=int, default=196)
     ap.add_argument("--json", action="store_true", help="rows for bench/all.py")
     args = ap.parse_args()
-    rows = measure(args.points, args.sklearn_max, args.dim)
+    rows = measure(args.points, args.sklearn, args.dim)
     if args.json:
         emit(rows)
         return
