@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from citylens.models.base import CityNet
+if TYPE_CHECKING:  # importing the registry pulls in torchvision (~2 s per process)
+    from citylens.models.base import CityNet
 
 __all__ = ["PRECISIONS", "CamResult", "eval_mode", "grad_cam", "mask_difference", "normalize_masks"]
 

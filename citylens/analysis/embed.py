@@ -8,7 +8,6 @@ faster than scikit-learn's at 20k points) maps the result to 2-D. Seeded through
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
 
 __all__ = ["embed", "pca_reduce", "tsne"]
 
@@ -25,6 +24,8 @@ def pca_reduce(x: np.ndarray, keep: int | float, seed: int = 0) -> np.ndarray:
     Returns:
         float32 ``(N, k)``.
     """
+    from sklearn.decomposition import PCA  # ~1 s to import; only embedding tasks need it
+
     x = np.asarray(x, dtype=np.float32)
     n, d = x.shape
     if isinstance(keep, float) and not isinstance(keep, bool):

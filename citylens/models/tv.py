@@ -7,7 +7,6 @@ pooling): 14×14 at 224 px. ResNet18's is the output of ``layer4``: 7×7 at 224 
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from citylens.models.base import CityNet
@@ -43,6 +42,8 @@ def build_vgg11(
     num_classes: int, input_size: int, init: dict[str, torch.Tensor] | None = None
 ) -> CityNet:
     """torchvision VGG11 (no batch norm) with ``num_classes`` outputs."""
+    import torchvision  # here, not at import: it costs ~2 s in every process that loads it
+
     net = torchvision.models.vgg11(weights=None, num_classes=num_classes)
     if init is not None:
         load_torchvision_weights(net, init, "vgg11")
@@ -56,6 +57,8 @@ def build_resnet18(
     num_classes: int, input_size: int, init: dict[str, torch.Tensor] | None = None
 ) -> CityNet:
     """torchvision ResNet18 with ``num_classes`` outputs."""
+    import torchvision
+
     net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     if init is not None:
         load_torchvision_weights(net, init, "resnet18")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchvision.models.resnet import Bottleneck
 
 __all__ = [
     "ARCHITECTURES",
@@ -94,6 +93,8 @@ class DeepStemResNet50(nn.Module):
         self.layer4 = self._make_layer(512, 3, stride=2, dilate=dilated)
 
     def _make_layer(self, planes: int, blocks: int, stride: int, dilate: bool) -> nn.Sequential:
+        from torchvision.models.resnet import Bottleneck  # torchvision costs ~2 s to import
+
         # Dilating a stage trades its stride for dilation: the first block keeps the
         # previous dilation, the others use the new one (CSAIL's _nostride_dilate).
         previous = self._dilation
