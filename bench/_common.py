@@ -96,17 +96,26 @@ def _descendants(root: int) -> set[int]:
     return tree
 
 
-def _pss_mb(pid: int) -> float:
-    """Proportional set size: shared pages (Ray's object store, libraries) are split
-    between the processes that map them, so a sum over processes counts them once."""
+def _status_kb(pid: int, keys: tuple[str, ...]) -> dict[str, int]:
+    """Fields of /proc/PID/status in kB (kernel counters: cheap to read, unlike smaps)."""
+    out = dict.fromkeys(keys, 0)
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
+                key = line.split(":", 1)[0]
+                if key in out:
+                    out[key] = int(line.split()[1])
     except OSError:
         pass
-    return 0.0
+    return out
+
+
+def _tree_mb(pids: set[int]) -> float:
+    """Private resident memory of every process, plus the largest shared-memory
+    mapping once (Ray's object store is mapped by every worker; counting it per process
+    would multiply it)."""
+    fields = [_status_kb(p, ("RssAnon", "RssShmem")) for p in pids]
+    return (sum(f["RssAnon"] for f in fields) + max(f["RssShmem"] for f in fields)) / 1024
 
 
 def _hwm_mb() -> float:
@@ -122,9 +131,11 @@ class PeakMemory:
 
     ``tree=False``: this process's peak resident memory (the kernel's high-water mark,
     reset on entry: no sampling thread to compete with the measured code).
-    ``tree=True``: the peak of the summed proportional set size of this process and all
-    its descendants (Ray's processes and workers, when Ray was started here), sampled
-    every ``every`` seconds by a thread.
+    ``tree=True``: the peak over this process and all its descendants (Ray's processes
+    and workers, when Ray was started here) of their private resident memory plus the
+    shared object store once, sampled every ``every`` seconds by a thread from kernel
+    counters (reading smaps for PSS cost ~10 ms per process: most of a core for a Ray
+    tree, which slowed what it measured).
 
     Example:
         >>> with PeakMemory() as mem:
@@ -137,7 +148,7 @@ class PeakMemory:
         self.peak_mb = 0.0
 
     def _sample(self) -> float:
-        return sum(_pss_mb(p) for p in _descendants(os.getpid()))
+        return _tree_mb(_descendants(os.getpid()))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):

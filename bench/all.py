@@ -69,9 +69,8 @@ def table_lines(rows: list[dict]) -> list[list[str]]:
         target = f"≥ {r['target']:g}x" if r["target"] is not None else ""
         met = {True: "yes", False: "**no**", None: ""}[r["met"]]
         peak = f"{r['peak_mb']:,.0f}" if r["peak_mb"] else ""
-        out.append(
-            [r["stage"], r["case"], rate, peak, r["reference"], ratio, target, met, r["note"]]
-        )
+        cells = [r["stage"], r["case"], rate, peak, r["reference"], ratio, target, met, r["note"]]
+        out.append([c.replace("|", "\\|") for c in cells])  # a bare | would split the cell
     return out
 
 
