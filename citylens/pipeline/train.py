@@ -1,10 +1,14 @@
 """Stage *train*: every (architecture, seed) fitted concurrently with Ray Train.
 
 Images of the train/val/test splits are decoded once by Ray Data tasks into blocks in
-the object store (spilled to disk when large); every trial reads the same blocks by
-reference, in a seeded order per epoch. Each trial is a ``TorchTrainer`` (Train V2)
-launched from a zero-CPU Ray task, as many at once as the cluster has slots for, each
-asking for a GPU when the cluster has real ones and CPUs otherwise.
+the object store (spilled to disk when large); every model reads the same blocks by
+reference, in a seeded order per epoch. Models are fitted by ``TorchTrainer`` runs
+(Train V2), one per slot the cluster has (a GPU each when it has real ones, else its
+share of the CPUs), each launched from a zero-CPU Ray task. When there are more models
+than slots, a run fits several one after another (split by expected cost, longest
+first): starting a run (controller, worker process, torch import, process group) costs
+~10 s on a small machine, which one-run-per-model paid per model. Each model is
+committed by its run as soon as it is saved, so a crash loses only unfinished models.
 
 (Giving each trial Ray Data ``datasets=`` instead costs three coordinator actors per
 trial and a dataset execution per epoch: on 2 CPUs that made the demo's training
@@ -15,17 +19,16 @@ from __future__ import annotations
 
 import contextlib
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-import torch
 
 from citylens.pipeline import cluster
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
 from citylens.pipeline.ingest import read_manifest
-from citylens.storage import Store, digest
+from citylens.pipeline.trainer import fit_run
+from citylens.storage import digest
 from citylens.tables import errors_table
 
 __all__ = ["model_name", "run_train"]
@@ -38,10 +41,36 @@ def model_name(arch: str, seed: int) -> str:
     return f"{arch}-s{seed}"
 
 
-def run_name(name: str, key: str) -> str:
-    """Ray Train run of one model: stable per training key, so a re-run after a crash
-    continues the same run (from its last checkpoint) and a changed setting starts anew."""
-    return f"{name}-{key[:12]}"
+def run_name(names: list[str], keys: list[str]) -> str:
+    """Ray Train run fitting ``names`` in order: stable per training keys, so a re-run
+    after a crash continues the same run (from its last checkpoint) and a changed setting
+    or a different split of the models into runs starts anew."""
+    if len(names) == 1:
+        return f"{names[0]}-{keys[0][:12]}"
+    return f"{names[0]}-group{len(names)}-{digest(list(zip(names, keys)))[:12]}"
+
+
+def plan_runs(costs: dict[str, float], runs: int) -> list[list[str]]:
+    """Split models into at most ``runs`` sequences of about equal total cost.
+
+    Longest first, each to the least loaded run (ties: the earlier run), so the
+    costliest models start at once and the cheap ones fill in behind them.
+
+    Args:
+        costs: Expected cost of each model (any unit).
+        runs: Concurrent runs available (≥ 1).
+
+    Returns:
+        Non-empty lists of model names, each in the order its run fits them.
+    """
+    order = sorted(costs, key=lambda n: (-costs[n], n))
+    plan: list[list[str]] = [[] for _ in range(max(1, min(runs, len(order))))]
+    load = [0.0] * len(plan)
+    for n in order:
+        i = min(range(len(plan)), key=lambda j: (load[j], j))
+        plan[i].append(n)
+        load[i] += costs[n]
+    return [p for p in plan if p]
 
 
 def _decoded(manifest: pa.Table, split: str, size: int, cities, opts) -> ray.data.Dataset:
@@ -69,40 +98,6 @@ def _block_order_kept():
         options.preserve_order = before
 
 
-class BlockBatches:
-    """Batches from decoded blocks held in the object store (see :func:`_decoded`).
-
-    Training order is seeded: the block order is shuffled per epoch, then images are
-    shuffled within windows of ``window`` blocks. Evaluation keeps the stored order.
-
-    Args:
-        refs: Object refs of dicts with ``image`` uint8 ``(n, 3, S, S)``, ``label``, ``ok``.
-        batch_size: Images per batch.
-        seed: Shuffle seed; epoch ``e`` uses ``(seed, e)``.
-        window: Blocks shuffled together.
-    """
-
-    def __init__(self, refs: list, batch_size: int, seed: int = 0, window: int = 8) -> None:
-        self.refs, self.batch_size, self.seed, self.window = refs, batch_size, seed, window
-
-    def _blocks(self, order):
-        for i in range(0, len(order), self.window):
-            blocks = ray.get([self.refs[j] for j in order[i : i + self.window]])
-            ok = np.concatenate([np.asarray(b["ok"], bool) for b in blocks])
-            images = np.concatenate([np.asarray(b["image"]) for b in blocks])[ok]
-            labels = np.concatenate([np.asarray(b["label"]) for b in blocks])[ok]
-            yield images, labels
-
-    def epoch(self, e: int | None = None):
-        rng = np.random.default_rng([self.seed, e]) if e is not None else None
-        order = rng.permutation(len(self.refs)) if rng is not None else range(len(self.refs))
-        for images, labels in self._blocks(list(order)):
-            idx = rng.permutation(len(labels)) if rng is not None else np.arange(len(labels))
-            for i in range(0, len(idx), self.batch_size):
-                sel = idx[i : i + self.batch_size]
-                yield torch.from_numpy(images[sel]), torch.from_numpy(labels[sel])
-
-
 def _errors_of(ds: ray.data.Dataset, split: str) -> list[dict]:
     from ray.data.expressions import col
 
@@ -121,106 +116,17 @@ def _errors_of(ds: ray.data.Dataset, split: str) -> list[dict]:
     ]
 
 
-def _train_loop(config: dict) -> dict:
-    """Runs on the Ray Train worker: fit one model, checkpoint it to the store.
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
-    Every ``checkpoint_every`` epochs the whole training state is reported to Ray Train
-    as a checkpoint (kept under ``<store>/ray-train/<run>/``); when the same run starts
-    again after a crash, Ray Train hands the last one back and training resumes there.
-    """
-    import tempfile
 
-    import ray.train
-
-    from citylens.train import TrainSettings, fit, save_checkpoint
-
-    torch.set_num_threads(max(1, config["threads"]))
-    device = "cuda" if config["use_gpu"] and torch.cuda.is_available() else "cpu"
-    bs, seed = config["batch_size"], config["seed"]
-    data = {k: BlockBatches(refs, bs, seed) for k, refs in config["blocks"].items()}
-    every = config["checkpoint_every"]
-    resume = None
-    if (last := ray.train.get_checkpoint()) is not None:
-        with last.as_directory() as folder:
-            resume = torch.load(f"{folder}/state.pt", map_location=device, weights_only=True)
-
-    def batches(name: str, epoch: int | None = None):
-        return data[name].epoch(epoch)
-
-    def on_state(state: dict) -> None:
-        row = state["history"][-1]
-        last_epoch = state["epoch"] == config["settings"]["epochs"]
-        if not every or (state["epoch"] % every and not last_epoch):
-            ray.train.report(row)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save(state, f"{tmp}/state.pt")
-            ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-    result = fit(
-        config["arch"],
-        seed,
-        len(config["cities"]),
-        config["input_size"],
-        train=lambda e: batches("train", e),
-        val=lambda: batches("val"),
-        test=lambda: batches("test"),
-        settings=TrainSettings(**config["settings"]),
-        init_weights=config["init_weights"],
-        device=device,
-        storage_options=config["storage_options"],
-        on_state=on_state,
-        resume=resume,
+def _done_line(name: str, rec: dict) -> str:
+    resumed = rec.get("resumed_after", 0)
+    return (
+        f"train: {name} done: val {rec['val_acc']:.3f}, test {rec['test_acc']:.3f} "
+        f"(best epoch {rec['best_epoch']})"
+        + (f", resumed after epoch {resumed}" if resumed else "")
     )
-    meta = {
-        "seed": seed,
-        "cities": config["cities"],
-        "val_acc": result.val_acc,
-        "test_acc": result.test_acc,
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "manifest": config["manifest"],
-        "key": config["key"],
-        "settings": config["settings"],
-        "device": device,
-    }
-    if ray.train.get_context().get_world_rank() == 0:
-        store = Store(config["store"], config["storage_options"])
-        uri = store.url(f"models/{config['name']}")
-        save_checkpoint(uri, result.model.cpu(), meta, config["storage_options"])
-    out = {k: meta[k] for k in ("val_acc", "test_acc", "best_epoch")}
-    return {**out, "resumed_after": int(resume["epoch"]) if resume is not None else 0}
-
-
-@ray.remote(num_cpus=0)
-def _fit_one(config: dict, use_gpu: bool, cpus: int) -> dict:
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    # Ray Train keeps its run bookkeeping under the study store, through the store's own
-    # filesystem (so an S3-compatible endpoint set in run.storage_options applies).
-    store = Store(config["store"], config["storage_options"])
-    if store.local:
-        storage, storage_fs = store.path("ray-train"), None
-    else:
-        from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-        storage, storage_fs = store.path("ray-train"), PyFileSystem(FSSpecHandler(store.fs))
-    resources = {"CPU": cpus, **({"GPU": 1} if use_gpu else {})}
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(
-            num_workers=1, use_gpu=use_gpu, resources_per_worker=resources
-        ),
-        run_config=RunConfig(
-            name=run_name(config["name"], config["key"]),
-            storage_path=storage,
-            storage_filesystem=storage_fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-        ),
-    )
-    return trainer.fit().return_value
 
 
 def run_train(ctx: Context) -> StageResult:
@@ -280,60 +186,65 @@ def run_train(ctx: Context) -> StageResult:
             errors += _errors_of(ds, split)
         n_gpu = cluster.gpus(cfg)
         use_gpu = n_gpu > 0
-        cpus = 1 if use_gpu else max(1, cluster.total_cpus() // max(1, len(todo)))
-        cpus = min(cpus, cluster.node_cpus())
-        # Start only as many trials as can run; the rest start as slots free up (idle
-        # controllers waiting for resources cost a process each).
-        slots = n_gpu if use_gpu else max(1, cluster.total_cpus() // cpus)
-        order = sorted(todo, key=lambda n: -_COST.get(todo[n][0], 1.0))
+        # The split into runs is made over all the stage's models, so it (and each run's
+        # name) is the same when a re-run after a crash has only some left to fit.
+        slots = n_gpu if use_gpu else cluster.total_cpus()
+        costs = {n: _COST.get(p[0], 1.0) * p[2]["epochs"] for n, p in plans.items()}
+        plan = [ns for ns in plan_runs(costs, slots) if any(n in todo for n in ns)]
+        cpus = 1 if use_gpu else min(cluster.total_cpus() // len(plan), cluster.node_cpus())
         ctx.progress(
-            f"train: fitting {len(todo)} models concurrently "
-            f"({'1 GPU' if use_gpu else f'{cpus} CPU'} each): {', '.join(order)}"
+            f"train: fitting {_count(len(todo), 'model')} in "
+            f"{_count(len(plan), 'concurrent run')} "
+            f"({'1 GPU' if use_gpu else f'{cpus} CPU'} each): "
+            + "; ".join(", ".join(n for n in ns if n in todo) for ns in plan)
         )
-
-        def launch(n: str):
-            arch, seed, settings, init, key = todo[n]
-            config = {
-                "name": n,
-                "arch": arch,
-                "seed": seed,
-                "cities": cities,
-                "input_size": t.input_size,
-                "settings": settings,
-                "init_weights": init,
-                "batch_size": t.batch_size,
-                "threads": cpus,
-                "use_gpu": use_gpu,
-                "manifest": up["ingest"],
-                "key": key,
-                "store": store.uri,
-                "storage_options": opts,
-                "blocks": blocks,
-                "checkpoint_every": t.checkpoint_every,
-            }
-            return _fit_one.remote(config, use_gpu, cpus)
-
-        queue = list(order)
+        shared = {
+            "cities": cities,
+            "input_size": t.input_size,
+            "batch_size": t.batch_size,
+            "threads": cpus,
+            "use_gpu": use_gpu,
+            "manifest": up["ingest"],
+            "store": store.uri,
+            "storage_options": opts,
+            "blocks": blocks,
+            "checkpoint_every": t.checkpoint_every,
+            "attempt": folder,
+        }
         pending = {}
-        while queue or pending:
-            while queue and len(pending) < slots:
-                n = queue.pop(0)
-                pending[launch(n)] = n
-            done, _ = ray.wait(list(pending), num_returns=1)
-            n = pending.pop(done[0])
-            out = ray.get(done[0])
-            resumed = out.pop("resumed_after")
-            ctx.store.commit(
-                f"train/{n}",
-                {"key": todo[n][4], "output": todo[n][4], "folder": f"models/{n}", **out},
-            )
-            # the model is committed: its run's training-state checkpoints are spent
-            ctx.store.rm(f"ray-train/{run_name(n, todo[n][4])}")
-            ctx.progress(
-                f"train: {n} done: val {out['val_acc']:.3f}, test {out['test_acc']:.3f} "
-                f"(best epoch {out['best_epoch']})"
-                + (f", resumed after epoch {resumed}" if resumed else "")
-            )
+        for names in plan:
+            specs = []
+            for n in names:
+                arch, seed, settings, init, key = plans[n]
+                specs.append(
+                    {
+                        "name": n,
+                        "arch": arch,
+                        "seed": seed,
+                        "settings": settings,
+                        "init_weights": init,
+                        "key": key,
+                        "done": n not in todo,
+                    }
+                )
+            run = run_name(names, [plans[n][4] for n in names])
+            ref = fit_run.remote({**shared, "models": specs, "run": run}, use_gpu, cpus)
+            pending[ref] = run
+        unreported = sorted(todo)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+            for ref in done:
+                ray.get(ref)  # a failed run raises here
+                # its models are committed: their training-state checkpoints are spent
+                store.rm(f"ray-train/{pending.pop(ref)}")
+            # runs commit their models one by one: report each as it lands
+            for n in list(unreported):
+                rec = store.record(f"train/{n}")
+                if rec is not None and rec.get("attempt") == folder:
+                    unreported.remove(n)
+                    ctx.progress(_done_line(n, rec))
+        if unreported:
+            raise RuntimeError(f"train: runs ended without committing {unreported}")
     store.write_table(f"{folder}/errors/errors.parquet", errors_table(errors))
     models = {n: {"arch": p[0], "seed": p[1], "key": p[4]} for n, p in plans.items()}
     rec = ctx.finish(

@@ -1,0 +1,109 @@
+"""Stage *train*: models split into Ray Train runs, each run fitting several in turn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from citylens.config import load_config
+from citylens.pipeline.run import run_study
+from citylens.pipeline.train import plan_runs, run_name
+from citylens.storage import Store
+from citylens.train import load_checkpoint
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_plan_runs_balances_cost_longest_first():
+    costs = {"vgg-a": 8, "vgg-b": 8, "res-a": 2, "res-b": 2, "s-a": 1, "s-b": 1, "s-c": 1}
+    plan = plan_runs(costs, 2)
+    assert sorted(n for run in plan for n in run) == sorted(costs)  # each model once
+    assert plan == [["vgg-a", "res-a", "s-a", "s-c"], ["vgg-b", "res-b", "s-b"]]
+    loads = [sum(costs[n] for n in run) for run in plan]
+    assert max(loads) - min(loads) <= 1
+    assert plan_runs(costs, 2) == plan  # the same split every time (run names depend on it)
+
+
+def test_plan_runs_gives_each_model_its_own_run_when_there_are_slots():
+    costs = {"a": 3.0, "b": 1.0, "c": 2.0}
+    assert plan_runs(costs, 8) == [["a"], ["c"], ["b"]]
+    assert plan_runs(costs, 1) == [["a", "c", "b"]]
+    assert plan_runs({}, 4) == []
+
+
+def test_run_names_follow_the_models_and_their_keys():
+    assert run_name(["simple-s0"], ["0123456789abcdef"]) == "simple-s0-0123456789ab"
+    group = run_name(["a-s0", "b-s0"], ["k1", "k2"])
+    assert group.startswith("a-s0-group2-")
+    assert run_name(["a-s0", "b-s0"], ["k1", "k3"]) != group  # a changed setting
+    assert run_name(["a-s0", "c-s0"], ["k1", "k2"]) != group  # a different split
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _train(store, corpus, tiny, seeds: str) -> list[str]:
+    overrides = tiny.overrides(str(store), str(corpus)) + [
+        "models.archs=[simple]",
+        f"models.seeds={seeds}",
+        "train.input_size=96",
+        "train.checkpoint_every=1",
+    ]
+    lines: list[str] = []
+    run_study(load_config(None, overrides), ["ingest", "train"], progress=lines.append)
+    return lines
+
+
+def test_a_model_fitted_after_another_in_one_run_equals_one_fitted_alone(
+    local_ray, three_cities, tiny, tmp_path
+):
+    # three models on two CPUs: two runs, one of which fits simple-s0 then simple-s2
+    shared = tmp_path / "shared"
+    lines = _train(shared, three_cities, tiny, "[0,1,2]")
+    assert any("3 models in 2 concurrent runs" in s for s in lines), lines
+    assert any("simple-s0, simple-s2; simple-s1" in s for s in lines), lines
+    for n in ("simple-s0", "simple-s1", "simple-s2"):
+        assert sum(s.startswith(f"train: {n} done") for s in lines) == 1, lines
+    store = Store(str(shared))
+    assert store.ls("ray-train") == []  # spent checkpoints removed
+    records = {n: store.record(f"train/{n}") for n in ("simple-s0", "simple-s1", "simple-s2")}
+    assert len({r["attempt"] for r in records.values()}) == 1
+
+    # the reference: simple-s2 in a run of its own (1 CPU as above: simple-s1 takes the other)
+    alone = tmp_path / "alone"
+    lines = _train(alone, three_cities, tiny, "[1,2]")
+    assert any("2 models in 2 concurrent runs" in s for s in lines), lines
+    got, meta = load_checkpoint(str(shared / "models/simple-s2"))
+    want, want_meta = load_checkpoint(str(alone / "models/simple-s2"))
+    assert meta["history"] == want_meta["history"]
+    assert records["simple-s2"]["test_acc"] == want_meta["test_acc"]
+    for (k, a), b in zip(want.state_dict().items(), got.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.slow
+def test_a_run_skips_models_committed_before_and_fits_the_rest(
+    local_ray, three_cities, tiny, tmp_path
+):
+    store_dir = tmp_path / "store"
+    _train(store_dir, three_cities, tiny, "[1,2]")
+    store = Store(str(store_dir))
+    first = {n: store.record(f"train/{n}") for n in ("simple-s1", "simple-s2")}
+    before = (store_dir / "models/simple-s2/model.pt").read_bytes()
+
+    # simple-s0 now shares a run with simple-s2, committed before: it fits simple-s0 only
+    lines = _train(store_dir, three_cities, tiny, "[0,1,2]")
+    assert "train: simple-s2 up to date" in lines
+    assert any("1 model in 1 concurrent run" in s and s.endswith(": simple-s0") for s in lines)
+    assert [s for s in lines if " done: " in s][0].startswith("train: simple-s0 done")
+    assert sum(" done: " in s for s in lines) == 1, lines
+    for n, rec in first.items():
+        assert store.record(f"train/{n}") == rec
+    assert (store_dir / "models/simple-s2/model.pt").read_bytes() == before
+    assert store.record("train/simple-s0")["attempt"] != first["simple-s2"]["attempt"]
