@@ -3,13 +3,21 @@
 PCA keeps either a fixed number of components (50) or as many as explain a fraction
 of the variance (90 %); t-SNE (openTSNE's FFT-accelerated implementation, several times
 faster than scikit-learn's at 20k points) maps the result to 2-D. Seeded throughout.
+
+t-SNE's affinities need each point's ``3 × perplexity`` nearest neighbours. Up to
+:data:`EXACT_KNN_MAX` points they are found exactly, by blocked matrix products
+(:func:`exact_knn`): at 20k points that is twice as fast as openTSNE's default Annoy
+search and, unlike it, misses none (Annoy's recall is ~0.94 at 50k here). Larger
+inputs, where the quadratic search no longer pays, use Annoy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["embed", "pca_reduce", "tsne"]
+__all__ = ["EXACT_KNN_MAX", "affinities", "embed", "exact_knn", "pca_reduce", "tsne"]
+
+EXACT_KNN_MAX = 60_000  # points; above, Annoy (N log N) beats the exact O(N²) search
 
 
 def pca_reduce(x: np.ndarray, keep: int | float, seed: int = 0) -> np.ndarray:
@@ -42,6 +50,74 @@ def pca_reduce(x: np.ndarray, keep: int | float, seed: int = 0) -> np.ndarray:
     return pca.fit_transform(x).astype(np.float32)
 
 
+def exact_knn(y: np.ndarray, k: int, block_elems: int = 2**24) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's ``k`` nearest other points (Euclidean), found exactly.
+
+    Squared distances come from blocks of rows by one matrix product each
+    (``|a|² + |b|² − 2 a·b``, float32); each row's ``k`` smallest are then re-measured
+    in float64 from the points themselves (with a few more candidates than ``k``), so
+    cancellation in the product cannot misreport a distance, and sorted nearest first
+    (ties: the lower index).
+
+    Args:
+        y: ``(N, D)`` points, N > k.
+        k: Neighbours per point (the point itself excluded).
+        block_elems: Distances held at once (memory: ~12 bytes each).
+
+    Returns:
+        ``(indices int64 (N, k), distances float64 (N, k))``.
+    """
+    y64 = np.asarray(y, dtype=np.float64)
+    n = len(y64)
+    if not 0 < k < n:
+        raise ValueError(f"need 0 < k < N, got k={k} for N={n}")
+    # centred, so the float32 product loses as little as it can to cancellation
+    y32 = np.ascontiguousarray(y64 - y64.mean(0), dtype=np.float32)
+    sq = np.einsum("ij,ij->i", y32, y32)
+    # a few candidates beyond k, re-measured exactly: a float32 near-tie at the k-th
+    # neighbour cannot push out a true one
+    m = min(n - 1, k + max(4, k // 8))
+    indices = np.empty((n, k), np.int64)
+    distances = np.empty((n, k), np.float64)
+    step = max(1, block_elems // n)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        d2 = sq[s:e, None] + sq[None, :] - 2.0 * (y32[s:e] @ y32.T)
+        d2[np.arange(e - s), np.arange(s, e)] = np.inf  # not its own neighbour
+        near = np.argpartition(d2, m - 1, axis=1)[:, :m]
+        exact = ((y64[s:e, None, :] - y64[near]) ** 2).sum(-1)
+        order = np.lexsort((near, exact), axis=1)[:, :k]
+        indices[s:e] = np.take_along_axis(near, order, 1)
+        distances[s:e] = np.sqrt(np.take_along_axis(exact, order, 1))
+    return indices, distances
+
+
+def affinities(y: np.ndarray, perplexity: float, n_jobs: int = 1, seed: int = 0):
+    """t-SNE's input affinities P (openTSNE ``PerplexityBasedNN``, symmetrised), over
+    exact nearest neighbours up to :data:`EXACT_KNN_MAX` points, else Annoy's.
+
+    Args:
+        y: ``(N, k)`` inputs, N ≥ 2 (neighbours: ``3 × perplexity``, at most N − 1).
+        perplexity: Perplexity of each point's neighbourhood.
+        n_jobs: Threads.
+        seed: Seeds Annoy's trees (large N only).
+
+    Returns:
+        ``openTSNE.affinity.PerplexityBasedNN`` (``.P``: sparse ``(N, N)``).
+    """
+    from openTSNE import affinity
+    from openTSNE.nearest_neighbors import PrecomputedNeighbors
+
+    y = np.asarray(y, dtype=np.float64)
+    n = len(y)
+    if n > EXACT_KNN_MAX:
+        return affinity.PerplexityBasedNN(
+            y, perplexity, method="annoy", n_jobs=n_jobs, random_state=seed
+        )
+    neighbours = PrecomputedNeighbors(*exact_knn(y, min(n - 1, int(3 * perplexity))))
+    return affinity.PerplexityBasedNN(perplexity=perplexity, knn_index=neighbours, n_jobs=n_jobs)
+
+
 def tsne(y: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
     """2-D t-SNE embedding (openTSNE), perplexity capped at (N − 1) / 3 for small N.
 
@@ -68,7 +144,7 @@ def tsne(y: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1
         n_jobs=n_jobs,
         verbose=False,
     )
-    return np.asarray(model.fit(y), dtype=np.float32)
+    return np.asarray(model.fit(y, affinities=affinities(y, perp, n_jobs, seed)), dtype=np.float32)
 
 
 def embed(

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from citylens.analysis.embed import embed, pca_reduce, tsne
+from citylens.analysis.embed import affinities, embed, exact_knn, pca_reduce, tsne
 
 
 def _clusters(n=120, d=40, seed=0):
@@ -48,3 +48,32 @@ def test_tsne_small_inputs():
     assert tsne(x, perplexity=30).shape == (9, 2)  # perplexity capped for tiny N
     with pytest.raises(ValueError, match="at least 4"):
         tsne(x[:3])
+
+
+def test_exact_knn_equals_all_pairwise_distances_in_float64():
+    from scipy.spatial.distance import cdist
+
+    # far from the origin, where |a|² + |b|² − 2 a·b in float32 cancels badly
+    y = np.random.default_rng(3).normal(size=(500, 7)) * 50 + 1000
+    # tiny blocks: many of them, and the last one short
+    idx, dist = exact_knn(y, 10, block_elems=500 * 33)
+    d = cdist(y, y)
+    np.fill_diagonal(d, np.inf)
+    ref_idx = np.argsort(d, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(dist, np.take_along_axis(d, ref_idx, 1), rtol=1e-12)
+    assert (np.diff(dist, axis=1) >= 0).all()
+    with pytest.raises(ValueError, match="k=500"):
+        exact_knn(y, 500)
+
+
+def test_affinities_equal_opentsnes_own_with_exact_neighbours():
+    from openTSNE.affinity import MultiscaleMixture
+
+    y = np.random.default_rng(4).normal(size=(300, 5))
+    ours = affinities(y, 10.0).P
+    # what openTSNE's TSNE.fit builds itself, with its exact (ball tree) search
+    ref = MultiscaleMixture(y, 10.0, method="exact", random_state=0).P
+    assert ours.shape == ref.shape == (300, 300)
+    np.testing.assert_allclose(ours.toarray(), ref.toarray(), rtol=1e-6, atol=1e-12)
+    assert abs(ours.sum() - 1.0) < 1e-9
