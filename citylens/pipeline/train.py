@@ -33,7 +33,8 @@ from citylens.tables import errors_table
 
 __all__ = ["model_name", "run_train"]
 
-# Rough relative cost of a training step at equal size: the costliest start first.
+# Rough relative cost of a training step at equal size; × epochs, a model's expected
+# cost, by which models are split across runs (the costliest start first).
 _COST = {"vgg11": 8.0, "simpler": 2.0, "resnet18": 1.6, "simple": 1.0}
 
 

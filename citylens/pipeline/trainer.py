@@ -17,7 +17,7 @@ __all__ = ["BlockBatches", "fit_run"]
 
 
 class BlockBatches:
-    """Batches from decoded blocks held in the object store (see :func:`_decoded`).
+    """Batches from the train stage's decoded blocks, held in the object store.
 
     Training order is seeded: the block order is shuffled per epoch, then images are
     shuffled within windows of ``window`` blocks. Evaluation keeps the stored order.
