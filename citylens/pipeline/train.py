@@ -229,7 +229,7 @@ def run_train(ctx: Context) -> StageResult:
                     }
                 )
             run = run_name(names, [plans[n][4] for n in names])
-            ref = fit_run.remote({**shared, "models": specs, "run": run}, use_gpu, cpus)
+            ref = fit_run.remote({**shared, "models": specs, "run": run})
             pending[ref] = run
         unreported = sorted(todo)
         while pending:

@@ -7,6 +7,10 @@ store are used here; the training itself is :func:`citylens.train.fit`, unchange
 
 from __future__ import annotations
 
+import gc
+import json
+import tempfile
+
 import numpy as np
 import ray
 import torch
@@ -59,9 +63,6 @@ def _train_loop(config: dict) -> dict:
     when the same run starts again after a crash, Ray Train hands the last one back and
     that model resumes at its epoch; models committed before the crash are skipped.
     """
-    import gc
-    import json
-
     import ray.train
 
     torch.set_num_threads(max(1, config["threads"]))
@@ -85,9 +86,6 @@ def _train_loop(config: dict) -> dict:
 
 def _fit_model(config: dict, spec: dict, device: str, resume: dict | None) -> dict:
     """Fit one model of a run (see :func:`_train_loop`); returns its accuracies."""
-    import json
-    import tempfile
-
     import ray.train
 
     from citylens.train import TrainSettings, fit, save_checkpoint
@@ -164,7 +162,7 @@ def _fit_model(config: dict, spec: dict, device: str, resume: dict | None) -> di
 
 
 @ray.remote(num_cpus=0)
-def fit_run(config: dict, use_gpu: bool, cpus: int) -> dict:
+def fit_run(config: dict) -> dict:
     """One ``TorchTrainer`` run fitting ``config["models"]`` in order; their accuracies."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -178,7 +176,8 @@ def fit_run(config: dict, use_gpu: bool, cpus: int) -> dict:
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         storage, storage_fs = store.path("ray-train"), PyFileSystem(FSSpecHandler(store.fs))
-    resources = {"CPU": cpus, **({"GPU": 1} if use_gpu else {})}
+    use_gpu = config["use_gpu"]
+    resources = {"CPU": config["threads"], **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
         _train_loop,
         train_loop_config=config,
