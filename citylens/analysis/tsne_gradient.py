@@ -1,0 +1,241 @@
+"""t-SNE's gradient for openTSNE's optimiser, twice as fast per step on one core.
+
+A gradient step is attraction along the sparse affinities P plus repulsion from every
+point. openTSNE computes both; this module does the same arithmetic, faster:
+
+- *Repulsion* (:func:`repulsion`): the same FFT-accelerated interpolation and grid as
+  openTSNE's ``negative_gradient_method="fft"`` (FIt-SNE, Linderman et al., Nature
+  Methods 2019). The embedding's bounding square is cut into ``n_boxes`` intervals per
+  side (at least ``min_num_intervals``, at most ``ints_in_interval`` units wide), each
+  with ``n_interpolation_points`` equispaced nodes; each point spreads its charges onto
+  the 3 × 3 nodes of its box by Lagrange interpolation, node potentials are convolutions
+  on the uniform grid, and each point reads them back with the same weights. openTSNE's
+  wheels convolve with ``numpy.fft`` in float64; here one batched float32 FFT through
+  torch (MKL on x86). Charges are centred on the grid so that ``y_i Σ_j q_ij² −
+  Σ_j q_ij² y_j`` cancels little, and the normaliser Z has its own kernel ``q`` instead
+  of being assembled from four large terms, so float32 costs no accuracy the
+  interpolation keeps (tests: against exact all-pairs sums, next to openTSNE's).
+- *Attraction* (:func:`attraction`): ``Σ_j p_ij q_ij (y_i − y_j)`` over P's rows, one
+  compiled (numba) loop, half the time of openTSNE's per non-zero.
+
+Pure functions over numpy arrays; :func:`kl_divergence_fft32` plugs into openTSNE as a
+``negative_gradient_method`` callable (its extension point). Anything else (1-D, heavy
+tails, ``transform`` onto a reference, several threads) goes to openTSNE's own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import numpy as np
+from scipy import sparse
+
+EPSILON = float(np.finfo(np.float64).eps)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch's CPU ops (the FFTs here) on ``n`` threads, restoring the count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _smooth_size(n: int) -> int:
+    """The smallest integer ≥ n with no prime factor above 5 (fast FFT lengths)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def lagrange_weights(u: np.ndarray, n_interp: int) -> np.ndarray:
+    """Lagrange basis at equispaced nodes ``(m + 0.5) / n_interp``, m < n_interp.
+
+    Args:
+        u: ``(N,)`` positions inside a box, in [0, 1].
+        n_interp: Nodes per box.
+
+    Returns:
+        ``(N, n_interp)`` weights; each row sums to 1.
+    """
+    nodes = (np.arange(n_interp) + 0.5) / n_interp
+    w = np.ones((u.shape[0], n_interp))
+    for m in range(n_interp):
+        for k in range(n_interp):
+            if k != m:
+                w[:, m] *= (u - nodes[k]) / (nodes[m] - nodes[k])
+    return w
+
+
+def repulsion(
+    y: np.ndarray,
+    n_interpolation_points: int = 3,
+    min_num_intervals: int = 50,
+    ints_in_interval: float = 1.0,
+) -> tuple[np.ndarray, float]:
+    """Repulsive forces of a 2-D t-SNE embedding (Cauchy kernel, one degree of freedom).
+
+    Args:
+        y: ``(N, 2)`` embedding.
+        n_interpolation_points: Interpolation nodes per box side (openTSNE's default 3).
+        min_num_intervals: Fewest boxes per side (50).
+        ints_in_interval: Widest box, in embedding units (1).
+
+    Returns:
+        ``force`` ``(N, 2)`` float64, ``Σ_j q_ij² (y_i − y_j)``, and the normaliser
+        ``Z = Σ_{i≠j} q_ij`` with ``q_ij = 1 / (1 + |y_i − y_j|²)``; t-SNE's repulsive
+        gradient is ``−force / Z`` (up to openTSNE's factor 4, folded into its step).
+    """
+    import torch
+
+    y = np.asarray(y, dtype=np.float64)
+    n, p = n_interpolation_points, y.shape[0]
+    lo = float(y.min())
+    span = max(float(y.max()) - lo, 1e-8)
+    n_boxes = max(min_num_intervals, int(span / ints_in_interval))
+    n_boxes = _smooth_size(n_boxes)  # 2·n·n_boxes then factors well for the FFT
+    box = span / n_boxes
+    m = n_boxes * n  # nodes per side; node k sits at lo + (k + 0.5) * box / n
+
+    # each point's box and its 3 nodes per axis, with their Lagrange weights
+    scaled = (y - lo) / box
+    which = np.minimum(scaled.astype(np.int64), n_boxes - 1)  # (N, 2)
+    wx = lagrange_weights(scaled[:, 0] - which[:, 0], n)
+    wy = lagrange_weights(scaled[:, 1] - which[:, 1], n)
+    ix = which[:, 0:1] * n + np.arange(n)  # (N, n)
+    iy = which[:, 1:2] * n + np.arange(n)
+    flat = (ix[:, :, None] * m + iy[:, None, :]).ravel()
+    weight = (wx[:, :, None] * wy[:, None, :]).ravel()
+    # (N, m²) interpolation matrix, n² entries a row: spreads charges, reads potentials
+    interp = sparse.csr_matrix((weight, flat, np.arange(0, p * n * n + 1, n * n)), (p, m * m))
+
+    # kernels on node offsets, laid out for a circular convolution of size 2m
+    step = box / n
+    offsets = torch.from_numpy(np.concatenate([np.arange(m), [0], np.arange(-m + 1, 0)]) * step)
+    q = 1.0 / (1.0 + offsets.float()[:, None] ** 2 + offsets.float()[None, :] ** 2)
+    kernels = torch.stack([q, q * q])  # (2, 2m, 2m)
+    kernels[:, m, :] = 0.0  # offset ±m never pairs two nodes
+    kernels[:, :, m] = 0.0
+
+    centre = lo + span / 2  # charges y − centre: small, so little cancellation below
+    yc = y - centre
+    charges = interp.T @ np.column_stack([np.ones(p), yc])  # (m², 3)
+    grid = torch.zeros(3, 2 * m, 2 * m)
+    grid[:, :m, :m] = torch.from_numpy(charges.T.reshape(3, m, m)).float()
+    spectra = torch.fft.rfft2(torch.cat([kernels, grid]))  # (5, 2m, m + 1)
+    # q * 1 (for Z); q² * 1, q² * y₁, q² * y₂ (for the force)
+    products = torch.cat([spectra[0:1] * spectra[2:3], spectra[1:2] * spectra[2:]])
+    potential = torch.fft.irfft2(products, s=(2 * m, 2 * m))[:, :m, :m]
+
+    phi = (interp @ potential.reshape(4, m * m).double().numpy().T).T  # (4, N)
+    z = float(phi[0].sum()) - p  # each point's own q_ii = 1 is in its potential
+    force = yc * phi[1][:, None] - phi[2:].T
+    return np.ascontiguousarray(force), z
+
+
+def attraction(
+    indptr: np.ndarray, indices: np.ndarray, p: np.ndarray, y: np.ndarray, out: np.ndarray
+) -> None:
+    """Adds t-SNE's attractive forces ``Σ_j p_ij q_ij (y_i − y_j)`` to ``out``.
+
+    Args:
+        indptr, indices, p: P in CSR form (``(N + 1,)``, ``(nnz,)``, ``(nnz,)`` float64).
+        y: ``(N, 2)`` float64 embedding.
+        out: ``(N, 2)`` float64, updated in place.
+    """
+    _attraction_kernel()(indptr, indices, p, np.ascontiguousarray(y, np.float64), out)
+
+
+@functools.cache
+def _attraction_kernel():
+    """The compiled loop (numba, compiled once per process: ~0.5 s)."""
+    import numba
+
+    @numba.njit(cache=False, nogil=True)
+    def kernel(indptr, indices, p, y, out):  # pragma: no cover - compiled
+        for i in range(indptr.shape[0] - 1):
+            y0, y1 = y[i, 0], y[i, 1]
+            f0 = 0.0
+            f1 = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                d0 = y0 - y[j, 0]
+                d1 = y1 - y[j, 1]
+                w = p[k] / (1.0 + d0 * d0 + d1 * d1)
+                f0 += w * d0
+                f1 += w * d1
+            out[i, 0] += f0
+            out[i, 1] += f1
+
+    return kernel
+
+
+def kl_divergence_fft32(
+    embedding: np.ndarray,
+    P,
+    dof: float = 1,
+    fft_params: dict | None = None,
+    reference_embedding=None,
+    should_eval_error: bool = False,
+    n_jobs: int = 1,
+    **kwargs,
+):
+    """openTSNE objective (KL divergence and its gradient) with :func:`repulsion` and
+    :func:`attraction`.
+
+    Same contract as ``openTSNE.tsne.kl_divergence_fft``: returns ``(kl, gradient)``
+    with gradient ``(N, 2)`` float64 (kl is 0 unless ``should_eval_error``). Embeddings
+    other than a fresh 2-D one with one degree of freedom go to openTSNE's
+    implementation; so does attraction on several threads or when KL is wanted.
+    """
+    from openTSNE import _tsne
+    from openTSNE.tsne import kl_divergence_fft
+
+    fft_params = fft_params or {}
+    if (
+        reference_embedding is not None
+        or dof != 1
+        or np.ndim(embedding) != 2
+        or (embedding.shape[1] != 2)
+    ):
+        return kl_divergence_fft(
+            embedding,
+            P,
+            dof,
+            fft_params,
+            reference_embedding=reference_embedding,
+            should_eval_error=should_eval_error,
+            n_jobs=n_jobs,
+            **kwargs,
+        )
+    force, sum_q = repulsion(embedding, **fft_params)
+    gradient = np.ascontiguousarray(-force / sum_q)
+    if n_jobs <= 1 and not should_eval_error:
+        attraction(P.indptr, P.indices, P.data, embedding, gradient)
+        return 0.0, gradient
+    sum_p, kl = _tsne.estimate_positive_gradient_nn(
+        P.indices,
+        P.indptr,
+        P.data,
+        embedding,
+        embedding,
+        gradient,
+        dof,
+        num_threads=n_jobs,
+        should_eval_error=should_eval_error,
+    )
+    if should_eval_error:
+        kl += sum_p * np.log(sum_q + EPSILON)
+    return kl, gradient
