@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from citylens.analysis.embed import affinities, embed, exact_knn, pca_reduce, tsne
+from citylens.analysis.embed import (
+    FFT_MIN_POINTS,
+    affinities,
+    embed,
+    exact_knn,
+    pca_reduce,
+    tsne,
+)
 
 
 def _clusters(n=120, d=40, seed=0):
@@ -23,11 +30,12 @@ def test_pca_fixed_and_variance_fraction():
         pca_reduce(x, 1.5)
 
 
-def test_tsne_is_seeded_and_keeps_clusters():
-    x, labels = _clusters()
+@pytest.mark.parametrize("n", [120, 3 * (FFT_MIN_POINTS // 3 + 1)])  # Barnes-Hut, then the FFT step
+def test_tsne_is_seeded_and_keeps_clusters(n):
+    x, labels = _clusters(n)
     a, k = embed(x, 50, perplexity=30, seed=3)
     b, _ = embed(x, 50, perplexity=30, seed=3)
-    assert k == 40 and a.shape == (120, 2)
+    assert k == 40 and a.shape == (n, 2)
     np.testing.assert_array_equal(a, b)
     # Every point's nearest neighbour in the map is from its own cluster.
     d = ((a[:, None] - a[None]) ** 2).sum(-1)
