@@ -123,8 +123,9 @@ def repulsion(
 
     # kernels on node offsets, laid out for a circular convolution of size 2m
     step = box / n
-    offsets = torch.from_numpy(np.concatenate([np.arange(m), [0], np.arange(-m + 1, 0)]) * step)
-    q = 1.0 / (1.0 + offsets.float()[:, None] ** 2 + offsets.float()[None, :] ** 2)
+    offsets = np.concatenate([np.arange(m), [0], np.arange(-m + 1, 0)]) * step
+    sq = torch.from_numpy(offsets).float() ** 2
+    q = 1.0 / (1.0 + sq[:, None] + sq[None, :])
     kernels = torch.stack([q, q * q])  # (2, 2m, 2m)
     kernels[:, m, :] = 0.0  # offset ±m never pairs two nodes
     kernels[:, :, m] = 0.0
@@ -141,8 +142,8 @@ def repulsion(
 
     phi = (interp @ potential.reshape(4, m * m).double().numpy().T).T  # (4, N)
     z = float(phi[0].sum()) - p  # each point's own q_ii = 1 is in its potential
-    force = yc * phi[1][:, None] - phi[2:].T
-    return np.ascontiguousarray(force), z
+    force = yc * phi[1][:, None] - phi[2:].T  # a new C-ordered (N, 2) array
+    return force, z
 
 
 def attraction(
@@ -221,7 +222,7 @@ def kl_divergence_fft32(
             **kwargs,
         )
     force, sum_q = repulsion(embedding, **fft_params)
-    gradient = np.ascontiguousarray(-force / sum_q)
+    gradient = -force / sum_q
     if n_jobs <= 1 and not should_eval_error:
         attraction(P.indptr, P.indices, P.data, embedding, gradient)
         return 0.0, gradient
