@@ -9,14 +9,27 @@ thesis eqs. 1-4):
     D_cam   = L^c flattened                        (h·w,)
     D_short = Σ_k (L^c ∘ A^k) flattened             (h·w,)
 
-The trunk (``model.features``) runs without autograd; the gradient is taken with
-``torch.autograd.grad`` with respect to the target-layer activations only, so no
-backward runs through the trunk and no parameter ``.grad`` is ever written.
+The trunk (``model.features``) runs without autograd; no backward runs through the
+trunk and no parameter ``.grad`` is ever written.
+
+Only the spatial *sum* of ∂y^c/∂A^k enters the map. When the head begins with pooling
+that keeps gradient sums (max pooling; average pooling dividing by what it covers), a
+flatten and a linear layer ``W`` (``(n, K·p)``, ``p = h'·w'`` pooled positions) — as
+VGG11, ResNet18, Simple and Simpler all do — that sum is linear in the gradient ``g``
+``(B, n)`` at the linear layer's output:
+
+    Σ_ij ∂y^c/∂A^k_ij = Σ_p (g W)[k, p] = (g W̄)[k],   W̄[:, k] = Σ_p W[:, k, p]
+
+so α comes from ``g`` and the pooled ``W̄`` (``(n, K)``, cached per weight version)
+without the ``(B, n) @ (n, K·p)`` product autograd would compute, as large as the head's
+forward (Simpler: 42,336 → 4,096). Any other head takes ``torch.autograd.grad`` with
+respect to the target-layer activations.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -120,32 +133,139 @@ def grad_cam(
     with eval_mode(model):
         with torch.no_grad(), torch.autocast(images.device.type, dtype, enabled=dtype is not None):
             acts = model.features(images)
-        acts = acts.detach().float().requires_grad_(True)
-        with torch.enable_grad():
-            logits = model.head(acts)
-            pred = logits.argmax(dim=1)
-            target = pred if targets is None else targets.to(logits.device, torch.long)
-            # Images are independent in eval mode, so the gradient of the summed target
-            # scores with respect to A gives every image's own ∂y^c/∂A.
-            score = logits.gather(1, target[:, None]).sum()
-            (grads,) = torch.autograd.grad(score, acts)
+        acts = acts.detach().float()
+        pooled = _pooled_head_gradient(model.head, acts, targets)
+        if pooled is None:
+            logits, target, alpha = _autograd_head_gradient(model.head, acts, targets)
+        else:
+            logits, target, alpha = pooled
     with torch.no_grad():
-        acts = acts.detach()
-        alpha = grads.mean(dim=(2, 3))  # (B, K)
+        pred = logits.argmax(dim=1)
         cam = torch.relu(torch.einsum("bk,bkhw->bhw", alpha, acts))
         mask, empty = normalize_masks(cam)
         d_short = cam * acts.sum(dim=1)
-        probs = torch.softmax(logits.detach().float(), dim=1)
+        probs = torch.softmax(logits.float(), dim=1)
     return CamResult(
         cam=cam,
         mask=mask,
         empty=empty,
         d_cam=cam.flatten(1),
         d_short=d_short.flatten(1),
-        target=target.detach(),
-        pred=pred.detach(),
+        target=target,
+        pred=pred,
         probs=probs,
     )
+
+
+_HeadGradient = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # logits, target, alpha
+
+
+def _scores(
+    logits: torch.Tensor, targets: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets ``(B,)`` and the summed target score for logits ``(B, C)``.
+
+    Images are independent in eval mode, so the gradient of ``Σ_b y^{target_b}_b``
+    gives every image's own gradient.
+    """
+    target = logits.argmax(dim=1) if targets is None else targets.to(logits.device, torch.long)
+    return target, logits.gather(1, target[:, None]).sum()
+
+
+def _autograd_head_gradient(
+    head: nn.Module, acts: torch.Tensor, targets: torch.Tensor | None
+) -> _HeadGradient:
+    """Any head: α = spatial mean of ``torch.autograd.grad`` at ``acts`` ``(B, K, h, w)``."""
+    acts = acts.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = head(acts)
+        target, score = _scores(logits, targets)
+        (grads,) = torch.autograd.grad(score, acts)
+    return logits.detach(), target, grads.mean(dim=(2, 3))
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    """``module`` with nested ``nn.Sequential`` containers expanded, in call order."""
+    if type(module) is nn.Sequential:
+        return [leaf for child in module for leaf in _leaves(child)]
+    return [module]
+
+
+def _keeps_gradient_sum(module: nn.Module, size: tuple[int, int]) -> bool:
+    """True if ``module`` routes each output's gradient to inputs summing to it.
+
+    Max pooling sends each output's gradient to its arg-max; average pooling spreads it
+    in equal parts over the inputs its window covers, as long as the divisor counts only
+    those (no counted padding, no divisor override). Windows may overlap.
+    """
+    if isinstance(module, nn.MaxPool2d):
+        return not module.return_indices
+    if isinstance(module, nn.AvgPool2d):
+        unpadded = nn.modules.utils._pair(module.padding) == (0, 0)
+        return module.divisor_override is None and (unpadded or not module.count_include_pad)
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return all(n > 0 for n in size)
+    return isinstance(module, nn.Identity)
+
+
+# Pooled first-layer weights W̄ per linear layer, keyed by the weight's storage and version.
+_POOLED: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple, torch.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def pooled_weight(linear: nn.Linear, channels: int) -> torch.Tensor:
+    """W̄ ``(n, K)``: ``linear.weight`` ``(n, K·p)`` summed over each channel's ``p`` inputs.
+
+    Summed in float64 once per weight version (an optimiser step or ``load_state_dict``
+    bumps it) and cached for the layer's lifetime.
+    """
+    w = linear.weight
+    key = (w.data_ptr(), w._version, w.device, w.dtype, channels)
+    hit = _POOLED.get(linear)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    out = w.detach().double().view(w.shape[0], channels, -1).sum(dim=2).to(w.dtype)
+    _POOLED[linear] = (key, out)
+    return out
+
+
+def _pooled_head_gradient(
+    head: nn.Module, acts: torch.Tensor, targets: torch.Tensor | None
+) -> _HeadGradient | None:
+    """α from the gradient at the head's first linear layer (module docstring).
+
+    Returns ``None`` when the head does not start with sum-keeping pooling, a flatten
+    and a linear layer; the caller then takes the autograd path.
+    """
+    layers = _leaves(head)
+    at = next((i for i, layer in enumerate(layers) if isinstance(layer, nn.Flatten)), None)
+    if at is None or at + 1 >= len(layers) or not isinstance(layers[at + 1], nn.Linear):
+        return None
+    flatten, linear, rest = layers[at], layers[at + 1], layers[at + 2 :]
+    z = acts
+    with torch.no_grad():
+        for layer in layers[:at]:
+            if not _keeps_gradient_sum(layer, tuple(z.shape[2:])):
+                return None
+            z = layer(z)
+        if (
+            (flatten.start_dim, flatten.end_dim) != (1, -1)
+            or z.dim() != 4
+            or linear.in_features != z[0].numel()
+        ):
+            return None
+        hidden = linear(z.flatten(1)).requires_grad_(True)
+    with torch.enable_grad():
+        # a clone, because the rest may begin with an in-place ReLU, refused on a leaf
+        logits = hidden.clone()
+        for layer in rest:
+            logits = layer(logits)
+        target, score = _scores(logits, targets)
+        (g,) = torch.autograd.grad(score, hidden)
+    h, w = acts.shape[2:]
+    alpha = (g @ pooled_weight(linear, acts.shape[1])) / (h * w)
+    return logits.detach(), target, alpha
 
 
 def mask_difference(
