@@ -12,6 +12,10 @@ Every contender turns encoded bytes into a ``(size, size, 3)`` uint8 array, on o
   ``load_batch`` does per image (header check against bombs, the choice of decoder,
   EXIF orientation, alpha/16-bit/CMYK handling on top of the bare decode).
 
+On a machine with CUDA, one more JPEG row times :func:`citylens.data.images.decode_jpegs`
+(``explain.decode_on=gpu``: one batched nvJPEG call, resize on the GPU) and reports how
+far its pixels are from libjpeg-turbo's.
+
 The images are synthetic street scenes at ``--photo-size`` × 3/4 with photo-like sensor
 noise (a flat rendering compresses far better than a photo and decodes unrealistically
 fast). ``--dir`` times real photos instead.
@@ -31,7 +35,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, fmt_rate, machine, print_table, row, time_interleaved  # noqa: E402
 
-from citylens.data.images import decode_chw, resize_chw  # noqa: E402
+from citylens.data.images import decode_chw, decode_jpegs, resize_chw  # noqa: E402
 from citylens.data.scenes import render_scene, style_for  # noqa: E402
 
 
@@ -77,6 +81,30 @@ def bench(images: list[bytes], size: int, repeats: int) -> dict[str, float]:
     return {name: len(images) / s for name, s in secs.items()}
 
 
+def gpu_row(images: list[bytes], size: int, repeats: int, cpu_rate: float) -> dict:
+    """The batched nvJPEG path against citylens's decoder on one CPU core."""
+    device = torch.device("cuda")
+
+    def run() -> torch.Tensor:
+        out = decode_jpegs(images, size, device)[0]
+        torch.cuda.synchronize()
+        return out
+
+    gpu = run().cpu().int()  # warm-up, and the pixels to compare
+    cpu = torch.stack([ours(b, size) for b in images]).int()
+    diff = (gpu - cpu).abs()
+    rate = len(images) / time_interleaved({"nvJPEG": run}, repeats)["nvJPEG"]
+    return row(
+        "decode",
+        f"JPEG nvJPEG batch of {len(images)} ({torch.cuda.get_device_name()})",
+        rate,
+        "img/s",
+        reference="citylens on one core",
+        ratio=rate / cpu_rate,
+        note=f"|Δ| vs libjpeg-turbo: max {int(diff.max())}, mean {float(diff.float().mean()):.2f}",
+    )
+
+
 def measure(size: int, n: int, side: int, repeats: int, folder: str | None = None) -> list[dict]:
     torch.set_num_threads(1)
     if folder:
@@ -103,6 +131,8 @@ def measure(size: int, n: int, side: int, repeats: int, folder: str | None = Non
                 target=0.9,
             )
         )
+        if fmt.startswith("JPEG") and torch.cuda.is_available():
+            rows.append(gpu_row(images, size, repeats, rates["citylens"]))
     return rows
 
 

@@ -1,6 +1,7 @@
 """Explain through Ray Data vs a bare single-process loop, same images and models.
 
     python bench/pipeline.py [--images 192] [--size 224] [--archs vgg11 resnet18 simple simpler]
+                             [--decode-on cpu|gpu]
 
 Both do the same work per batch: read and decode JPEGs, resize, Grad-CAM with every
 model, build the explanation rows and write them as Parquet. The Ray side is the
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--archs", nargs="+", default=["vgg11", "resnet18", "simple", "simpler"])
+    ap.add_argument("--decode-on", choices=["cpu", "gpu"], default="cpu", help="explain.decode_on")
     ap.add_argument("--json", action="store_true", help="rows for bench/all.py")
     args = ap.parse_args()
     import ray
@@ -148,6 +150,7 @@ def main() -> None:
                 f"store={store.uri}",
                 f"train.input_size={args.size}",
                 f"explain.batch_size={args.batch}",
+                f"explain.decode_on={args.decode_on}",
             ],
         )
         ctx = Context(cfg, store, force=True, progress=lambda s: None)

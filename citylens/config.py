@@ -129,6 +129,11 @@ class ExplainConfig:
             whose masks differ from fp32's by ``mask_tolerance`` or more (mean absolute
             difference) stays in fp32 for the whole run.
         mask_tolerance: See ``precision``.
+        decode_on: ``cpu``: Ray Data tasks decode every image. ``gpu``: the tasks read
+            files and check headers, and plain baseline JPEGs (no EXIF rotation) are
+            decoded in the model actors in one batched nvJPEG call per batch and resized
+            on the GPU; other files are decoded in the tasks. For GPU nodes with few CPU
+            cores, where decoding bounds explain. Without GPUs the actors decode on CPU.
     """
 
     target: str = "true"
@@ -137,6 +142,7 @@ class ExplainConfig:
     batch_size: int = 32
     precision: str = "fp32"
     mask_tolerance: float = 1e-2
+    decode_on: str = "cpu"
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,11 @@ def validate_config(cfg: StudyConfig) -> None:
         "explain.mask_tolerance",
         f"must be in (0, 1), got {e.mask_tolerance}",
     )
+    _require(
+        e.decode_on in ("cpu", "gpu"),
+        "explain.decode_on",
+        f"must be cpu or gpu, got {e.decode_on!r}",
+    )
 
     _require(
         cfg.segmenter.backend in SEGMENTERS,

@@ -87,6 +87,7 @@ def test_yaml_and_overrides(tmp_path):
         ("segmenter.scales=[300,8]", "segmenter.scales[1]: must be ≥ 16 px"),
         ("segmenter.max_size=200", "segmenter.max_size: must be ≥ the largest scale (600)"),
         ("segmenter.precision=int8", "segmenter.precision: must be fp32, bf16 or fp16"),
+        ("explain.decode_on=tpu", "explain.decode_on: must be cpu or gpu"),
         ("run.gpus=-1", "run.gpus: must be ≥ 0"),
         ("run.actors=0", "run.actors: must be ≥ 1"),
     ],

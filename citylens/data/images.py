@@ -26,7 +26,10 @@ __all__ = [
     "IMAGENET_STD",
     "DecodeError",
     "decode_chw",
+    "decode_jpegs",
     "decode_rgb",
+    "device_decodable",
+    "error_row",
     "load_batch",
     "load_labels",
     "normalize",
@@ -230,6 +233,19 @@ def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
     return _read(uri, storage_options)
 
 
+def error_row(err: Exception) -> tuple[str, str]:
+    """``(kind, message)`` of a per-image failure for the errors table.
+
+    Raises:
+        The error itself if it is not a per-image failure (DecodeError or OSError).
+    """
+    if isinstance(err, DecodeError):
+        return err.kind, str(err)
+    if isinstance(err, OSError):
+        return "unreadable", f"{type(err).__name__}: {err}"
+    raise err
+
+
 def load_batch(
     uris: list[str], size: int, storage_options: dict | None = None
 ) -> tuple[torch.Tensor, list[int], list[tuple[int, str, str]]]:
@@ -248,9 +264,79 @@ def load_batch(
         try:
             arrays.append(resize_chw(decode_chw(read_bytes(uri, storage_options)), size))
             ok.append(i)
-        except DecodeError as err:
-            errors.append((i, err.kind, str(err)))
-        except OSError as err:
-            errors.append((i, "unreadable", f"{type(err).__name__}: {err}"))
+        except (DecodeError, OSError) as err:
+            errors.append((i, *error_row(err)))
     empty = torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return (torch.stack(arrays) if arrays else empty), ok, errors
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def device_decodable(data: bytes, max_pixels: int = MAX_PIXELS) -> bool:
+    """Whether a GPU's JPEG decoder gives these bytes the pixels :func:`decode_chw` would.
+
+    True for a whole, baseline (not progressive), 3-channel JPEG that needs no EXIF
+    rotation — nearly every camera-made street photo. Everything else (PNG, grayscale,
+    CMYK, progressive, rotated) is for :func:`decode_chw`. Reads the header only.
+
+    Raises:
+        DecodeError: as :func:`decode_chw` for files no stage should decode (empty,
+            not an image, too large or too small), so they reach the errors table early.
+    """
+    if not data:
+        raise DecodeError("empty", "file is empty (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Exception as err:
+        raise DecodeError("not_an_image", f"not a readable image: {err}") from None
+    with im:
+        check_size(*im.size, max_pixels)
+        if im.format != "JPEG" or im.mode != "RGB" or not _plain(im, data):
+            return False
+        if im.info.get("progressive") or im.info.get("progression"):
+            return False
+        return "exif" not in im.info or im.getexif().get(_EXIF_ORIENTATION, 1) == 1
+
+
+def decode_jpegs(
+    datas: list[bytes], size: int, device: torch.device | str
+) -> tuple[torch.Tensor, list[int], list[tuple[int, str, str]]]:
+    """Decode and resize JPEGs on ``device`` in one batched call (nvJPEG on CUDA).
+
+    Meant for bytes :func:`device_decodable` accepted. If the batched call fails, each
+    image is decoded on the device alone, and one the device still refuses is decoded by
+    :func:`decode_chw` on the CPU; only an image neither can decode becomes an error.
+
+    Args:
+        datas: Encoded JPEGs.
+        size: Square side to resize to (on the device, as :func:`resize_chw`).
+
+    Returns:
+        ``(images uint8 (N_ok, 3, S, S) on device, ok indices into datas, errors)`` as
+        :func:`load_batch`.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    device = torch.device(device)
+    encoded = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    try:
+        decoded = decode_jpeg(encoded, ImageReadMode.RGB, device=device) if encoded else []
+    except RuntimeError:
+        decoded = []
+        for e in encoded:
+            try:
+                decoded.append(decode_jpeg(e, ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                decoded.append(None)
+    arrays, ok, errors = [], [], []
+    for i, (data, img) in enumerate(zip(datas, decoded, strict=True)):
+        try:
+            if img is None:
+                img = decode_chw(data).to(device)
+            arrays.append(resize_chw(img, size))
+            ok.append(i)
+        except DecodeError as err:
+            errors.append((i, *error_row(err)))
+    empty = torch.empty(0, 3, size, size, dtype=torch.uint8, device=device)
     return (torch.stack(arrays) if arrays else empty), ok, errors

@@ -5,32 +5,60 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from citylens.data.images import load_batch
+from citylens.data.images import (
+    DecodeError,
+    decode_chw,
+    device_decodable,
+    error_row,
+    read_bytes,
+    resize_chw,
+)
 
 __all__ = ["decode_batch"]
 
 
-def decode_batch(batch: pa.Table, size: int, cities: list[str], storage_options: dict) -> dict:
+def decode_batch(
+    batch: pa.Table,
+    size: int,
+    cities: list[str],
+    storage_options: dict,
+    pass_jpegs: bool = False,
+) -> dict:
     """Decode a batch of manifest rows into uint8 images (bad files flagged, not dropped).
 
+    Args:
+        batch: Manifest rows (``uri``, ``city``, ``image_id``).
+        size: Square side of the model input.
+        cities: City names; ``label`` is the index of the row's city.
+        storage_options: fsspec options for remote URIs.
+        pass_jpegs: Leave JPEGs a GPU decodes exactly
+            (:func:`~citylens.data.images.device_decodable`) encoded, in ``jpeg``, for
+            the model actor to decode on its device; decode everything else here.
+
     Returns:
-        numpy columns: ``image`` uint8 ``(B, 3, S, S)`` (zeros where decoding failed),
-        ``label`` int64 city index, ``ok`` bool, ``image_id``, ``city``, ``uri``,
-        ``error_kind``, ``error_message``.
+        numpy columns: ``image`` uint8 ``(B, 3, S, S)`` (zeros where decoding failed or
+        was passed on), ``label`` int64 city index, ``ok`` bool, ``image_id``, ``city``,
+        ``uri``, ``error_kind``, ``error_message``; with ``pass_jpegs``, ``jpeg`` (bytes,
+        or None where ``image`` holds the pixels).
     """
     uris = batch["uri"].to_pylist()
-    images, ok_idx, errors = load_batch(uris, size, storage_options)
     n = len(uris)
     out = np.zeros((n, 3, size, size), np.uint8)
     ok = np.zeros(n, bool)
-    if ok_idx:
-        out[ok_idx] = images.numpy()
-        ok[ok_idx] = True
+    jpeg = np.array([None] * n, dtype=object)
     kind = np.array([None] * n, dtype=object)
     message = np.array([None] * n, dtype=object)
-    for i, k, m in errors:
-        kind[i], message[i] = k, m
-    return {
+    for i, uri in enumerate(uris):
+        try:
+            data = read_bytes(uri, storage_options)
+            if pass_jpegs and device_decodable(data):
+                jpeg[i] = data
+            else:
+                out[i] = resize_chw(decode_chw(data), size).numpy()
+            ok[i] = True
+        except (DecodeError, OSError) as err:
+            kind[i], message[i] = error_row(err)
+    cols = {
         "image": out,
         "label": np.array([cities.index(c) for c in batch["city"].to_pylist()], np.int64),
         "ok": ok,
@@ -40,3 +68,6 @@ def decode_batch(batch: pa.Table, size: int, cities: list[str], storage_options:
         "error_kind": kind,
         "error_message": message,
     }
+    if pass_jpegs:
+        cols["jpeg"] = jpeg
+    return cols

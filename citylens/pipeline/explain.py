@@ -4,6 +4,10 @@ Ray Data decodes images in tasks; a fixed pool of actors, each holding all of th
 study's models (loaded once), explains every batch with every model and writes the
 batch's explanation rows as one shard of the explanations table. Only one-row
 summaries come back to the driver, so memory stays bounded whatever the corpus size.
+
+With ``explain.decode_on=gpu`` the tasks only read the files and check headers: plain
+baseline JPEGs travel encoded to the actor, which decodes and resizes them on its GPU
+in one batched nvJPEG call; every other file is decoded in the task as before.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import ray
 import torch
 
 from citylens.cam import grad_cam, mask_difference
-from citylens.data.images import normalize
+from citylens.data.images import decode_jpegs, normalize
 from citylens.pipeline import cluster
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
@@ -85,6 +89,10 @@ class CamWorker:
             is explained in fp32 too, and a model whose masks differ by ``tolerance`` or
             more (mean absolute difference) stays in fp32.
         tolerance: See ``precision``.
+
+    Batches may carry a ``jpeg`` column (``decode_batch(..., pass_jpegs=True)``): those
+    images are decoded on the actor's device, and one that cannot be decoded there or
+    on the CPU goes to the errors table.
     """
 
     def __init__(
@@ -101,6 +109,7 @@ class CamWorker:
 
         torch.set_num_threads(max(1, threads))
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
         self.models = {}
         for name, rel in sorted(models.items()):
             model, _ = load_checkpoint(store.url(rel), device, store.options)
@@ -126,21 +135,32 @@ class CamWorker:
         self.checked = True
 
     def __call__(self, batch: dict) -> dict:
-        ok = np.asarray(batch["ok"], bool)
+        ok = np.asarray(batch["ok"], bool).copy()
         ids = list(batch["image_id"])
+        kind, message = list(batch["error_kind"]), list(batch["error_message"])
+        images = torch.from_numpy(np.asarray(batch["image"])).to(self.device)
+        encoded = [i for i, j in enumerate(batch.get("jpeg", [None] * len(ids))) if j is not None]
+        if encoded:
+            pixels, done, failed = decode_jpegs(
+                [batch["jpeg"][i] for i in encoded], images.shape[-1], self.device
+            )
+            if done:
+                images[[encoded[j] for j in done]] = pixels
+            for j, k, m in failed:
+                ok[encoded[j]], kind[encoded[j]], message[encoded[j]] = False, k, m
         errors = [
             {
                 "image_id": ids[i],
                 "uri": batch["uri"][i],
                 "stage": "explain",
-                "kind": batch["error_kind"][i],
-                "message": batch["error_message"][i],
+                "kind": kind[i],
+                "message": message[i],
             }
             for i in np.flatnonzero(~ok)
         ]
         cols: dict[str, list] = {f.name: [] for f in EXPLANATIONS}
         if ok.any():
-            images = torch.from_numpy(np.asarray(batch["image"])[ok])
+            images = images[torch.from_numpy(ok).to(self.device)]
             ok_ids = [ids[i] for i in np.flatnonzero(ok)]
             ok_cities = [batch["city"][i] for i in np.flatnonzero(ok)]
             labels = np.asarray(batch["label"])[ok]
@@ -177,6 +197,8 @@ def run_explain(ctx: Context) -> StageResult:
     if cluster.gpus(cfg) and cfg.explain.precision != "fp32":  # fp32 keeps older keys
         settings["precision"] = cfg.explain.precision
         settings["mask_tolerance"] = cfg.explain.mask_tolerance
+    if cfg.explain.decode_on != "cpu":  # a GPU's JPEG decoder may differ by a grey level
+        settings["decode_on"] = cfg.explain.decode_on
     key = ctx.key("explain", up, settings)
     if rec := ctx.up_to_date("explain", key):
         return StageResult("explain", "skipped", rec)
@@ -224,9 +246,15 @@ def _explain(
     n_gpu = cluster.gpus(cfg)
     threads = 1 if n_gpu else max(1, cluster.total_cpus() // n_actors)
     bs = cfg.explain.batch_size
+    pass_jpegs = cfg.explain.decode_on == "gpu"
     ctx.progress(
         f"explain: {test.num_rows} test images × {len(models)} models, {n_actors} actor(s)"
         f"{' on GPU' if n_gpu else f' with {threads} threads'}, batches of {bs}"
+        + (
+            f"; plain JPEGs decoded in the actors ({'nvJPEG' if n_gpu else 'no GPU: on CPU'})"
+            if pass_jpegs
+            else ""
+        )
     )
     ds = cluster.blocks(test, bs)
     ds = ds.map_batches(
@@ -237,6 +265,7 @@ def _explain(
             "size": cfg.train.input_size,
             "cities": cities,
             "storage_options": cfg.run.storage_options,
+            "pass_jpegs": pass_jpegs,
         },
         # Decoding reserves memory for a batch of full-size images. Besides being true,
         # remote args that differ from the actors' keep Ray Data from fusing decoding

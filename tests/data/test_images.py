@@ -8,10 +8,12 @@ from PIL import Image
 from citylens.data.images import (
     IMAGENET_MEAN,
     DecodeError,
+    decode_chw,
     decode_rgb,
     load_batch,
     load_labels,
     normalize,
+    resize_chw,
     resize_rgb,
 )
 
@@ -167,3 +169,66 @@ def test_resize_matches_pillow_within_one_level():
     assert ours.shape == (96, 96, 3) and ours.dtype == np.uint8
     assert np.abs(ours.astype(int) - pillow).max() <= 1
     assert np.abs(ours.astype(int) - pillow).mean() < 0.1
+
+
+def _jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    return _encode(img, "JPEG", **kw)
+
+
+def test_device_decodable_takes_only_plain_baseline_jpegs():
+    from citylens.data.images import device_decodable
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), np.uint8))
+    upright, rotated = Image.Exif(), Image.Exif()
+    upright[0x0112], rotated[0x0112] = 1, 6
+    baseline = _jpeg_bytes(photo)
+    cases = {
+        "baseline": (baseline, True),
+        "exif upright": (_jpeg_bytes(photo, exif=upright), True),
+        "exif rotated": (_jpeg_bytes(photo, exif=rotated), False),  # CPU applies EXIF
+        "progressive": (_jpeg_bytes(photo, progressive=True), False),
+        "grayscale": (_jpeg_bytes(photo.convert("L")), False),
+        "cmyk": (_jpeg_bytes(photo.convert("CMYK")), False),
+        "png": (_encode(photo, "PNG"), False),
+        "truncated": (baseline[: len(baseline) // 2], False),
+    }
+    got = {name: device_decodable(data) for name, (data, _) in cases.items()}
+    assert got == {name: want for name, (_, want) in cases.items()}
+    with pytest.raises(DecodeError) as err:
+        device_decodable(b"")
+    assert err.value.kind == "empty"
+    with pytest.raises(DecodeError) as err:
+        device_decodable(_jpeg_bytes(Image.new("RGB", (4, 40))))
+    assert err.value.kind == "too_small"  # the header check still runs
+
+
+def test_decode_jpegs_on_cpu_gives_decode_chws_pixels(shared_data):
+    """The actor's batched path, run on the CPU: the same pixels as the task's path."""
+    from citylens.data.images import decode_jpegs, device_decodable
+
+    photos = sorted((shared_data / "london_or_london").glob("*/*.jpg"))[:6]
+    datas = [p.read_bytes() for p in photos]
+    rng = np.random.default_rng(1)
+    datas.append(_jpeg_bytes(Image.fromarray(rng.integers(0, 255, (300, 170, 3), np.uint8))))
+    assert all(device_decodable(d) for d in datas)
+    images, ok, errors = decode_jpegs(datas, 96, "cpu")
+    want = torch.stack([resize_chw(decode_chw(d), 96) for d in datas])
+    assert ok == list(range(len(datas))) and errors == []
+    assert images.dtype == torch.uint8 and torch.equal(images, want)
+
+
+def test_decode_jpegs_falls_back_per_image_and_records_what_nothing_decodes():
+    from citylens.data.images import decode_jpegs
+
+    rng = np.random.default_rng(2)
+    good = [
+        _jpeg_bytes(Image.fromarray(rng.integers(0, 255, (48, 64, 3), np.uint8))) for _ in range(2)
+    ]
+    broken = b"\xff\xd8\xff\xe0" + bytes(rng.integers(0, 255, 200, np.uint8)) + b"\xff\xd9"
+    images, ok, errors = decode_jpegs([good[0], broken, good[1]], 32, "cpu")
+    assert ok == [0, 2]
+    assert [(i, kind) for i, kind, _ in errors] == [(1, "not_an_image")]
+    want = torch.stack([resize_chw(decode_chw(d), 32) for d in good])
+    assert torch.equal(images, want)
+    empty, ok, errors = decode_jpegs([], 32, "cpu")
+    assert empty.shape == (0, 3, 32, 32) and ok == [] and errors == []

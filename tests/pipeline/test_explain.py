@@ -59,3 +59,45 @@ def test_masks_within_tolerance_keep_reduced_precision(tmp_path, capsys):
 def test_fp32_needs_no_check(tmp_path):
     worker = _worker(tmp_path, "fp32", tolerance=1e-2)
     assert worker.checked and set(worker.precision.values()) == {"fp32"}
+
+
+def test_jpegs_decoded_in_the_actor_explain_like_jpegs_decoded_in_tasks(tmp_path, shared_data):
+    """``pass_jpegs``: plain JPEGs travel encoded and the actor decodes them (here on its
+    CPU, as nvJPEG would on a GPU); PNGs, rotated JPEGs and missing files take the task's
+    path. Rows and errors equal the all-in-tasks path's."""
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    from citylens.pipeline.decode import decode_batch
+
+    photos = sorted((shared_data / "london_or_london").glob("*/*.jpg"))[:3]
+    rotated = Image.Exif()
+    rotated[0x0112] = 6
+    buf = io.BytesIO()
+    Image.open(photos[0]).crop((0, 0, 200, 150)).save(buf, "JPEG", exif=rotated)
+    (tmp_path / "rotated.jpg").write_bytes(buf.getvalue())
+    Image.open(photos[1]).save(tmp_path / "photo.png")
+    uris = [str(p) for p in photos] + [
+        str(tmp_path / "rotated.jpg"),
+        str(tmp_path / "photo.png"),
+        str(tmp_path / "gone.jpg"),
+    ]
+    rows = pa.table({"uri": uris, "city": ["a", "b"] * 3, "image_id": [f"i{k}" for k in range(6)]})
+    worker = _worker(tmp_path, "fp32", 1e-2)
+    tables = {}
+    for pass_jpegs in (False, True):
+        batch = decode_batch(rows, 64, ["a", "b"], {}, pass_jpegs=pass_jpegs)
+        if pass_jpegs:  # the three photos travel encoded, the rest as pixels
+            assert [j is not None for j in batch["jpeg"]] == [True] * 3 + [False] * 3
+            assert not batch["image"][:3].any()
+        worker.folder = f"explain/{pass_jpegs}"
+        out = worker(batch)
+        assert (out["images"][0], out["errors"][0]) == (5, 1)
+        data = Store(str(tmp_path / "store")).read_table(f"explain/{pass_jpegs}/data")
+        errors = Store(str(tmp_path / "store")).read_table(f"explain/{pass_jpegs}/errors")
+        tables[pass_jpegs] = (data.sort_by("image_id"), errors.select(["uri", "kind"]))
+    assert tables[True][0].equals(tables[False][0])
+    assert tables[True][1].equals(tables[False][1])
+    assert tables[True][1]["kind"].to_pylist() == ["unreadable"]

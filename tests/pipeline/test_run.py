@@ -298,3 +298,23 @@ def test_adding_images_to_one_city_redoes_ingest_and_what_depends_on_it(study, c
         assert manifest.num_rows == 73
     finally:
         extra.unlink()
+
+
+def test_decoding_jpegs_in_the_actors_gives_the_same_explanations(study):
+    """``explain.decode_on=gpu`` on a CPU-only Ray: the JPEGs cross Ray Data encoded and
+    the actors decode them (on CPU here, the same libjpeg-turbo): same rows, new key."""
+    cfg, store, _ = study
+    before = _table(store, "explain", "data").sort_by(
+        [("image_id", "ascending"), ("model", "ascending")]
+    )
+    messages: list[str] = []
+    cfg2 = load_config(cfg.to_dict(), ["explain.decode_on=gpu"])
+    results = {r.stage: r.status for r in run_study(cfg2, ["explain"], progress=messages.append)}
+    assert results == {"explain": "ran"}
+    assert any("plain JPEGs decoded in the actors (no GPU: on CPU)" in m for m in messages)
+    after = _table(store, "explain", "data").sort_by(
+        [("image_id", "ascending"), ("model", "ascending")]
+    )
+    assert after.num_rows == before.num_rows > 0
+    assert after.equals(before)
+    run_study(cfg, ["explain"], progress=lambda s: None)  # back to the module's settings
