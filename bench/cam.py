@@ -8,7 +8,8 @@ For each architecture, one model and one batch of random images with mixed targe
   the target layer);
 - *pytorch-grad-cam*: ``GradCAM(model, target_layers=[model.features])`` as a user of
   that library calls it (full backward, maps resized to the input).
-The maps are checked equal (pytorch-grad-cam's at the target layer's resolution).
+The maps are checked equal (pytorch-grad-cam's at the target layer's resolution). All
+three run with :func:`citylens.allocator.keep_freed_memory`, as the explain stage does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PeakMemory, emit, machine, print_table, row, time_interleaved  # noqa: E402
 
+from citylens.allocator import keep_freed_memory  # noqa: E402
 from citylens.cam import grad_cam  # noqa: E402
 from citylens.models import ARCHITECTURES, build_model  # noqa: E402
 
@@ -110,6 +112,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", action="store_true", help="rows for bench/all.py")
     args = ap.parse_args()
+    keep_freed_memory()  # as the explain and segment workers do (citylens.allocator)
     results = [bench_arch(a, args.size, args.batch, args.repeats, args.device) for a in args.archs]
     if args.json:
         emit([x for r in results for x in as_rows(r, args.size)])

@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PeakMemory, emit, machine, print_table, row  # noqa: E402
 
+from citylens.allocator import keep_freed_memory  # noqa: E402
 from citylens.config import load_config  # noqa: E402
 from citylens.data.images import load_batch  # noqa: E402
 from citylens.data.manifest import image_id, make_manifest, probe, scan_city  # noqa: E402
@@ -91,8 +92,12 @@ def setup(root: Path, images: int, size: int, archs: list[str]) -> tuple[Store, 
 def bare_loop(
     store: Store, uris: list[str], names: list[str], size: int, bs: int
 ) -> tuple[float, list[float]]:
-    """The single-process reference: returns (seconds, when each batch was written)."""
-    torch.set_num_threads(torch.get_num_threads())
+    """The single-process reference: returns (seconds, when each batch was written).
+
+    It keeps freed memory as the explain actor does (:mod:`citylens.allocator`), so the
+    two differ only by Ray.
+    """
+    keep_freed_memory()
     t = time.perf_counter()
     written = []
     models = {n: load_checkpoint(store.url(f"models/{n}"))[0] for n in names}

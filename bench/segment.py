@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PeakMemory, emit, machine, print_table, row, time_it  # noqa: E402
 
+from citylens.allocator import keep_freed_memory  # noqa: E402
 from citylens.segment import build_segmenter  # noqa: E402
 from citylens.segment.model import CSAIL_SCALES  # noqa: E402
 
@@ -36,6 +37,7 @@ def main() -> None:
     ap.add_argument("--no-multi", action="store_true", help="skip the multi-scale rows")
     ap.add_argument("--json", action="store_true", help="rows for bench/all.py")
     args = ap.parse_args()
+    keep_freed_memory()  # as the explain and segment workers do (citylens.allocator)
     if not args.json:
         print(f"machine: {machine()}\n")
     rng = np.random.default_rng(0)

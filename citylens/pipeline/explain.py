@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import ray
 import torch
 
+from citylens.allocator import worker_runtime_env
 from citylens.cam import grad_cam, mask_difference
 from citylens.data.images import decode_jpegs, normalize
 from citylens.pipeline import cluster
@@ -289,6 +290,7 @@ def _explain(
         batch_format="numpy",
         num_gpus=1 if n_gpu else 0,
         num_cpus=0 if n_gpu else 1,
+        runtime_env=worker_runtime_env(),  # activations reuse their pages: citylens.allocator
     )
     done = 0
     nodes: dict[str, int] = {}

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import ray
 from PIL import Image
 
+from citylens.allocator import worker_runtime_env
 from citylens.data.images import DecodeError, decode_rgb, load_labels, read_bytes
 from citylens.overlap import class_pixels
 from citylens.pipeline import cluster
@@ -239,6 +240,7 @@ def _segment(
             batch_format="pyarrow",
             num_gpus=1 if n_gpu else 0,
             num_cpus=0 if n_gpu else 1,
+            runtime_env=worker_runtime_env(),  # see citylens.allocator
         )
     images = errors = 0
     nodes: dict[str, int] = {}

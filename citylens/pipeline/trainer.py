@@ -15,6 +15,7 @@ import numpy as np
 import ray
 import torch
 
+from citylens.allocator import worker_runtime_env
 from citylens.storage import Store
 
 __all__ = ["BlockBatches", "fit_run"]
@@ -189,6 +190,7 @@ def fit_run(config: dict) -> dict:
             storage_path=storage,
             storage_filesystem=storage_fs,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
+            worker_runtime_env=worker_runtime_env(),  # see citylens.allocator
         ),
     )
     return trainer.fit().return_value
