@@ -7,6 +7,7 @@ from openTSNE import _tsne
 from openTSNE.tsne import kl_divergence_fft
 
 from citylens.analysis.tsne_gradient import (
+    _interpolation_kernels,
     attraction,
     kl_divergence_fft32,
     lagrange_weights,
@@ -45,6 +46,41 @@ def test_lagrange_weights_reproduce_quadratics():
     np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-12)
     for f in (lambda t: t, lambda t: 3 * t**2 - t + 2):
         np.testing.assert_allclose(w @ f(nodes), f(u), atol=1e-12)
+
+
+def _interpolation_matrix(scaled, n_boxes, n):
+    """(N, m²) sparse matrix of each point's Lagrange weights on its box's n × n nodes."""
+    m = n_boxes * n
+    which = np.minimum(scaled.astype(np.int64), n_boxes - 1)
+    wx = lagrange_weights(scaled[:, 0] - which[:, 0], n)
+    wy = lagrange_weights(scaled[:, 1] - which[:, 1], n)
+    ix = which[:, 0:1] * n + np.arange(n)
+    iy = which[:, 1:2] * n + np.arange(n)
+    cols = (ix[:, :, None] * m + iy[:, None, :]).reshape(len(scaled), -1)
+    rows = np.repeat(np.arange(len(scaled)), n * n)
+    vals = (wx[:, :, None] * wy[:, None, :]).reshape(len(scaled), -1)
+    return sp.csr_matrix((vals.ravel(), (rows, cols.ravel())), (len(scaled), m * m))
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_compiled_spread_and_gather_equal_the_interpolation_matrix(n):
+    rng = np.random.default_rng(1)
+    n_boxes = 7
+    scaled = rng.uniform(0, n_boxes, (400, 2))
+    scaled[:5] = [[0, 0], [n_boxes, n_boxes], [n_boxes, 0], [3.0, 3.0], [6.999, 0.001]]
+    charges = rng.normal(size=(400, 2))
+    m = n_boxes * n
+    interp = _interpolation_matrix(scaled, n_boxes, n)
+    spread, gather = _interpolation_kernels()
+
+    grid = spread(scaled, charges, n_boxes, n)  # (m, m, 3)
+    want = interp.T @ np.column_stack([np.ones(len(scaled)), charges])  # (m², 3)
+    np.testing.assert_allclose(grid.reshape(m * m, 3), want, atol=1e-12)
+
+    potential = rng.normal(size=(m, m, 4)).astype(np.float32)
+    phi = gather(scaled, potential, n_boxes, n)  # (4, N)
+    want = interp @ potential.reshape(m * m, 4).astype(np.float64)
+    np.testing.assert_allclose(phi.T, want, atol=1e-12)
 
 
 @pytest.mark.parametrize("n,span", [(1500, 4.0), (1500, 30.0), (2500, 110.0)])
