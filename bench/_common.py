@@ -14,14 +14,27 @@ import torch
 def machine() -> str:
     """One line naming the machine the numbers were taken on."""
     cpu = platform.processor() or platform.machine()
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break  # the first processor is enough
     except OSError:
         pass
+    if "model name" in info:
+        # a virtual machine's model name can be as bare as "AMD EPYC": family, model and
+        # clock tell two hosts of one name apart (their rates here differed by ~2x)
+        cpu = info["model name"]
+        if "cpu family" in info:
+            cpu += f" (family {info['cpu family']} model {info.get('model', '?')}"
+            if "cpu MHz" in info:
+                cpu += f", {float(info['cpu MHz']) / 1000:.1f} GHz"
+            if "avx512f" in info.get("flags", "").split():
+                cpu += ", AVX-512"
+            cpu += ")"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
