@@ -83,3 +83,16 @@ def test_a_pipe_in_a_cell_does_not_split_the_markdown_row():
     rows = [_common.row("Grad-CAM", "vgg11", 8.0, note="max |Δ mask| 7e-07")]
     line = [x for x in bench_all.render(rows, {}, 1.0).splitlines() if "vgg11" in x][0]
     assert line.count("|") - line.count("\\|") == len(bench_all.HEADER) + 1
+
+
+def test_machine_line_tells_hosts_of_one_model_name_apart():
+    cpuinfo = Path("/proc/cpuinfo")
+    line = _common.machine()
+    assert "cores" in line and "torch" in line
+    if cpuinfo.exists() and "cpu family" in cpuinfo.read_text():
+        family = next(
+            x.split(":")[1].strip()
+            for x in cpuinfo.read_text().splitlines()
+            if x.startswith("cpu family")
+        )
+        assert f"family {family} model " in line
