@@ -14,8 +14,10 @@ the image (or its label map), which a centre crop would break.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -299,6 +301,27 @@ def device_decodable(data: bytes, max_pixels: int = MAX_PIXELS) -> bool:
         return "exif" not in im.info or im.getexif().get(_EXIF_ORIENTATION, 1) == 1
 
 
+@contextlib.contextmanager
+def _device_decode_fenced(device: torch.device) -> Iterator[None]:
+    """Let nothing queued on the GPU overlap torchvision's CUDA JPEG decoder.
+
+    The decoder allocates its outputs on the caller's stream but writes them from a
+    stream of its own that waits for nothing, so it can be handed (and overwrite) a
+    freed block that kernels still queued on the caller's stream are about to read
+    (pytorch/vision#9606, seen on H100s). Waiting for the device before the call closes
+    that window, and waiting after it orders the outputs before the kernels that read
+    them. In the explain actor nothing is queued at that point, so this costs nothing.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    torch.cuda.synchronize(device)
+    try:
+        yield
+    finally:
+        torch.cuda.synchronize(device)
+
+
 def decode_jpegs(
     datas: list[bytes], size: int, device: torch.device | str
 ) -> tuple[torch.Tensor, list[int], list[tuple[int, str, str]]]:
@@ -320,15 +343,16 @@ def decode_jpegs(
 
     device = torch.device(device)
     encoded = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
-    try:
-        decoded = decode_jpeg(encoded, ImageReadMode.RGB, device=device) if encoded else []
-    except RuntimeError:
-        decoded = []
-        for e in encoded:
-            try:
-                decoded.append(decode_jpeg(e, ImageReadMode.RGB, device=device))
-            except RuntimeError:
-                decoded.append(None)
+    with _device_decode_fenced(device):
+        try:
+            decoded = decode_jpeg(encoded, ImageReadMode.RGB, device=device) if encoded else []
+        except RuntimeError:
+            decoded = []
+            for e in encoded:
+                try:
+                    decoded.append(decode_jpeg(e, ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    decoded.append(None)
     arrays, ok, errors = [], [], []
     for i, (data, img) in enumerate(zip(datas, decoded, strict=True)):
         try:

@@ -232,3 +232,25 @@ def test_decode_jpegs_falls_back_per_image_and_records_what_nothing_decodes():
     assert torch.equal(images, want)
     empty, ok, errors = decode_jpegs([], 32, "cpu")
     assert empty.shape == (0, 3, 32, 32) and ok == [] and errors == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvJPEG)")
+def test_decode_jpegs_on_cuda_is_close_to_the_cpu_decoder_and_falls_back(shared_data):
+    """nvJPEG's IDCT is not libjpeg-turbo's: pixels may differ by a grey level or two,
+    not more on average; a broken file in the batch still costs only itself."""
+    from citylens.data.images import decode_jpegs
+
+    photos = sorted((shared_data / "london_or_london").glob("*/*.jpg"))[:6]
+    datas = [p.read_bytes() for p in photos]
+    broken = b"\xff\xd8\xff\xe0" + bytes(200) + b"\xff\xd9"
+    # work queued on the caller's stream while the decoder runs (pytorch/vision#9606)
+    busy = torch.ones(4096, 4096, device="cuda")
+    sums = [(busy @ busy).sum() for _ in range(4)]  # 4096³ = 2³⁶ each, exactly
+    del busy  # its block is free for the decoder while the products are still queued
+    images, ok, errors = decode_jpegs([*datas, broken], 128, "cuda")
+    assert images.device.type == "cuda" and ok == list(range(len(datas)))
+    assert [(i, kind) for i, kind, _ in errors] == [(len(datas), "not_an_image")]
+    want = torch.stack([resize_chw(decode_chw(d), 128) for d in datas])
+    diff = (images.cpu().float() - want.float()).abs()
+    assert diff.mean() < 1.5, f"mean |Δ| {diff.mean():.2f} grey levels"
+    assert torch.stack(sums).tolist() == [2.0**36] * 4
