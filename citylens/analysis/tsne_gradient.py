@@ -115,22 +115,31 @@ def repulsion(
     yc = y - centre
     scaled = (y - lo) / box
     spread, gather = _interpolation_kernels()
-    grid = torch.zeros(3, 2 * m, 2 * m)
-    grid[:, :m, :m] = torch.from_numpy(spread(scaled, yc, n_boxes, n)).permute(2, 0, 1)
+    # one buffer of five planes, transformed together and multiplied in place:
+    # charges 1, kernels q and q², charges y₁ and y₂ (each zero-padded to 2m × 2m)
+    planes = torch.zeros(5, 2 * m, 2 * m)
+    sums = torch.from_numpy(spread(scaled, yc, n_boxes, n))  # (m, m, 3)
+    planes[0, :m, :m] = sums[..., 0]
+    planes[3:, :m, :m] = sums[..., 1:].permute(2, 0, 1)
+    del sums
 
     # kernels on node offsets, laid out for a circular convolution of size 2m
     step = box / n
     offsets = np.concatenate([np.arange(m), [0], np.arange(-m + 1, 0)]) * step
     sq = torch.from_numpy(offsets).float() ** 2
-    q = 1.0 / (1.0 + sq[:, None] + sq[None, :])
-    kernels = torch.stack([q, q * q])  # (2, 2m, 2m)
-    kernels[:, m, :] = 0.0  # offset ±m never pairs two nodes
-    kernels[:, :, m] = 0.0
+    q = planes[1]
+    torch.add(sq[:, None], sq[None, :], out=q).add_(1.0).reciprocal_()
+    torch.mul(q, q, out=planes[2])
+    planes[1:3, m, :] = 0.0  # offset ±m never pairs two nodes
+    planes[1:3, :, m] = 0.0
 
-    spectra = torch.fft.rfft2(torch.cat([kernels, grid]))  # (5, 2m, m + 1)
-    # q * 1 (for Z); q² * 1, q² * y₁, q² * y₂ (for the force)
-    products = torch.cat([spectra[0:1] * spectra[2:3], spectra[1:2] * spectra[2:]])
-    potential = torch.fft.irfft2(products, s=(2 * m, 2 * m))[:, :m, :m]
+    spectra = torch.fft.rfft2(planes)  # (5, 2m, m + 1)
+    del planes, q
+    # in place, so that planes 1-4 become q * 1 (for Z); q² * 1, q² * y₁, q² * y₂
+    spectra[3:] *= spectra[2]
+    spectra[1:3] *= spectra[0]
+    potential = torch.fft.irfft2(spectra[1:], s=(2 * m, 2 * m))[:, :m, :m]
+    del spectra
 
     phi = gather(scaled, potential.permute(1, 2, 0).contiguous().numpy(), n_boxes, n)  # (4, N)
     z = float(phi[0].sum()) - p  # each point's own q_ii = 1 is in its potential
