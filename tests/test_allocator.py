@@ -8,7 +8,7 @@ import sys
 import pytest
 
 PROBE = """
-import resource, sys
+import resource, statistics, sys
 import torch
 from citylens.allocator import keep_freed_memory
 ok = keep_freed_memory() if sys.argv[1] == "keep" else None
@@ -17,17 +17,20 @@ net = torch.nn.Sequential(
     torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, padding=1)
 ).eval()
 x = torch.randn(8, 3, 256, 256)  # 67 MB activations: above glibc's 32 MB mmap cap
+faults = []
 with torch.no_grad():
-    for _ in range(2):  # warm-up: the heap grows to its high-water mark
+    for _ in range(2):  # warm-up: the heap grows towards its high-water mark
         net(x)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(2):  # two more batches, as a worker's next batches
+    for _ in range(5):  # five more batches, as a worker's next batches
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         net(x)
-print(ok, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(ok, int(statistics.median(faults)))
 """
 
 
 def _faults(mode: str) -> tuple[str, int]:
+    """(whether mallopt took, median page faults of one batch after warm-up)."""
     out = subprocess.run(
         [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True
     ).stdout.split()
@@ -42,7 +45,10 @@ def test_freed_large_blocks_are_reused_without_page_faults():
     _, default = _faults("default")
     # glibc's default: munmap on free, so each batch's activations fault in again
     assert default >= 2000
-    assert kept < default // 10  # kept: later batches find their pages mapped
+    # kept: later batches find their pages mapped. The median, since the heap may still
+    # grow once after warm-up where a small block splits the free space (seen in CI:
+    # one batch faulted two fresh 64 MB activations, 32768 pages)
+    assert kept < default // 10
 
 
 def test_returns_false_without_glibc(monkeypatch):
@@ -53,7 +59,7 @@ def test_returns_false_without_glibc(monkeypatch):
 
 
 def _faults_in_ray_data_thread(runtime_env: dict | None) -> int:
-    """Page faults of two conv batches run by a Ray Data actor, in its UDF thread."""
+    """Median page faults of a conv batch run by a Ray Data actor, in its UDF thread."""
     import ray
 
     class Conv:
@@ -68,17 +74,21 @@ def _faults_in_ray_data_thread(runtime_env: dict | None) -> int:
 
         def __call__(self, batch: dict) -> dict:
             import resource
+            import statistics
             import threading
 
             import torch
 
             assert threading.current_thread() is not threading.main_thread()
+            faults = []
             with torch.no_grad():
                 self.net(self.x)  # warm-up
-                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 self.net(self.x)
-                self.net(self.x)
-            batch["faults"] = [resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before]
+                for _ in range(5):
+                    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                    self.net(self.x)
+                    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+            batch["faults"] = [int(statistics.median(faults))]
             return batch
 
     kw = {"runtime_env": runtime_env} if runtime_env else {}
