@@ -155,7 +155,9 @@ def _interpolation_kernels():
     ``b = min(⌊scaled⌋, n_boxes − 1)`` per axis and touches that box's ``n`` nodes per
     axis, ``b·n + a``, with the weights :func:`lagrange_weights` gives. One loop over
     the points, instead of a sparse (N, m²) matrix built every step: at 150k points that
-    matrix's construction and two products were half the step.
+    matrix's construction and two products were half the step. Both loops locate a
+    point in the same four lines, written out in each: a shared compiled helper that
+    returns the box made a 150k-point call ~60 % slower (19 → 31 ms).
     """
     import numba
 
