@@ -4,6 +4,7 @@ the timings themselves are run by hand, never as tests)."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,14 +54,28 @@ def test_all_writes_its_table_between_the_markers_and_nothing_else(tmp_path):
         bench_all.write_readme(text, readme)
 
 
-def test_peak_memory_sees_an_allocation():
-    import numpy as np
+PEAK_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import _common
+with _common.PeakMemory() as big:
+    np.ones(200_000_000, np.uint8).sum()  # 200 MB
+with _common.PeakMemory() as small:  # after: the high-water mark must have been reset
+    np.ones(1_000_000, np.uint8).sum()
+print(small.peak_mb, big.peak_mb)
+"""
 
-    with _common.PeakMemory() as small:
-        np.ones(1_000_000, np.uint8).sum()
-    with _common.PeakMemory() as big:
-        np.ones(200_000_000, np.uint8).sum()  # 200 MB
-    assert big.peak_mb - small.peak_mb > 150
+
+def test_peak_memory_sees_an_allocation():
+    # A fresh process: in a long-lived one (this pytest run, after Ray and torch tests)
+    # glibc may serve 200 MB from a free chunk already resident in its heap, so resident
+    # memory rightly does not grow (seen in CI: both blocks read 2330 MB)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, str(BENCH)], capture_output=True, text=True, check=True
+    )
+    small, big = map(float, out.stdout.split())
+    assert 150 < big - small < 300
 
 
 def test_decode_bench_measures_every_decoder_on_the_same_images():
