@@ -12,6 +12,8 @@ in one batched nvJPEG call; every other file is decoded in the task as before.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +38,21 @@ from citylens.storage import Store
 from citylens.tables import EXPLANATIONS
 
 __all__ = ["CamWorker", "explain_rows", "run_explain"]
+
+
+def _device_images(array: np.ndarray, device: str, writes: bool) -> torch.Tensor:
+    """A batch's pixels (B, 3, H, W) uint8 as a tensor on ``device``.
+
+    Ray Data hands the actor a read-only view of its object store (``map_batches``'
+    ``zero_copy_batch``): it is only read, so it is wrapped as it is, except where
+    actor-decoded JPEGs will be written into it on the CPU, which copies first (a copy
+    to a GPU is new memory anyway).
+    """
+    if writes and not array.flags.writeable and torch.device(device).type == "cpu":
+        array = array.copy()
+    with warnings.catch_warnings():  # torch warns (once) of read-only arrays: never written
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(array).to(device)
 
 
 def _inputs(model, images: torch.Tensor) -> torch.Tensor:
@@ -139,8 +156,8 @@ class CamWorker:
         ok = np.asarray(batch["ok"], bool).copy()
         ids = list(batch["image_id"])
         kind, message = list(batch["error_kind"]), list(batch["error_message"])
-        images = torch.from_numpy(np.asarray(batch["image"])).to(self.device)
         encoded = [i for i, j in enumerate(batch.get("jpeg", [None] * len(ids))) if j is not None]
+        images = _device_images(np.asarray(batch["image"]), self.device, writes=bool(encoded))
         if encoded:
             pixels, done, failed = decode_jpegs(
                 [batch["jpeg"][i] for i in encoded], images.shape[-1], self.device

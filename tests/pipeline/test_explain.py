@@ -3,6 +3,9 @@ agree with fp32 (run on the CPU, where autocast works too, only slower)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import torch
 
@@ -101,3 +104,44 @@ def test_jpegs_decoded_in_the_actor_explain_like_jpegs_decoded_in_tasks(tmp_path
     assert tables[True][0].equals(tables[False][0])
     assert tables[True][1].equals(tables[False][1])
     assert tables[True][1]["kind"].to_pylist() == ["unreadable"]
+
+
+def test_a_read_only_batch_is_only_read(tmp_path, shared_data):
+    """Ray Data hands the actor read-only views of its object store (zero-copy batches):
+    explaining one leaves it as it was, even where JPEGs decoded in the actor are written
+    into the pixels (on a copy); the rows equal a writable batch's."""
+    import pyarrow as pa
+
+    from citylens.pipeline.decode import decode_batch
+
+    photos = sorted((shared_data / "london_or_london").glob("*/*.jpg"))[:2]
+    rows = pa.table({"uri": [str(p) for p in photos], "city": ["a", "b"], "image_id": ["i0", "i1"]})
+    worker = _worker(tmp_path, "fp32", 1e-2)
+    tables = []
+    for read_only in (False, True):
+        batch = decode_batch(rows, 64, ["a", "b"], {}, pass_jpegs=True)
+        before = batch["image"].copy()
+        batch["image"].flags.writeable = not read_only
+        worker.folder = f"explain/{read_only}"
+        out = worker(batch)
+        assert out["images"][0] == 2
+        if read_only:
+            np.testing.assert_array_equal(batch["image"], before)  # still the placeholders
+        tables.append(Store(str(tmp_path / "store")).read_table(f"explain/{read_only}/data"))
+    assert tables[0].sort_by("image_id").equals(tables[1].sort_by("image_id"))
+
+
+def test_wrapping_a_read_only_batch_warns_of_nothing():
+    """torch warns once a process of a read-only array (into every actor's log); a fresh
+    process shows it."""
+    probe = (
+        "import warnings, numpy as np\n"
+        "from citylens.pipeline.explain import _device_images\n"
+        "warnings.simplefilter('error')\n"
+        "a = np.zeros((2, 3, 4, 4), np.uint8); a.flags.writeable = False\n"
+        "t = _device_images(a, 'cpu', writes=False)\n"
+        "assert t.data_ptr() == a.ctypes.data  # not copied: only read\n"
+        "assert _device_images(a, 'cpu', writes=True).data_ptr() != a.ctypes.data\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
