@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import tempfile
 
 import numpy as np
@@ -55,6 +56,21 @@ class BlockBatches:
                 yield torch.from_numpy(images[sel]), torch.from_numpy(labels[sel])
 
 
+def quiet_reports() -> None:
+    """Keep Ray Train from logging every ``ray.train.report`` to the console.
+
+    Ray Train V2 logs each report, metrics and all, at INFO from a logger named after
+    its source file, which ``LoggingConfig`` does not filter; citylens prints one line
+    per fitted model instead. Warnings and errors still show. Where a later Ray moves
+    that logger, its lines show again and nothing else changes.
+    """
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return
+    context.logger.setLevel(logging.WARNING)
+
+
 def _train_loop(config: dict) -> dict:
     """Runs on the Ray Train worker: fit the run's models in order, each saved to the
     store and committed (``train/<name>``) before the next starts.
@@ -66,6 +82,7 @@ def _train_loop(config: dict) -> dict:
     """
     import ray.train
 
+    quiet_reports()
     torch.set_num_threads(max(1, config["threads"]))
     device = "cuda" if config["use_gpu"] and torch.cuda.is_available() else "cpu"
     resume, resume_of = None, None
@@ -165,7 +182,7 @@ def _fit_model(config: dict, spec: dict, device: str, resume: dict | None) -> di
 @ray.remote(num_cpus=0)
 def fit_run(config: dict) -> dict:
     """One ``TorchTrainer`` run fitting ``config["models"]`` in order; their accuracies."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     # Ray Train keeps its run bookkeeping under the study store, through the store's own
@@ -191,6 +208,9 @@ def fit_run(config: dict) -> dict:
             storage_filesystem=storage_fs,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             worker_runtime_env=worker_runtime_env(),  # see citylens.allocator
+            # Ray Train's own INFO lines (resources requested, worker group started) stay
+            # in its log files; the console gets citylens's lines and any warning
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     return trainer.fit().return_value

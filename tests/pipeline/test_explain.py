@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from citylens.cam import grad_cam
@@ -145,3 +146,41 @@ def test_wrapping_a_read_only_batch_warns_of_nothing():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+DECODE_PROBE = """
+import sys
+import pyarrow as pa
+import ray  # a Ray worker has it loaded
+from citylens.pipeline.decode import decode_batch
+from citylens.pipeline.explain import _decode_memory
+
+photos, size = sys.argv[3:], int(sys.argv[2])
+bs = int(sys.argv[1])
+uris = (photos * bs)[:bs]
+rows = pa.table({"uri": uris, "city": ["a"] * bs, "image_id": [str(k) for k in range(bs)]})
+assert decode_batch(rows, size, ["a"], {})["ok"].all()
+private = sum(  # the process's anonymous memory: what is its own in a pool of workers
+    int(line.split()[1]) * 1024
+    for line in open("/proc/self/smaps_rollup")
+    if line.startswith("Anonymous:")
+)
+print(private, _decode_memory(bs))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(("batch_size", "size"), [(32, 224), (128, 480)])
+def test_decode_tasks_ask_ray_for_the_memory_their_worker_holds(shared_data, batch_size, size):
+    """Ray Data warns when a task's worker used more than 4/5 of the memory it asked for
+    (and a cluster could place more tasks than fit): a worker that decoded a batch of
+    real photos stays within that."""
+    photos = sorted(str(p) for p in (shared_data / "london_or_london").glob("*/*.jpg"))[:8]
+    out = subprocess.run(
+        [sys.executable, "-c", DECODE_PROBE, str(batch_size), str(size), *photos],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    private, asked = map(int, out.stdout.split())
+    assert private * 5 / 4 <= asked, f"{private / 2**20:.0f} MB used, {asked / 2**20:.0f} asked"

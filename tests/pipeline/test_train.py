@@ -107,3 +107,32 @@ def test_a_run_skips_models_committed_before_and_fits_the_rest(
         assert store.record(f"train/{n}") == rec
     assert (store_dir / "models/simple-s2/model.pt").read_bytes() == before
     assert store.record("train/simple-s0")["attempt"] != first["simple-s2"]["attempt"]
+
+
+def test_ray_train_reports_stay_off_the_console_and_warnings_do_not():
+    """The logger Ray Train V2 writes each report with (metrics and all, at INFO) drops
+    INFO once the train loop has quieted it; its warnings still pass."""
+    import logging
+
+    from ray.train.v2._internal.execution import context
+
+    from citylens.pipeline.trainer import quiet_reports
+
+    seen: list[int] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.levelno)
+    level, root = context.logger.level, logging.getLogger()
+    root_level = root.level
+    root.setLevel(logging.INFO)  # as Ray Train configures its workers
+    context.logger.addHandler(handler)
+    try:
+        context.logger.info("Reporting training result 1")  # as Ray Train does
+        assert seen == [logging.INFO]  # before: it reaches the console
+        quiet_reports()
+        context.logger.info("Reporting training result 2")
+        context.logger.warning("a warning")
+        assert seen == [logging.INFO, logging.WARNING]
+    finally:
+        context.logger.removeHandler(handler)
+        context.logger.setLevel(level)
+        root.setLevel(root_level)
