@@ -132,20 +132,30 @@ def test_a_read_only_batch_is_only_read(tmp_path, shared_data):
     assert tables[0].sort_by("image_id").equals(tables[1].sort_by("image_id"))
 
 
+READ_ONLY_PROBE = """
+import warnings
+import numpy as np
+from citylens.pipeline.explain import _device_images
+
+warnings.simplefilter("error")
+a = np.zeros((2, 3, 4, 4), np.uint8)
+a.flags.writeable = False
+assert _device_images(a, "cpu", writes=False).data_ptr() == a.ctypes.data  # only read
+assert _device_images(a, "cpu", writes=True).data_ptr() != a.ctypes.data
+"""
+
+
+def _python(code: str, *args: str) -> str:
+    """stdout of ``code`` run in a fresh interpreter (which must succeed)."""
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
 def test_wrapping_a_read_only_batch_warns_of_nothing():
     """torch warns once a process of a read-only array (into every actor's log); a fresh
     process shows it."""
-    probe = (
-        "import warnings, numpy as np\n"
-        "from citylens.pipeline.explain import _device_images\n"
-        "warnings.simplefilter('error')\n"
-        "a = np.zeros((2, 3, 4, 4), np.uint8); a.flags.writeable = False\n"
-        "t = _device_images(a, 'cpu', writes=False)\n"
-        "assert t.data_ptr() == a.ctypes.data  # not copied: only read\n"
-        "assert _device_images(a, 'cpu', writes=True).data_ptr() != a.ctypes.data\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
+    _python(READ_ONLY_PROBE)
 
 
 DECODE_PROBE = """
@@ -176,11 +186,6 @@ def test_decode_tasks_ask_ray_for_the_memory_their_worker_holds(shared_data, bat
     (and a cluster could place more tasks than fit): a worker that decoded a batch of
     real photos stays within that."""
     photos = sorted(str(p) for p in (shared_data / "london_or_london").glob("*/*.jpg"))[:8]
-    out = subprocess.run(
-        [sys.executable, "-c", DECODE_PROBE, str(batch_size), str(size), *photos],
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    private, asked = map(int, out.stdout.split())
+    out = _python(DECODE_PROBE, str(batch_size), str(size), *photos)
+    private, asked = map(int, out.split())
     assert private * 5 / 4 <= asked, f"{private / 2**20:.0f} MB used, {asked / 2**20:.0f} asked"
