@@ -31,6 +31,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "load_config",
+    "load_yaml",
 ]
 
 
@@ -50,12 +51,16 @@ class CityConfig:
             image under ``source``: one per line, or a CSV with an ``image`` column (and
             optionally ``place``). Entries are relative to ``source`` or lie under it;
             any other entry (``..``, another scheme, elsewhere) is refused and recorded.
+        follow_links: Read symbolic links that lead outside ``source`` (a cache that
+            links into a shared pool of files). Off by default: such links are refused
+            and recorded (``outside_source``), like manifest entries outside the source.
     """
 
     source: str
     place_regex: str | None = None
     labels: str | None = None
     manifest: str | None = None
+    follow_links: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,71 @@ class StudyConfig:
 
 # --------------------------------------------------------------------------- parsing
 
+MAX_STUDY_BYTES = 1 << 20  # a study file is a page of settings, never megabytes
+MAX_YAML_NODES = 20_000  # values in a study once its aliases are expanded
+MAX_TEXT = 4096  # characters in one string field
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> int:
+    """Values ``node`` stands for once every alias in it is expanded (each alias is the
+    node it names, so an alias bomb is counted without being built)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_:
+        raise ConfigError("a YAML alias refers to a value that contains it (a cycle)")
+    open_.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(n, memo, open_) for n in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(
+            _expanded_size(k, memo, open_) + _expanded_size(v, memo, open_) for k, v in node.value
+        )
+    else:
+        size = 1
+    open_.discard(key)
+    memo[key] = size
+    return size
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse YAML safely, refusing documents whose aliases expand beyond a small bound.
+
+    ``yaml.safe_load`` builds an alias as a shared object, but turning the config into
+    plain data (and writing it back) expands every use: nine levels of ten-fold aliases
+    are a few hundred bytes of YAML and a billion values. Anchors and aliases within
+    :data:`MAX_YAML_NODES` values stay allowed (a place regex shared by cities).
+
+    Args:
+        text: The YAML text.
+        where: The file or field it came from, for messages.
+
+    Raises:
+        ConfigError: naming ``where``, for invalid YAML, a cycle or an oversized value.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return None
+        try:
+            size = _expanded_size(node, {}, set())
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        except RecursionError:
+            raise ConfigError(f"{where}: values nested too deeply") from None
+        if size > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{where}: expands to {size:,} values once its aliases are followed "
+                f"(at most {MAX_YAML_NODES:,}); write the values out or use fewer aliases"
+            )
+        loader = yaml.SafeLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML: {err}") from None
+
 
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
@@ -308,7 +378,11 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return str(value)
+        if len(text := str(value)) > MAX_TEXT:
+            raise ConfigError(f"{path}: {len(text)} characters, at most {MAX_TEXT}")
+        if "\0" in text:
+            raise ConfigError(f"{path}: contains a NUL character")
+        return text
     raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover
 
 
@@ -352,10 +426,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"{item}: overrides look like key=value (e.g. train.epochs=3)")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{key}: cannot parse value {raw!r}: {err}") from None
+        value = load_yaml(raw, key.strip()) if raw else None
         _set_dotted(data, key.strip(), value)
     return data
 
@@ -370,15 +441,40 @@ def _read_source(source, overrides: list[str]) -> tuple[str, str]:
         opts = apply_overrides({}, [o for o in overrides if o.startswith("run.")])
         opts = opts.get("run", {}).get("storage_options") or {}
         try:
-            return name, read_bytes(name, opts).decode()
+            data = read_bytes(name, opts)
         except FileNotFoundError:
             raise ConfigError(f"study config {name} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"study config {name} is a folder, not a YAML file") from None
         except Exception as err:
             raise ConfigError(f"study config {name}: cannot read ({type(err).__name__})") from None
+        return name, _text(data, name)
     path = Path(name.removeprefix("file://"))
     if not path.exists():
         raise ConfigError(f"study config {path} does not exist")
-    return str(path), path.read_text()
+    if path.is_dir():
+        raise ConfigError(f"study config {path} is a folder, not a YAML file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_STUDY_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"study config {path}: cannot read ({err.strerror or err})") from None
+    return str(path), _text(data, str(path))
+
+
+def _text(data: bytes, name: str) -> str:
+    """A study file's bytes as text: UTF-8, at most :data:`MAX_STUDY_BYTES`."""
+    if len(data) > MAX_STUDY_BYTES:
+        raise ConfigError(
+            f"study config {name} is over {MAX_STUDY_BYTES >> 20} MB: not a study file"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"study config {name} is not UTF-8 text (byte 0x{data[err.start]:02x} at "
+            f"offset {err.start}): a study is a YAML file"
+        ) from None
 
 
 def load_config(
@@ -400,10 +496,7 @@ def load_config(
         data = dict(source)
     else:
         path, text = _read_source(source, list(overrides or []))
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        data = load_yaml(text, path) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a study config is a mapping of fields")
     data = apply_overrides(data, list(overrides or []))

@@ -6,8 +6,11 @@ every city has images and the store can be written.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import uuid
+import warnings
 
 import torch
 
@@ -15,9 +18,11 @@ from citylens.config import ConfigError, StudyConfig
 from citylens.models import ARCHITECTURES, GeometryError, build_model
 from citylens.storage import filesystem
 
-__all__ = ["preflight", "validate_config"]
+__all__ = ["check_sources", "preflight", "validate_config"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_INPUT = 1024  # px: VGG11 at 1024 px needs ~20 GB of activations per 32 images
+MAX_OPTIONS = 16_384  # characters of run.storage_options as JSON
 TORCHVISION_ARCHS = ("vgg11", "resnet18")
 
 
@@ -26,11 +31,65 @@ def _require(ok: bool, path: str, message: str) -> None:
         raise ConfigError(f"{path}: {message}")
 
 
+def _at_most(value, limit, path: str, why: str = "") -> None:
+    """Refuse an absurd size before it becomes a memory error deep inside a stage."""
+    _require(value <= limit, path, f"at most {limit:,}{why}, got {value:,}")
+
+
 def _unique(values, path: str) -> None:
     seen = set()
     for i, v in enumerate(values):
         _require(v not in seen, f"{path}[{i}]", f"{v!r} is listed twice")
         seen.add(v)
+
+
+def _location(source: str, resolve: bool = False) -> str:
+    """A source as ``scheme://path`` without a trailing slash; local paths absolute
+    (and with symbolic links resolved when ``resolve``)."""
+    import fsspec
+
+    protocol = fsspec.utils.get_protocol(source)
+    if protocol in ("file", "local"):
+        path = os.path.expanduser(source.removeprefix("file://"))
+        path = os.path.realpath(path) if resolve else os.path.abspath(path)
+        return "file://" + path.rstrip("/")
+    rest = source.split("://", 1)[1] if "://" in source else source
+    return f"{protocol}://{rest.strip('/')}"
+
+
+def check_sources(cfg: StudyConfig, resolve: bool = False) -> None:
+    """Refuse two cities whose sources are one folder, or one inside the other.
+
+    Their images would be listed under both cities: the same photo would carry two
+    labels, and its views could train one city and test the other. Cities that each
+    list their images in a manifest may share a root (the manifests choose); an image
+    listed by both is then refused at ingest as ``duplicate_across_cities``.
+
+    Args:
+        cfg: The study.
+        resolve: Resolve symbolic links of local folders (touches the disk: preflight).
+
+    Raises:
+        ConfigError: naming both cities' ``source`` fields.
+    """
+    where = {name: _location(c.source, resolve) for name, c in cfg.cities.items()}
+    names = sorted(where)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if cfg.cities[a].manifest and cfg.cities[b].manifest:
+                continue
+            la, lb = where[a], where[b]
+            if la == lb:
+                how = "is the same folder as"
+            elif lb.startswith(la + "/") or la.startswith(lb + "/"):
+                how = "is inside" if lb.startswith(la + "/") else "contains"
+            else:
+                continue
+            raise ConfigError(
+                f"cities.{b}.source: {cfg.cities[b].source} {how} cities.{a}.source "
+                f"({cfg.cities[a].source}): its images would be listed under both cities; "
+                "give each city a folder of its own (or a manifest each)"
+            )
 
 
 def validate_config(cfg: StudyConfig) -> None:
@@ -58,11 +117,15 @@ def validate_config(cfg: StudyConfig) -> None:
                     re.compile(city.place_regex)
                 except re.error as err:
                     raise ConfigError(f"cities.{name}.place_regex: invalid regex: {err}") from None
+        check_sources(cfg)
     syn = cfg.synthetic
     _require(syn.cities >= 2, "synthetic.cities", f"needs at least 2, got {syn.cities}")
     _require(syn.places >= 3, "synthetic.places", f"needs at least 3, got {syn.places}")
     _require(syn.views >= 1, "synthetic.views", f"needs at least 1, got {syn.views}")
     _require(syn.size >= 32, "synthetic.size", f"needs at least 32 px, got {syn.size}")
+    _at_most(syn.cities, 100, "synthetic.cities")
+    _at_most(syn.size, 1024, "synthetic.size", " px")
+    _at_most(syn.places * syn.views, 1_000_000, "synthetic.places", " images per city (× views)")
 
     for i, r in enumerate(cfg.split.ratios):
         _require(r > 0, f"split.ratios[{i}]", f"must be positive, got {r}")
@@ -104,6 +167,11 @@ def validate_config(cfg: StudyConfig) -> None:
     _require(t.lr_step >= 1, "train.lr_step", f"must be ≥ 1, got {t.lr_step}")
     _require(0 < t.lr_gamma <= 1, "train.lr_gamma", f"must be in (0, 1], got {t.lr_gamma}")
     _require(t.input_size >= 32, "train.input_size", f"must be ≥ 32 px, got {t.input_size}")
+    _at_most(t.input_size, MAX_INPUT, "train.input_size", " px (the paper's is 224)")
+    _at_most(t.epochs, 10_000, "train.epochs")
+    _at_most(t.batch_size, 65_536, "train.batch_size")
+    for arch, e in t.epochs_per_arch.items():
+        _at_most(e, 10_000, f"train.epochs_per_arch.{arch}")
     with torch.device("meta"):  # geometry only: no memory, no FLOPs
         for arch in cfg.models.archs:
             try:
@@ -123,7 +191,9 @@ def validate_config(cfg: StudyConfig) -> None:
     _unique(e.thetas, "explain.thetas")
     if e.ar_grid is not None:
         _require(e.ar_grid >= 1, "explain.ar_grid", f"must be ≥ 1, got {e.ar_grid}")
+        _at_most(e.ar_grid, MAX_INPUT, "explain.ar_grid", " px")
     _require(e.batch_size >= 1, "explain.batch_size", f"must be ≥ 1, got {e.batch_size}")
+    _at_most(e.batch_size, 65_536, "explain.batch_size")
     _require(
         e.precision in ("fp32", "bf16", "fp16"),
         "explain.precision",
@@ -156,6 +226,8 @@ def validate_config(cfg: StudyConfig) -> None:
     _require(len(seg.scales) > 0, "segmenter.scales", "name at least one test scale")
     for i, s in enumerate(seg.scales):
         _require(s >= 16, f"segmenter.scales[{i}]", f"must be ≥ 16 px, got {s}")
+        _at_most(s, 8192, f"segmenter.scales[{i}]", " px")
+    _at_most(seg.max_size, 8192, "segmenter.max_size", " px")
     _require(
         seg.max_size >= max(seg.scales),
         "segmenter.max_size",
@@ -167,6 +239,7 @@ def validate_config(cfg: StudyConfig) -> None:
         f"must be fp32, bf16 or fp16, got {seg.precision!r}",
     )
     _require(seg.batch_size >= 1, "segmenter.batch_size", f"must be ≥ 1, got {seg.batch_size}")
+    _at_most(seg.batch_size, 4096, "segmenter.batch_size")
 
     a = cfg.analysis
     _require(len(a.pca) > 0, "analysis.pca", "name at least one PCA setting")
@@ -177,7 +250,11 @@ def validate_config(cfg: StudyConfig) -> None:
             f"analysis.pca[{i}]",
             f"an int ≥ 1 (components) or a float in (0, 1) (variance kept), got {k}",
         )
+    for i, k in enumerate(a.pca):
+        if isinstance(k, int):
+            _at_most(k, 100_000, f"analysis.pca[{i}]", " components")
     _require(a.perplexity > 0, "analysis.perplexity", f"must be positive, got {a.perplexity}")
+    _at_most(a.perplexity, 10_000, "analysis.perplexity")
     _require(
         len(a.agreement_thresholds) > 0,
         "analysis.agreement_thresholds",
@@ -188,10 +265,14 @@ def validate_config(cfg: StudyConfig) -> None:
     _require(a.min_mean_pixels >= 0, "analysis.min_mean_pixels", "must be ≥ 0")
     _require(a.top_k >= 1, "analysis.top_k", f"must be ≥ 1, got {a.top_k}")
     _require(a.mosaic >= 0, "analysis.mosaic", f"must be ≥ 0, got {a.mosaic}")
+    _at_most(a.mosaic, 100_000, "analysis.mosaic", " thumbnails")
+    _at_most(a.top_k, 10_000, "analysis.top_k")
     if cfg.run.actors is not None:
         _require(cfg.run.actors >= 1, "run.actors", f"must be ≥ 1, got {cfg.run.actors}")
     if cfg.run.gpus is not None:
         _require(cfg.run.gpus >= 0, "run.gpus", f"must be ≥ 0, got {cfg.run.gpus}")
+    opts = json.dumps(cfg.run.storage_options, default=str)
+    _at_most(len(opts), MAX_OPTIONS, "run.storage_options", " characters as JSON")
 
 
 def preflight(cfg: StudyConfig) -> None:
@@ -203,26 +284,16 @@ def preflight(cfg: StudyConfig) -> None:
     from citylens.data.manifest import scan_city
 
     opts = cfg.run.storage_options
-    try:
-        fs, root = filesystem(cfg.store, opts)
-        if "file" in fs.protocol:
-            fs.makedirs(root, exist_ok=True)  # never on S3: it would create a bucket
-        probe = f"{root.rstrip('/')}/.citylens-write-test-{uuid.uuid4().hex}"
-        with fs.open(probe, "wb") as f:
-            f.write(b"ok")
-        fs.rm(probe)
-    except Exception as err:
-        raise ConfigError(
-            f"store: cannot write to {cfg.store} ({type(err).__name__}: {err})"
-        ) from None
+    check_sources(cfg, resolve=True)
+    _check_init_weights(cfg)
     seg = cfg.segmenter
     if seg.weights and not re.match(r"^random(:\d+)?$", seg.weights):
-        from citylens.segment.model import find_csail_weights
+        from citylens.segment.model import check_csail_weights
 
         try:
-            find_csail_weights(seg.weights, opts)
+            check_csail_weights(seg.backend, seg.weights, opts)
         except Exception as err:
-            raise ConfigError(f"segmenter.weights: {err}") from None
+            raise ConfigError(f"segmenter.weights: {_message(err)}") from None
     if seg.classes:
         from citylens.data.images import read_bytes
         from citylens.segment import vocabulary_of
@@ -255,10 +326,56 @@ def preflight(cfg: StudyConfig) -> None:
                     f"cities.{name}.manifest: {city.manifest}: {type(err).__name__}: {err}"
                 ) from None
         try:
-            scan_city(name, city.source, city.place_regex, None, opts)
+            scan_city(name, city.source, city.place_regex, None, opts, city.follow_links)
         except FileNotFoundError as err:
             raise ConfigError(f"cities.{name}.source: {err}") from None
         except Exception as err:
             raise ConfigError(
                 f"cities.{name}.source: cannot list {city.source} ({type(err).__name__}: {err})"
             ) from None
+    _check_store(cfg)
+
+
+def _message(err: Exception) -> str:
+    from citylens.errors import InputError
+
+    return err.message if isinstance(err, InputError) else str(err)
+
+
+def _check_store(cfg: StudyConfig) -> None:
+    """The store can be written (a probe file, removed again); a local store's folder
+    is created, a bucket never is."""
+    try:
+        fs, root = filesystem(cfg.store, cfg.run.storage_options)
+        if "file" in fs.protocol:
+            fs.makedirs(root, exist_ok=True)  # never on S3: it would create a bucket
+        probe = f"{root.rstrip('/')}/.citylens-write-test-{uuid.uuid4().hex}"
+        with fs.open(probe, "wb") as f:
+            f.write(b"ok")
+        fs.rm(probe)
+    except Exception as err:
+        raise ConfigError(
+            f"store: cannot write to {cfg.store} ({type(err).__name__}: {err})"
+        ) from None
+
+
+def _check_init_weights(cfg: StudyConfig) -> None:
+    """Every ``models.init_weights`` file exists, holds plain tensors (``weights_only``)
+    and fits its architecture key for key (the model is built on the meta device: no
+    memory, no FLOPs), so a bad file stops the study here, not in a training worker."""
+    for arch, uri in sorted(cfg.models.init_weights.items()):
+        field = f"models.init_weights.{arch}"
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "copying ... is a no-op"
+                build_model(
+                    arch,
+                    max(2, len(cfg.cities)),
+                    cfg.train.input_size,
+                    uri,
+                    cfg.run.storage_options,
+                )
+        except FileNotFoundError:
+            raise ConfigError(f"{field}: {uri} does not exist") from None
+        except Exception as err:
+            raise ConfigError(f"{field}: {_message(err)}") from None

@@ -118,3 +118,85 @@ def test_storage_options_never_serialised():
     text = dump_config(cfg)
     assert "hunter2" not in text and "<set>" in text
     assert isinstance(cfg, StudyConfig)
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """Nine levels of ten-fold aliases: 600 bytes of YAML, 10^9 values expanded."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        refs = ", ".join([f"*a{i - 1}"] * 10)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    return "run:\n  storage_options:\n    " + "\n    ".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    import time
+
+    study = tmp_path / "bomb.yaml"
+    study.write_text(_alias_bomb())
+    t = time.time()
+    with pytest.raises(ConfigError, match=r"bomb.yaml: expands to [\d,]+ values"):
+        load_config(study)
+    assert time.time() - t < 5
+    ten = ", ".join(["1"] * 10)
+    value = (
+        f"{{a: &a [{ten}], b: &b [{', '.join(['*a'] * 10)}], c: &c [{', '.join(['*b'] * 10)}], "
+        f"d: [{', '.join(['*c'] * 100)}]}}"
+    )
+    # 1 mapping + 4 keys + a (11) + b (111) + c (1,111) + d (1 + 100 × 1,111), by hand
+    with pytest.raises(ConfigError, match=r"run.storage_options: expands to 112,339 values"):
+        load_config(None, [f"run.storage_options={value}"])
+
+
+def test_a_recursive_alias_is_refused(tmp_path):
+    study = tmp_path / "loop.yaml"
+    study.write_text("run:\n  storage_options: &o {x: *o}\n")
+    with pytest.raises(
+        ConfigError, match="loop.yaml: a YAML alias refers to a value that contains"
+    ):
+        load_config(study)
+
+
+def test_a_few_aliases_stay_allowed(tmp_path):
+    study = tmp_path / "ok.yaml"
+    study.write_text(
+        "cities:\n"
+        "  a: {source: /x/a, place_regex: &re '^(?P<place>.+)_\\d+$'}\n"
+        "  b: {source: /x/b, place_regex: *re}\n"
+    )
+    cfg = load_config(study)
+    assert cfg.cities["a"].place_regex == cfg.cities["b"].place_regex == r"^(?P<place>.+)_\d+$"
+
+
+def test_a_study_that_is_not_utf8_text_or_is_a_folder_is_named(tmp_path):
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("name: café\n".encode("latin-1"))
+    with pytest.raises(
+        ConfigError, match=r"latin1.yaml is not UTF-8 text \(byte 0xe9 at offset 9\)"
+    ):
+        load_config(latin)
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_config(tmp_path)
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"name: x\n" + b"#" * (2 << 20))
+    with pytest.raises(ConfigError, match="over 1 MB"):
+        load_config(big)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("train.input_size=100000", "train.input_size: at most 1,024 px"),
+        ("train.epochs=10000000", "train.epochs: at most"),
+        ("explain.batch_size=100000000", "explain.batch_size: at most"),
+        ("synthetic.size=50000", "synthetic.size: at most"),
+        ("segmenter.max_size=100000", "segmenter.max_size: at most"),
+        ("analysis.mosaic=10000000", "analysis.mosaic: at most"),
+        ("run.storage_options.token=" + "x" * 20000, "run.storage_options: at most 16,384"),
+        ("name=" + "n" * 5000, "name: 5000 characters"),
+    ],
+)
+def test_absurd_sizes_are_refused_naming_the_field(override, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert field in str(err.value)

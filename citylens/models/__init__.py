@@ -6,15 +6,16 @@ to the Grad-CAM target layer), ``head`` and ``cam_size``.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import torch
 
+from citylens.errors import InputError
 from citylens.models.base import CityNet, GeometryError
 from citylens.models.shallow import SIMPLE, SIMPLER, build_shallow
 from citylens.models.tv import build_resnet18, build_vgg11
 from citylens.storage import read_bytes
+from citylens.weights import load_tensors
 
 __all__ = ["ARCHITECTURES", "CityNet", "GeometryError", "build_model", "load_state_dict"]
 
@@ -40,11 +41,17 @@ ARCHITECTURES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def load_state_dict(uri: str, storage_options: dict | None = None) -> dict[str, torch.Tensor]:
-    """Load a state_dict from a path or URI, refusing pickled code (``weights_only=True``)."""
-    data = read_bytes(uri, storage_options)
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{uri}: expected a state_dict, got {type(state).__name__}")
+    """Load a state_dict from a path or URI, refusing pickled code (``weights_only=True``).
+
+    Raises:
+        UnsafeFileError: the file holds Python objects, not plain tensors.
+        InputError: it is not a PyTorch file, or not a mapping of names to tensors.
+    """
+    state = load_tensors(read_bytes(uri, storage_options), uri)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(
+            f"{uri}: expected a state_dict (names -> tensors), got {type(state).__name__}"
+        )
     return state
 
 

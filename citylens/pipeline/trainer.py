@@ -18,6 +18,7 @@ import torch
 
 from citylens.allocator import worker_runtime_env
 from citylens.storage import Store
+from citylens.weights import load_tensors
 
 __all__ = ["BlockBatches", "fit_run"]
 
@@ -91,7 +92,7 @@ def _train_loop(config: dict) -> dict:
             with open(f"{folder}/model.json") as f:
                 of = json.load(f)
             resume_of = (of["name"], of["key"])
-            resume = torch.load(f"{folder}/state.pt", map_location=device, weights_only=True)
+            resume = load_tensors(f"{folder}/state.pt", f"{last.path}/state.pt", device)
     out = {}
     for spec in config["models"]:
         if spec["done"]:  # committed by an earlier attempt

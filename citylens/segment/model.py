@@ -9,8 +9,8 @@ taken. Output channel ``k - 1`` is ADE20K class ``k``, so class maps hold 1..150
 
 from __future__ import annotations
 
-import io
 import re
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -21,12 +21,14 @@ from citylens.data.images import IMAGENET_MEAN, IMAGENET_STD
 from citylens.segment.csail import build_csail, load_csail_state
 from citylens.segment.vocabulary import Vocabulary, ade20k
 from citylens.storage import filesystem, read_bytes
+from citylens.weights import load_tensors
 
 __all__ = [
     "CSAIL_SCALES",
     "CsailSegmenter",
     "PPMSegmenter",
     "UPerNetSegmenter",
+    "check_csail_weights",
     "find_csail_weights",
     "scale_sizes",
     "weights_fingerprint",
@@ -106,13 +108,25 @@ def weights_fingerprint(uri: str, storage_options: dict | None = None) -> dict:
 
 
 def _load_state(uri: str, storage_options: dict | None) -> dict:
-    data = read_bytes(uri, storage_options)
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle that is not plain tensors, or not a checkpoint
-        raise ValueError(
-            f"{uri}: not a loadable state_dict ({type(err).__name__}: {err})"
-        ) from None
+    return load_tensors(read_bytes(uri, storage_options), uri)
+
+
+def check_csail_weights(name: str, uri: str, storage_options: dict | None = None) -> None:
+    """Check a weights folder before any work: both files load as plain tensors
+    (``weights_only``) and fit network ``name`` key for key, shape for shape. The network
+    is built on the meta device, so this costs the files' reading only.
+
+    Raises:
+        FileNotFoundError: the folder lacks the files.
+        UnsafeFileError: a file holds Python objects, not plain tensors.
+        WeightsMismatch: keys or shapes differ (all listed).
+    """
+    with torch.device("meta"):
+        net = build_csail(name)
+    for part, file in zip((net.encoder, net.decoder), find_csail_weights(uri, storage_options)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # copying into meta: a no-op
+            load_csail_state(part, _load_state(file, storage_options), file)
 
 
 class CsailSegmenter:

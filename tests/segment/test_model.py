@@ -121,3 +121,21 @@ def test_resize_matches_pil_bilinear_within_rounding(rng):
         pil = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR), np.float64)
         diff = np.abs(got - pil)
         assert diff.mean() < 0.5 and diff.max() < 1.5  # PIL rounds to uint8
+
+
+def test_weights_are_checked_on_the_meta_device_key_for_key(tmp_path):
+    from citylens.segment.csail import WeightsMismatch
+    from citylens.segment.model import check_csail_weights
+
+    torch.manual_seed(0)
+    net = build_csail("ade20k-upernet")
+    torch.save(net.encoder.state_dict(), tmp_path / "encoder_epoch_20.pth")
+    decoder = net.decoder.state_dict()
+    torch.save(decoder, tmp_path / "decoder_epoch_20.pth")
+    check_csail_weights("ade20k-upernet", str(tmp_path))  # fits: no error
+    dropped = sorted(decoder)[0]
+    torch.save(
+        {k: v for k, v in decoder.items() if k != dropped}, tmp_path / "decoder_epoch_20.pth"
+    )
+    with pytest.raises(WeightsMismatch, match=dropped.replace(".", r"\.")):
+        check_csail_weights("ade20k-upernet", str(tmp_path))
