@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from collections.abc import Iterator
 
@@ -35,6 +36,7 @@ __all__ = [
     "load_batch",
     "load_labels",
     "normalize",
+    "open_image",
     "read_bytes",
     "resize_chw",
     "resize_rgb",
@@ -60,19 +62,54 @@ class DecodeError(ValueError):
 
 
 MIN_SIDE = 8  # pixels; smaller images carry nothing to explain
+_BUFFER = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
-def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+def check_size(
+    width: int, height: int, max_pixels: int = MAX_PIXELS, name: str | None = None
+) -> None:
     """Refuse sizes no stage should decode (from the header, before any pixel is read).
 
     Raises:
         DecodeError: ``too_large`` (a decompression bomb, or simply too big) or
-            ``too_small``.
+            ``too_small``; the message starts with ``name`` when given.
     """
+    where = f"{name}: " if name else ""
     if width * height > max_pixels:
-        raise DecodeError("too_large", f"{width}x{height} exceeds the limit of {max_pixels} pixels")
+        raise DecodeError(
+            "too_large", f"{where}{width}x{height} exceeds the limit of {max_pixels} pixels"
+        )
     if min(width, height) < MIN_SIDE:
-        raise DecodeError("too_small", f"{width}x{height} is too small to analyse")
+        raise DecodeError("too_small", f"{where}{width}x{height} is too small to analyse")
+
+
+def open_image(data: bytes, name: str = "image") -> Image.Image:
+    """Open encoded bytes with Pillow, reading the header only.
+
+    Args:
+        data: The encoded image.
+        name: The file's URI, for messages.
+
+    Raises:
+        DecodeError: ``empty``; ``too_large`` for a decompression bomb Pillow itself
+            refuses (more than twice ``PIL.Image.MAX_IMAGE_PIXELS``, before
+            :func:`check_size` could see its size); ``not_an_image`` for anything
+            Pillow cannot identify. Messages name the file, never a buffer.
+    """
+    if not data:
+        raise DecodeError("empty", f"{name}: file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns of sizes between its limit and twice it; check_size decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        raise DecodeError("too_large", f"{name}: {err}") from None
+    except Image.UnidentifiedImageError:
+        raise DecodeError("not_an_image", f"{name}: not an image format Pillow knows") from None
+    except Exception as err:  # PIL raises several types for broken headers
+        why = _BUFFER.sub("the file", str(err))
+        raise DecodeError("not_an_image", f"{name}: not a readable image ({why})") from None
 
 
 def _plain(im: Image.Image, data: bytes) -> bool:
@@ -104,12 +141,13 @@ def _decode_plain(data: bytes, exif: bool = True) -> torch.Tensor | None:
     return t if t.dtype == torch.uint8 and t.dim() == 3 and t.shape[0] == 3 else None
 
 
-def decode_chw(data: bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+def decode_chw(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> torch.Tensor:
     """Decode image bytes to an upright RGB tensor.
 
     Args:
         data: Encoded image (JPEG, PNG, WebP, ...).
         max_pixels: Refuse images with more pixels than this.
+        name: The file's URI, for messages.
 
     Returns:
         uint8 ``(3, H, W)``.
@@ -118,20 +156,14 @@ def decode_chw(data: bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
         DecodeError: with kind ``empty``, ``not_an_image``, ``too_large``, ``too_small``
             or ``corrupt``.
     """
-    if not data:
-        raise DecodeError("empty", "file is empty (0 bytes)")
-    try:
-        im = Image.open(io.BytesIO(data))
-    except Exception as err:
-        raise DecodeError("not_an_image", f"not a readable image: {err}") from None
-    with im:
-        check_size(*im.size, max_pixels)
+    with open_image(data, name) as im:
+        check_size(*im.size, max_pixels, name)
         if _plain(im, data) and (t := _decode_plain(data, "exif" in im.info)) is not None:
             return t
-        return torch.from_numpy(_decode_pillow(im)).permute(2, 0, 1)
+        return torch.from_numpy(_decode_pillow(im, name)).permute(2, 0, 1)
 
 
-def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> np.ndarray:
     """Decode image bytes to an upright RGB array.
 
     Args:
@@ -145,10 +177,10 @@ def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         DecodeError: with kind ``empty``, ``not_an_image``, ``too_large``, ``too_small``
             or ``corrupt``.
     """
-    return np.ascontiguousarray(decode_chw(data, max_pixels).permute(1, 2, 0).numpy())
+    return np.ascontiguousarray(decode_chw(data, max_pixels, name).permute(1, 2, 0).numpy())
 
 
-def _decode_pillow(im: Image.Image) -> np.ndarray:
+def _decode_pillow(im: Image.Image, name: str = "image") -> np.ndarray:
     """Pillow's decode of an opened image: ``(H, W, 3)`` uint8 (alpha over white,
     16-bit scaled, CMYK/palette converted, EXIF orientation applied)."""
     try:
@@ -165,7 +197,10 @@ def _decode_pillow(im: Image.Image) -> np.ndarray:
         rgb = im.convert("RGB")
         return np.asarray(rgb, dtype=np.uint8).copy()
     except Exception as err:
-        raise DecodeError("corrupt", f"cannot decode: {type(err).__name__}: {err}") from None
+        why = _BUFFER.sub("the file", str(err))
+        raise DecodeError(
+            "corrupt", f"{name}: cannot decode ({type(err).__name__}: {why})"
+        ) from None
 
 
 def resize_chw(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -264,7 +299,8 @@ def load_batch(
     arrays, ok, errors = [], [], []
     for i, uri in enumerate(uris):
         try:
-            arrays.append(resize_chw(decode_chw(read_bytes(uri, storage_options)), size))
+            data = read_bytes(uri, storage_options)
+            arrays.append(resize_chw(decode_chw(data, name=uri), size))
             ok.append(i)
         except (DecodeError, OSError) as err:
             errors.append((i, *error_row(err)))
@@ -275,7 +311,7 @@ def load_batch(
 _EXIF_ORIENTATION = 0x0112
 
 
-def device_decodable(data: bytes, max_pixels: int = MAX_PIXELS) -> bool:
+def device_decodable(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> bool:
     """Whether a GPU's JPEG decoder gives these bytes the pixels :func:`decode_chw` would.
 
     True for a whole, baseline (not progressive), 3-channel JPEG that needs no EXIF
@@ -286,14 +322,8 @@ def device_decodable(data: bytes, max_pixels: int = MAX_PIXELS) -> bool:
         DecodeError: as :func:`decode_chw` for files no stage should decode (empty,
             not an image, too large or too small), so they reach the errors table early.
     """
-    if not data:
-        raise DecodeError("empty", "file is empty (0 bytes)")
-    try:
-        im = Image.open(io.BytesIO(data))
-    except Exception as err:
-        raise DecodeError("not_an_image", f"not a readable image: {err}") from None
-    with im:
-        check_size(*im.size, max_pixels)
+    with open_image(data, name) as im:
+        check_size(*im.size, max_pixels, name)
         if im.format != "JPEG" or im.mode != "RGB" or not _plain(im, data):
             return False
         if im.info.get("progressive") or im.info.get("progression"):

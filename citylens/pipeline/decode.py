@@ -51,10 +51,10 @@ def decode_batch(
     for i, uri in enumerate(uris):
         try:
             data = read_bytes(uri, storage_options)
-            if pass_jpegs and device_decodable(data):
+            if pass_jpegs and device_decodable(data, name=uri):
                 jpeg[i] = data
             else:
-                out[i] = resize_chw(decode_chw(data), size).numpy()
+                out[i] = resize_chw(decode_chw(data, name=uri), size).numpy()
             ok[i] = True
         except (DecodeError, OSError) as err:
             kind[i], message[i] = error_row(err)

@@ -55,7 +55,7 @@ class ReportAssets:
             if iid in self.images:
                 continue
             try:
-                img = decode_rgb(read_bytes(self.uri[iid], self.opts))
+                img = decode_rgb(read_bytes(self.uri[iid], self.opts), name=self.uri[iid])
                 self.images[iid] = square(img, self.size)
             except (DecodeError, OSError, KeyError) as err:
                 self.images[iid] = None  # gone since explain: left out of the pictures

@@ -254,3 +254,26 @@ def test_decode_jpegs_on_cuda_is_close_to_the_cpu_decoder_and_falls_back(shared_
     diff = (images.cpu().float() - want.float()).abs()
     assert diff.mean() < 1.5, f"mean |Δ| {diff.mean():.2f} grey levels"
     assert torch.stack(sums).tolist() == [2.0**36] * 4
+
+
+def test_a_bomb_beyond_pillows_own_limit_is_too_large_and_named():
+    """Pillow refuses a header over twice its pixel limit before check_size sees it:
+    that is still a decompression bomb (too_large), never 'not an image'."""
+    from citylens.data.manifest import probe
+
+    bomb = _encode(Image.new("1", (15_000, 15_000)), "PNG")  # 225 M pixels, 30 kB
+    for call in (lambda: probe(bomb, "/c/bomb.png"), lambda: decode_chw(bomb, name="/c/bomb.png")):
+        with pytest.raises(DecodeError) as err:
+            call()
+        assert err.value.kind == "too_large" and str(err.value).startswith("/c/bomb.png: ")
+
+
+def test_messages_name_the_file_never_a_buffer():
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    full = _encode(Image.fromarray(noise), "PNG")
+    truncated = full[: len(full) // 2]
+    for data, kind in ((b"not an image", "not_an_image"), (truncated, "corrupt"), (b"", "empty")):
+        with pytest.raises(DecodeError) as err:
+            decode_chw(data, name="s3://b/city/x_0.png")
+        assert err.value.kind == kind
+        assert "s3://b/city/x_0.png" in str(err.value) and "BytesIO" not in str(err.value)
