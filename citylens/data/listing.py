@@ -79,23 +79,34 @@ def confine(entry: str, root: str) -> str:
     return (base if scheme == "file" else f"{scheme}://{base}") + "/" + rel
 
 
-def read_entries(uri: str, storage_options: dict | None = None) -> list[tuple[str, str | None]]:
-    """``(entry, place or None)`` of every image a manifest file lists, in file order.
+def read_entries(
+    uri: str, storage_options: dict | None = None
+) -> list[tuple[str, str | None, str]]:
+    """``(entry, place or None, where)`` of every image a manifest file lists, in file
+    order; ``where`` is ``line N`` of a plain list or ``row N`` of a CSV (the header is
+    row 0), for messages.
 
     Raises:
         ValueError: a CSV manifest without an ``image`` column (naming the file).
     """
     text = read_bytes(uri, storage_options).decode("utf-8-sig")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [
+        (n, ln)
+        for n, ln in enumerate(text.splitlines(), 1)
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     if not lines:
         return []
-    header = [h.strip().lower() for h in next(csv.reader([lines[0]]))]
+    header = [h.strip().lower() for h in next(csv.reader([lines[0][1]]))]
     if len(header) > 1 or header == ["image"]:
         if "image" not in header:
             raise ValueError(f"{uri}: a CSV manifest needs an 'image' column, got {header}")
-        rows = csv.DictReader(io.StringIO("\n".join(lines[1:])), fieldnames=header)
-        return [(str(r["image"] or ""), (r.get("place") or "").strip() or None) for r in rows]
-    return [(ln.strip(), None) for ln in lines]
+        rows = csv.DictReader(io.StringIO("\n".join(ln for _, ln in lines[1:])), fieldnames=header)
+        return [
+            (str(r["image"] or ""), (r.get("place") or "").strip() or None, f"row {i}")
+            for i, r in enumerate(rows, 1)
+        ]
+    return [(ln.strip(), None, f"line {n}") for n, ln in lines]
 
 
 def list_city(
@@ -105,6 +116,7 @@ def list_city(
     place_regex: str | None = None,
     labels: str | None = None,
     storage_options: dict | None = None,
+    follow_links: bool = False,
 ) -> tuple[list[ImageSource], list[dict]]:
     """A city's images as its manifest file lists them.
 
@@ -116,18 +128,23 @@ def list_city(
             ``place`` column).
         labels: Optional root of label maps (same relative paths, ``.png``).
         storage_options: fsspec options for ``s3://`` URIs.
+        follow_links: Keep entries that are symbolic links leading outside the source.
 
     Returns:
         ``(images sorted by URI, refused)``: refused entries are error rows (stage
-        ``ingest``, kind ``outside_source`` or ``missing``, the entry as ``uri``).
+        ``ingest``, the entry as ``uri``), kind ``outside_source`` (outside the source by
+        name, or a link leading out of it), ``missing``, or ``duplicate`` (listed again:
+        the first entry is kept).
 
     Raises:
         FileNotFoundError: the source or the manifest does not exist, or it lists nothing.
     """
-    root, files = source_files(city, source, storage_options)
+    root, files, links_out = source_files(city, source, storage_options, follow_links)
+    outside = {r["uri"]: r["message"] for r in links_out}
     label_set = label_index(labels, storage_options)
     regex = re.compile(place_regex) if place_regex else None
     images: dict[str, ImageSource] = {}
+    first: dict[str, str] = {}
     refused: list[dict] = []
 
     def refuse(entry: str, kind: str, message: str) -> None:
@@ -135,19 +152,33 @@ def list_city(
             {"image_id": None, "uri": entry, "stage": "ingest", "kind": kind, "message": message}
         )
 
-    for entry, place in read_entries(manifest, storage_options):
+    for entry, place, where in read_entries(manifest, storage_options):
         try:
             uri = confine(entry, root)
         except ValueError as err:
             refuse(entry, "outside_source", f"manifest {manifest}: {err}")
             continue
+        if uri in outside:
+            refuse(entry, "outside_source", f"manifest {manifest}: {outside[uri]}")
+            continue
         if uri not in files:
             refuse(entry, "missing", f"manifest {manifest} lists it; not found under {source}")
             continue
+        if uri in images:
+            refuse(
+                entry,
+                "duplicate",
+                f"manifest {manifest} lists {uri} again ({where}); kept its first entry "
+                f"({first[uri]})",
+            )
+            continue
         rel = uri[len(root) + 1 :]
         stem = PurePosixPath(rel).stem
-        place = place or place_of(stem, regex) or stem
-        images.setdefault(uri, image_source(uri, rel, city, place, label_set, files[uri]))
+        found = place or place_of(stem, regex)
+        images[uri] = image_source(
+            uri, rel, city, found or stem, label_set, files[uri], place_found=found is not None
+        )
+        first[uri] = where
     if not images:
         raise FileNotFoundError(f"city {city!r}: manifest {manifest} lists no image under {source}")
     return [images[u] for u in sorted(images)], refused

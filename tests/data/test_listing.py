@@ -70,7 +70,7 @@ def test_a_local_manifest_lists_only_its_entries_and_records_the_refused(tmp_pat
         "/etc/passwd\n"
         "s3://bucket/x.jpg\n"
         "gone_0.jpg\n"
-        "p1_0.jpg\n"  # listed twice: one image
+        "p1_0.jpg\n"  # listed twice: one image, and the second entry recorded
     )
     images, refused = list_city("c", str(root), str(manifest), REGEX)
     assert [i.uri for i in images] == [
@@ -86,8 +86,11 @@ def test_a_local_manifest_lists_only_its_entries_and_records_the_refused(tmp_pat
         "/etc/passwd": "outside_source",
         "s3://bucket/x.jpg": "outside_source",
         "gone_0.jpg": "missing",
+        "p1_0.jpg": "duplicate",
     }
     assert all(r["stage"] == "ingest" and str(manifest) in r["message"] for r in refused)
+    dup = next(r for r in refused if r["kind"] == "duplicate")
+    assert "(line 10)" in dup["message"] and "first entry (line 2)" in dup["message"]
 
 
 def test_a_csv_manifest_gives_places(tmp_path):
@@ -129,3 +132,16 @@ def test_an_s3_manifest_refuses_local_files_and_other_buckets(s3_server, tmp_pat
     )
     assert [i.uri for i in images] == [f"{bucket}/city/p1_0.jpg", f"{bucket}/city/sub/p3_0.jpg"]
     assert len(refused) == 4 and {r["kind"] for r in refused} == {"outside_source"}
+
+
+def test_a_manifest_entry_that_links_outside_the_source_is_refused(tmp_path):
+    root = _city(tmp_path)
+    (root / "link_0.jpg").symlink_to(tmp_path / "secret.jpg")
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("p1_0.jpg\nlink_0.jpg\n")
+    images, refused = list_city("c", str(root), str(manifest), REGEX)
+    assert [i.uri.rsplit("/", 1)[1] for i in images] == ["p1_0.jpg"]
+    assert [(r["uri"], r["kind"]) for r in refused] == [("link_0.jpg", "outside_source")]
+    assert "symbolic link" in refused[0]["message"]
+    images, refused = list_city("c", str(root), str(manifest), REGEX, follow_links=True)
+    assert len(images) == 2 and not refused
