@@ -45,7 +45,7 @@ def setup(root: Path, images: int, size: int, archs: list[str]) -> tuple[Store, 
     synthesize(root / "corpus", cities=2, places=places, views=4, size=size, seed=0)
     rows = []
     for city in ("towerville", "signburg"):
-        for s in scan_city(city, str(root / "corpus" / city), PLACE_REGEX):
+        for s in scan_city(city, str(root / "corpus" / city), PLACE_REGEX)[0]:
             data = Path(s.uri).read_bytes()
             w, h = probe(data)
             rows.append(

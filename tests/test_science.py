@@ -28,7 +28,7 @@ def test_signboards_and_fences_explain_signburg(tmp_path):
     for city in CITIES:
         for s in scan_city(
             city, str(tmp_path / city), PLACE_REGEX, str(tmp_path / "labels" / city)
-        ):
+        )[0]:
             data = read_bytes(s.uri)
             w, h = probe(data)
             rows.append(

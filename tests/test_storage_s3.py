@@ -41,8 +41,10 @@ def test_cities_checkpoints_and_weights_read_from_s3(s3_server, small_corpus, tm
     bucket = s3_server.bucket("inputs-unit")
     opts = s3_server.options
     s3_server.upload(small_corpus / "signburg", f"{bucket}/cities/signburg")
-    found = scan_city("signburg", f"{bucket}/cities/signburg", r"^(?P<place>.+)_\d+$", None, opts)
-    local = scan_city("signburg", str(small_corpus / "signburg"), r"^(?P<place>.+)_\d+$")
+    found, _ = scan_city(
+        "signburg", f"{bucket}/cities/signburg", r"^(?P<place>.+)_\d+$", None, opts
+    )
+    local, _ = scan_city("signburg", str(small_corpus / "signburg"), r"^(?P<place>.+)_\d+$")
     assert [s.uri.rsplit("/", 1)[1] for s in found] == [s.uri.rsplit("/", 1)[1] for s in local]
     assert found[0].uri.startswith("s3://inputs-unit/cities/signburg/")
     assert read_bytes(found[0].uri, opts) == read_bytes(local[0].uri)

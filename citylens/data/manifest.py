@@ -10,7 +10,7 @@ every file is its own place. Tokyo 24/7-style ``panoID_pitch_yaw`` names use
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -19,8 +19,8 @@ from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
+from citylens.data.images import DecodeError, open_image
 from citylens.storage import filesystem
 from citylens.tables import MANIFEST, SPLITS, errors_table
 
@@ -29,6 +29,7 @@ __all__ = [
     "TOKYO247_PLACE_REGEX",
     "ImageSource",
     "assign_splits",
+    "dedupe",
     "image_id",
     "image_source",
     "label_index",
@@ -48,20 +49,25 @@ def image_id(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def probe(data: bytes) -> tuple[int, int]:
+def probe(data: bytes, name: str = "image") -> tuple[int, int]:
     """``(width, height)`` of an image as displayed (EXIF orientation applied), from its
     header, without decoding its pixels.
 
+    Args:
+        data: The encoded image.
+        name: The file's URI, for messages.
+
     Raises:
-        ValueError: the bytes are not an image Pillow can identify.
+        DecodeError: ``empty``, ``not_an_image``, or ``too_large`` for a decompression
+            bomb Pillow refuses from its header alone.
     """
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
+    with open_image(data, name) as im:
+        w, h = im.size
+        try:
             transposed = im.getexif().get(0x0112) in (5, 6, 7, 8)  # rotated by 90°
-            return (h, w) if transposed else (w, h)
-    except Exception as err:  # PIL raises several types for non-images
-        raise ValueError(f"not a readable image ({type(err).__name__}: {err})") from None
+        except Exception as err:  # a broken EXIF block
+            raise DecodeError("not_an_image", f"{name}: unreadable EXIF ({err})") from None
+        return (h, w) if transposed else (w, h)
 
 
 def place_of(stem: str, regex: re.Pattern[str] | None) -> str | None:
@@ -86,6 +92,8 @@ class ImageSource:
         size: File size in bytes.
         version: Modification time or ETag: with size, it fingerprints the file so an
             unchanged city is not hashed again.
+        place_found: The place id came from ``place_regex`` or the manifest; False when
+            the name did not match and the file became a place of its own.
     """
 
     uri: str
@@ -94,15 +102,22 @@ class ImageSource:
     label_uri: str | None = None
     size: int = -1
     version: str = ""
+    place_found: bool = True
 
 
 def source_files(
-    city: str, source: str, storage_options: dict | None = None
-) -> tuple[str, dict[str, dict]]:
+    city: str, source: str, storage_options: dict | None = None, follow_links: bool = False
+) -> tuple[str, dict[str, dict], list[dict]]:
     """Every file under a city's source, listed once (paginated listings on S3).
 
+    On a local disk a symbolic link whose target lies outside the source is refused:
+    reading it would take a study outside the folder it was given (a link to
+    ``/etc/passwd``, to another city, to another user's data). Links inside the source
+    are kept. ``follow_links`` keeps every link (caches that link into a shared pool).
+
     Returns:
-        ``(root URI, {full URI: fsspec info})``; the root has no trailing slash.
+        ``(root URI, {full URI: fsspec info}, refused)``; the root has no trailing
+        slash; ``refused`` are error rows (stage ``ingest``, kind ``outside_source``).
 
     Raises:
         FileNotFoundError: the source does not exist.
@@ -113,7 +128,25 @@ def source_files(
     prefix = _prefix(fs)
     root = root.rstrip("/")
     found = fs.find(root, detail=True)
-    return prefix + root, {prefix + path: info for path, info in sorted(found.items())}
+    files, refused = {}, []
+    real_root = os.path.realpath(root) if not prefix else None
+    for path, info in sorted(found.items()):
+        if real_root is not None and not follow_links:
+            target = os.path.realpath(path)
+            if target != real_root and not target.startswith(real_root.rstrip("/") + "/"):
+                refused.append(
+                    {
+                        "image_id": None,
+                        "uri": path,
+                        "stage": "ingest",
+                        "kind": "outside_source",
+                        "message": f"{path}: a symbolic link to {target}, outside the source "
+                        f"{source}; refused (cities.{city}.follow_links: true allows it)",
+                    }
+                )
+                continue
+        files[prefix + path] = info
+    return prefix + root, files, refused
 
 
 def label_index(labels: str | None, storage_options: dict | None = None) -> dict[str, str]:
@@ -135,13 +168,21 @@ def _prefix(fs) -> str:
 
 
 def image_source(
-    uri: str, rel: str, city: str, place: str, labels: dict[str, str], info: dict
+    uri: str,
+    rel: str,
+    city: str,
+    place: str,
+    labels: dict[str, str],
+    info: dict,
+    place_found: bool = True,
 ) -> ImageSource:
-    """The :class:`ImageSource` of a listed file (``rel``: its path under the source)."""
+    """The :class:`ImageSource` of a listed file (``rel``: its path under the source;
+    ``place_found``: the place came from the regex or a manifest, not the file's stem)."""
     return ImageSource(
         uri=uri,
         city=city,
         place=place,
+        place_found=place_found,
         label_uri=labels.get(str(PurePosixPath(rel).with_suffix(""))),
         size=int(info.get("size") or -1),
         version=str(info.get("ETag") or info.get("mtime") or info.get("LastModified", "")),
@@ -154,7 +195,8 @@ def scan_city(
     place_regex: str | None = None,
     labels: str | None = None,
     storage_options: dict | None = None,
-) -> list[ImageSource]:
+    follow_links: bool = False,
+) -> tuple[list[ImageSource], list[dict]]:
     """List a city's images under a folder or URI prefix (recursively), sorted.
 
     Args:
@@ -163,26 +205,33 @@ def scan_city(
         place_regex: Regex on the file stem giving the place id.
         labels: Optional root of label maps: ``<labels>/<relative path>.png`` per image.
         storage_options: fsspec options (e.g. an S3 endpoint).
+        follow_links: Keep symbolic links that lead outside the source.
+
+    Returns:
+        ``(images, refused)``: refused are error rows of image files that are links
+        leading outside the source (kind ``outside_source``).
 
     Raises:
         FileNotFoundError: the source does not exist or holds no images.
     """
-    root, files = source_files(city, source, storage_options)
+    root, files, refused = source_files(city, source, storage_options, follow_links)
     label_set = label_index(labels, storage_options)
     regex = re.compile(place_regex) if place_regex else None
     out, unmatched = [], 0
     for uri, info in files.items():
         rel = uri[len(root) + 1 :]
         name = PurePosixPath(rel)
-        if name.suffix.lower() not in IMAGE_EXTENSIONS or any(
-            part.startswith(".") for part in name.parts
-        ):
+        if not _is_image(name):
             continue
         place = place_of(name.stem, regex)
         if place is None:
             unmatched += 1
-            place = name.stem
-        out.append(image_source(uri, rel, city, place, label_set, info))
+        out.append(
+            image_source(
+                uri, rel, city, place or name.stem, label_set, info, place_found=place is not None
+            )
+        )
+    refused = [r for r in refused if _is_image(PurePosixPath(r["uri"][len(root) + 1 :]))]
     if not out:
         raise FileNotFoundError(f"city {city!r}: no images under {source}")
     if unmatched:
@@ -191,7 +240,14 @@ def scan_city(
             f"{place_regex!r}; each of those is its own place",
             stacklevel=2,
         )
-    return out
+    return out, refused
+
+
+def _is_image(name: PurePosixPath) -> bool:
+    """An image file by its name: an image extension, no hidden part."""
+    return name.suffix.lower() in IMAGE_EXTENSIONS and not any(
+        part.startswith(".") for part in name.parts
+    )
 
 
 def _place_key(seed: int, city: str, place: str) -> bytes:
@@ -250,36 +306,96 @@ def assign_splits(
     return out.astype(str)
 
 
+def _best_copy(group: list[dict]) -> dict:
+    """The copy of one image's bytes a city keeps: one with a label map and a place id
+    first (what the segmenter and the split need), then the first by path."""
+    return min(
+        group,
+        key=lambda r: (r.get("label_uri") is None, not r.get("place_found", True), r["uri"]),
+    )
+
+
+def dedupe(rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
+    """Keep one row per image content; the rest become error rows.
+
+    * The same bytes in two or more cities cannot carry one label: every copy is left
+      out (kind ``duplicate_across_cities``), in every city.
+    * Copies within one city keep :func:`_best_copy` (labels and a place first, then
+      the first path); the others are ``duplicate``. The choice depends only on the
+      rows, never on listing order.
+
+    Args:
+        rows: dicts with ``image_id, uri, city, label_uri`` and optionally
+            ``place_found`` (default True).
+
+    Returns:
+        ``(kept rows sorted by city then uri, error rows)``.
+    """
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["image_id"], []).append(r)
+    keep, errors = [], []
+
+    def error(r: dict, kind: str, message: str) -> None:
+        errors.append(
+            {
+                "image_id": r["image_id"],
+                "uri": r["uri"],
+                "stage": "ingest",
+                "kind": kind,
+                "message": message,
+            }
+        )
+
+    for group in groups.values():
+        group = sorted(group, key=lambda r: (r["city"], r["uri"]))
+        cities = sorted({r["city"] for r in group})
+        if len(cities) > 1:
+            for r in group:
+                others = [o["uri"] for o in group if o["city"] != r["city"]]
+                error(
+                    r,
+                    "duplicate_across_cities",
+                    f"same bytes as {others[0]}"
+                    + (f" and {len(others) - 1} more" if len(others) > 1 else "")
+                    + f" in another city ({', '.join(c for c in cities if c != r['city'])}): "
+                    "one photo cannot carry two labels, so every copy is left out",
+                )
+            continue
+        best = _best_copy(group)
+        keep.append(best)
+        why = []
+        if best.get("label_uri") is not None:
+            why.append("it has a label map")
+        if best.get("place_found", True):
+            why.append("a place id")
+        reason = " and ".join(why) or "it is first by path"
+        for r in group:
+            if r is not best:
+                error(r, "duplicate", f"same bytes as {best['uri']}; kept that one ({reason})")
+    keep.sort(key=lambda r: (r["city"], r["uri"]))
+    errors.sort(key=lambda e: (e["kind"], e["uri"]))
+    return keep, errors
+
+
 def make_manifest(
     rows: Iterable[dict], ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
 ) -> tuple[pa.Table, pa.Table]:
     """Assemble the manifest from probed images; duplicates go to the errors table.
 
     Args:
-        rows: dicts with ``image_id, uri, city, place, width, height, label_uri``.
+        rows: dicts with ``image_id, uri, city, place, width, height, label_uri`` (and
+            optionally ``place_found``); see :func:`dedupe` for which copy is kept.
         ratios: train/val/test proportions.
         seed: Split seed.
 
     Returns:
         ``(manifest, errors)``; manifest sorted by city then uri, schema MANIFEST.
+
+    Raises:
+        ValueError: a city has fewer than three places (see :func:`assign_splits`).
     """
-    rows = sorted(rows, key=lambda r: (r["city"], r["uri"]))
-    seen: dict[str, str] = {}
-    keep, errors = [], []
-    for r in rows:
-        first = seen.setdefault(r["image_id"], r["uri"])
-        if first != r["uri"]:
-            errors.append(
-                {
-                    "image_id": r["image_id"],
-                    "uri": r["uri"],
-                    "stage": "ingest",
-                    "kind": "duplicate",
-                    "message": f"same bytes as {first}; kept that one",
-                }
-            )
-        else:
-            keep.append(r)
+    keep, errors = dedupe(rows)
     cols = {f.name: [r.get(f.name) for r in keep] for f in MANIFEST if f.name != "split"}
     split = assign_splits(cols["city"], cols["place"], ratios, seed) if keep else []
     cols["split"] = list(split)

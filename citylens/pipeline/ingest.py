@@ -8,6 +8,7 @@ With no cities configured, the synthetic corpus is generated into ``<store>/corp
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from dataclasses import asdict
 
 import pyarrow as pa
@@ -16,9 +17,17 @@ import ray
 from citylens.config import CityConfig
 from citylens.data.images import DecodeError, check_size, read_bytes
 from citylens.data.listing import list_city
-from citylens.data.manifest import ImageSource, image_id, make_manifest, probe, scan_city
+from citylens.data.manifest import (
+    ImageSource,
+    dedupe,
+    image_id,
+    make_manifest,
+    probe,
+    scan_city,
+)
 from citylens.data.scenes import style_for
 from citylens.data.synth import PLACE_REGEX, synthesize
+from citylens.errors import InputError
 from citylens.pipeline.context import Context, StageResult
 from citylens.storage import Store, digest
 from citylens.tables import errors_table
@@ -79,15 +88,10 @@ def probe_batch(batch: pa.Table, storage_options: dict) -> pa.Table:
         try:
             data = read_bytes(row["uri"], storage_options)
             iid = image_id(data)
-            if not data:
-                kind, message = "empty", "file is empty (0 bytes)"
-            else:
-                width, height = probe(data)
-                check_size(width, height)  # a bomb or a speck never enters the manifest
+            width, height = probe(data, row["uri"])
+            check_size(width, height, name=row["uri"])  # a bomb or a speck never enters
         except DecodeError as err:
             kind, message, width, height = err.kind, str(err), 0, 0
-        except ValueError as err:
-            kind, message = "not_an_image", str(err)
         except OSError as err:
             kind, message = "unreadable", f"{type(err).__name__}: {err}"
         for k, v in (
@@ -127,20 +131,31 @@ def run_ingest(ctx: Context) -> StageResult:
     listings, city_keys, refused_of = {}, {}, {}
     for name, city in sorted(cities.items()):
         what = {"city": asdict(city)}
+        if not city.follow_links:  # keys of studies from before the option stay as they were
+            del what["city"]["follow_links"]
         if city.manifest:
             listings[name], refused_of[name] = list_city(
-                name, city.source, city.manifest, city.place_regex, city.labels, opts
+                name,
+                city.source,
+                city.manifest,
+                city.place_regex,
+                city.labels,
+                opts,
+                city.follow_links,
             )
-            what["refused"] = [(r["uri"], r["kind"]) for r in refused_of[name]]
-            if refused_of[name]:
-                ctx.progress(
-                    f"ingest: {name}: {len(refused_of[name])} manifest entries refused "
-                    "(see the errors table)"
-                )
         else:
-            listings[name] = scan_city(name, city.source, city.place_regex, city.labels, opts)
-            refused_of[name] = []
+            listings[name], refused_of[name] = scan_city(
+                name, city.source, city.place_regex, city.labels, opts, city.follow_links
+            )
             del what["city"]["manifest"]  # keys of cities listed by scanning stay as they were
+        if city.manifest or refused_of[name]:
+            what["refused"] = [(r["uri"], r["kind"]) for r in refused_of[name]]
+        if refused_of[name]:
+            ctx.progress(
+                f"ingest: {name}: {len(refused_of[name])} "
+                f"{'manifest entries' if city.manifest else 'files'} refused "
+                "(see the errors table)"
+            )
         what["files"] = [(s.uri, s.size, s.version, s.label_uri) for s in listings[name]]
         city_keys[name] = digest(what)
     refused = [r for name in sorted(cities) for r in refused_of[name]]
@@ -159,7 +174,8 @@ def run_ingest(ctx: Context) -> StageResult:
             ctx.progress(f"ingest: {name}: hashing and probing {len(listings[name])} images")
             table = _probe_city(listings[name], opts)
             store.write_table(cache, table)
-        rows.extend(table.to_pylist())
+        found = {src.uri: src.place_found for src in listings[name]}
+        rows.extend({**r, "place_found": found.get(r["uri"], True)} for r in table.to_pylist())
     probed = [r for r in rows if r["error_kind"] is None]
     bad = [
         {
@@ -172,10 +188,18 @@ def run_ingest(ctx: Context) -> StageResult:
         for r in rows
         if r["error_kind"] is not None
     ]
-    manifest, dups = make_manifest(probed, ctx.cfg.split.ratios, ctx.cfg.split.seed)
-    errors = pa.concat_tables([errors_table(refused), errors_table(bad), dups])
-    store.write_table(f"{folder}/manifest.parquet", manifest)
+    usable, dups = dedupe(probed)
+    errors = pa.concat_tables([errors_table(refused), errors_table(bad), errors_table(dups)])
     store.write_table(f"{folder}/errors/errors.parquet", errors)
+    city_of = {r["uri"]: r["city"] for r in rows}
+    failed: dict[str, Counter] = {c: Counter() for c in cities}
+    for name in cities:
+        failed[name].update(r["kind"] for r in refused_of[name])
+    for e in [*bad, *dups]:
+        failed[city_of[e["uri"]]][e["kind"]] += 1
+    _check_cities(ctx, usable, failed, f"{folder}/errors")
+    manifest, _ = make_manifest(usable, ctx.cfg.split.ratios, ctx.cfg.split.seed)
+    store.write_table(f"{folder}/manifest.parquet", manifest)
     content = digest(
         manifest.select(["image_id", "uri", "city", "place", "split", "label_uri"]).to_pydict()
     )
@@ -198,6 +222,50 @@ def run_ingest(ctx: Context) -> StageResult:
         f"({counts['splits']}), {counts['errors']} errors"
     )
     return StageResult("ingest", "ran", rec)
+
+
+def _check_cities(
+    ctx: Context, usable: list[dict], failed: dict[str, Counter], errors_at: str
+) -> None:
+    """Stop before training if a city cannot be split into train, val and test.
+
+    A city whose files all fail (text named ``.jpg``, every copy also in another city)
+    would otherwise drop out silently: the models would learn the other cities, and
+    test accuracy would be measured without it. A city that loses more than a tenth of
+    its files goes on, with a warning.
+
+    Args:
+        ctx: The study.
+        usable: Manifest rows kept (one per image).
+        failed: City -> error kind -> files refused.
+        errors_at: Where the errors table was written (for the message).
+
+    Raises:
+        InputError: naming every such city with its counts and the errors table.
+    """
+    places: dict[str, set] = {c: set() for c in failed}
+    images: Counter = Counter()
+    for r in usable:
+        places[r["city"]].add(r["place"])
+        images[r["city"]] += 1
+    short = []
+    for c in sorted(failed):
+        n_bad = sum(failed[c].values())
+        why = ", ".join(f"{n} {k}" for k, n in sorted(failed[c].items(), key=lambda kv: -kv[1]))
+        listed = images[c] + n_bad
+        if len(places[c]) < 3:
+            short.append(
+                f"{c}: {images[c]} usable of {listed} listed, in {len(places[c])} place(s)"
+                + (f" (refused: {why})" if why else "")
+            )
+        elif n_bad > 0.1 * listed:
+            ctx.progress(f"ingest: warning: {c}: {n_bad} of {listed} files unusable ({why})")
+    if short:
+        raise InputError(
+            "ingest: a city needs usable images in at least 3 places (one each for train, "
+            "val and test); " + "; ".join(short) + ". Every refused file is listed in "
+            f"{ctx.store.url(errors_at)}."
+        )
 
 
 def read_manifest(ctx: Context) -> pa.Table:

@@ -85,7 +85,7 @@ class SegmentWorker:
             if not row["label_uri"]:
                 raise DecodeError("no_labels", "no ground-truth label map for this image")
             return load_labels(read_bytes(row["label_uri"], self.opts))
-        return decode_rgb(read_bytes(row["uri"], self.opts))
+        return decode_rgb(read_bytes(row["uri"], self.opts), name=row["uri"])
 
     def __call__(self, batch: pa.Table) -> dict:
         rows = batch.to_pylist()

@@ -21,7 +21,7 @@ from citylens.tables import MANIFEST
 def _manifest(cities, regex=None, labels=None, seed=0):
     rows = []
     for city, source in cities.items():
-        for s in scan_city(city, str(source), regex, labels and labels.get(city)):
+        for s in scan_city(city, str(source), regex, labels and labels.get(city))[0]:
             data = Path(s.uri).read_bytes()
             w, h = probe(data)
             rows.append(
@@ -122,7 +122,7 @@ def test_place_regex_fallback(tmp_path, small_corpus):
     assert place_of("p00001_03", re.compile(r"^(p\d+)_")) == "p00001"
     assert place_of("odd", re.compile(TOKYO247_PLACE_REGEX)) is None
     with pytest.warns(UserWarning, match="do not match place_regex"):
-        got = scan_city("s", str(small_corpus / "signburg"), TOKYO247_PLACE_REGEX)
+        got, _ = scan_city("s", str(small_corpus / "signburg"), TOKYO247_PLACE_REGEX)
     assert got[0].place == "p00000_00"
 
 
@@ -131,3 +131,76 @@ def test_split_assignment_is_deterministic():
     places = [f"p{i}" for i in rng.integers(0, 30, 200)]
     a = assign_splits(["c"] * 200, places, seed=4)
     assert (a == assign_splits(["c"] * 200, places, seed=4)).all()
+
+
+def _row(uri, city, iid, label=None, place_found=True):
+    return dict(
+        image_id=iid,
+        uri=uri,
+        city=city,
+        place=uri.rsplit("/", 1)[1].split("_")[0],
+        width=64,
+        height=64,
+        label_uri=label,
+        place_found=place_found,
+    )
+
+
+def test_the_same_bytes_in_two_cities_are_left_out_of_both():
+    from citylens.data.manifest import dedupe
+
+    rows = [_row(f"/a/p{i}_0.jpg", "a", f"a{i}") for i in range(3)]
+    rows += [_row(f"/b/p{i}_0.jpg", "b", f"b{i}") for i in range(3)]
+    rows += [
+        _row("/a/shared_0.jpg", "a", "same"),
+        _row("/b/shared_0.jpg", "b", "same"),
+        _row("/b/shared_1.jpg", "b", "same"),
+    ]
+    keep, errors = dedupe(rows)
+    assert "same" not in {r["image_id"] for r in keep} and len(keep) == 6
+    assert sorted((e["uri"], e["kind"]) for e in errors) == [
+        ("/a/shared_0.jpg", "duplicate_across_cities"),
+        ("/b/shared_0.jpg", "duplicate_across_cities"),
+        ("/b/shared_1.jpg", "duplicate_across_cities"),
+    ]
+    message = next(e["message"] for e in errors if e["uri"] == "/a/shared_0.jpg")
+    assert "/b/shared_0.jpg" in message and "(b)" in message
+
+
+def test_a_duplicate_keeps_the_copy_with_labels_and_a_place_whatever_the_order():
+    from citylens.data.manifest import dedupe
+
+    original = _row("/c/orig_0.jpg", "c", "x", label="/l/orig_0.png")
+    copy = _row("/c/dup copy.jpg", "c", "x", place_found=False)  # first by path
+    no_place = _row("/c/a-no-place.jpg", "c", "y", label="/l/a.png", place_found=False)
+    placed = _row("/c/b_0.jpg", "c", "y", label="/l/b.png")
+    for order in ([copy, original, no_place, placed], [placed, no_place, original, copy]):
+        keep, errors = dedupe(order)
+        assert [r["uri"] for r in keep] == ["/c/b_0.jpg", "/c/orig_0.jpg"]
+        assert {e["uri"]: e["kind"] for e in errors} == {
+            "/c/dup copy.jpg": "duplicate",
+            "/c/a-no-place.jpg": "duplicate",
+        }
+    plain = [_row("/c/b.jpg", "c", "z"), _row("/c/a.jpg", "c", "z")]  # a tie: first by path
+    assert [r["uri"] for r in dedupe(plain)[0]] == ["/c/a.jpg"]
+
+
+def test_a_scan_refuses_links_that_lead_outside_the_source(tmp_path):
+    src, out = tmp_path / "city", tmp_path / "elsewhere"
+    (src / "sub").mkdir(parents=True)
+    out.mkdir()
+    for name in ("p1_0.jpg", "p2_0.jpg", "sub/p3_0.jpg"):
+        (src / name).write_bytes(b"x")
+    (out / "secret.jpg").write_bytes(b"do not read")
+    (out / "d").mkdir()
+    (out / "d" / "p9_0.jpg").write_bytes(b"y")
+    (src / "leak_0.jpg").symlink_to(out / "secret.jpg")
+    (src / "inside_0.jpg").symlink_to(src / "p1_0.jpg")  # a link within the source is fine
+    (src / "dir").symlink_to(out / "d", target_is_directory=True)
+    images, refused = scan_city("c", str(src), r"^(?P<place>.+)_\d+$")
+    names = sorted(Path(i.uri).name for i in images)
+    assert names == ["inside_0.jpg", "p1_0.jpg", "p2_0.jpg", "p3_0.jpg"]
+    assert [(Path(r["uri"]).name, r["kind"]) for r in refused] == [("leak_0.jpg", "outside_source")]
+    assert str(out / "secret.jpg") in refused[0]["message"]
+    images, refused = scan_city("c", str(src), r"^(?P<place>.+)_\d+$", follow_links=True)
+    assert "leak_0.jpg" in {Path(i.uri).name for i in images} and not refused

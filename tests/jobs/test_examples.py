@@ -27,7 +27,7 @@ def test_london_place_regex_groups_views_of_one_spot(shared_data):
 
     cfg = load_config(REPO / "jobs/examples/london.yaml")
     city = cfg.cities["london_uk"]
-    found = scan_city(
+    found, _ = scan_city(
         "london_uk", str(shared_data / "london_or_london/london_uk"), city.place_regex
     )
     places = {s.place for s in found}

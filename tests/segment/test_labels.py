@@ -14,7 +14,7 @@ from citylens.segment import build_segmenter
 
 def test_ade20k_samples_give_the_pixel_counts_of_the_pngs(shared_data):
     root = shared_data / "ade20k/sampleData"
-    sources = scan_city("ade", str(root / "images"), labels=str(root / "annotations"))
+    sources, _ = scan_city("ade", str(root / "images"), labels=str(root / "annotations"))
     assert len(sources) == 3 and all(s.label_uri for s in sources)
     seg = build_segmenter("labels")
     maps = seg([load_labels(read_bytes(s.label_uri)) for s in sources])
