@@ -9,6 +9,7 @@ stage leaves an unreferenced folder, never a half-written table.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -30,7 +31,6 @@ __all__ = [
     "new_run_id",
     "open_file",
     "read_bytes",
-    "write_error_in",
 ]
 
 _LOCAL = ("file", "local")
@@ -87,18 +87,6 @@ class StoreWriteError(OSError):
 
     def __reduce__(self):  # crosses process boundaries (Ray workers) intact
         return (StoreWriteError, (self.message, self.errno))
-
-
-def write_error_in(err: BaseException) -> StoreWriteError | None:
-    """The :class:`StoreWriteError` behind an exception, if any (Ray wraps a worker's
-    error in its own exceptions, chained through ``__cause__`` / ``__context__``)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, StoreWriteError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def digest(obj: Any) -> str:
@@ -187,6 +175,54 @@ class Store:
                         os.remove(tmp)
             else:
                 self.fs.pipe_file(path, data)
+        except OSError as err:
+            why = f"{type(err).__name__}: {err.strerror or err}"
+            raise StoreWriteError(
+                f"store {self.uri}: cannot write {rel} ({why})", err.errno
+            ) from err
+
+    def create_bytes(self, rel: str, data: bytes) -> bool:
+        """Write a file only if none exists there, atomically: of several writers racing
+        for one name, exactly one wins.
+
+        On a local disk the bytes go to a temporary name that is hard-linked into place
+        (``link`` fails if the name exists); on S3 the PUT carries ``If-None-Match: *``,
+        which S3 and S3-compatible stores with conditional writes refuse with 412 when
+        the object exists. Other filesystems check, then write (not atomic).
+
+        Returns:
+            True if this call created the file, False if it existed. After a retried
+            request whose first answer was lost, False can mean "created by this call":
+            callers that need to know read the file back.
+
+        Raises:
+            StoreWriteError: the store refused the write for another reason.
+        """
+        path = self.path(rel)
+        try:
+            if self.local:
+                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+                finally:
+                    os.remove(tmp)
+                return True
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except FileExistsError:
+                return False
+            except OSError as err:
+                if err.errno == errno.EINVAL and self.fs.exists(path):  # a bare 412
+                    return False
+                raise
+            return True
         except OSError as err:
             why = f"{type(err).__name__}: {err.strerror or err}"
             raise StoreWriteError(
