@@ -103,8 +103,9 @@ def test_ray_data_actor_threads_reuse_pages_with_the_worker_runtime_env():
     import ray
 
     from citylens.allocator import worker_runtime_env
+    from citylens.pipeline.cluster import start_local
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         default = _faults_in_ray_data_thread(None)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from citylens.data.synth import synthesize
+from citylens.pipeline.cluster import start_local
 from citylens.storage import Store
 
 TINY = [
@@ -30,7 +31,7 @@ def local_ray():
     """A local Ray of two CPUs, one per test module."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -9,14 +9,14 @@ import ray
 
 from citylens.config import load_config
 from citylens.data.scenes import STYLES
+from citylens.pipeline.cluster import start_local
 from citylens.pipeline.run import run_study
 from citylens.storage import Store
 
 
 @pytest.mark.slow
 def test_demo_study_reproduces_the_papers_findings(tmp_path):
-    ray.init(
-        address="local",
+    start_local(
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=600 * 2**20,

@@ -8,6 +8,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from citylens.config import load_config
+from citylens.pipeline.cluster import start_local
 from citylens.pipeline.run import run_study
 from citylens.storage import Store
 
@@ -51,7 +52,7 @@ def test_two_nodes_share_the_work_and_give_the_one_node_tables(three_cities, tin
         n_test = store.record(stage)["counts"]["images"]
         assert len(nodes) == 2 and sum(nodes.values()) == n_test, (stage, nodes)
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    start_local(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         one = load_config(
             None, [*tiny.overrides(str(tmp_path / "one"), str(three_cities)), *_SETTINGS]

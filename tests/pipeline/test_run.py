@@ -18,6 +18,7 @@ from citylens.config import dump_config, load_config
 from citylens.data.images import load_batch, load_labels, normalize, read_bytes
 from citylens.masks import explanation
 from citylens.overlap import class_pixels, class_pixels_in_masks
+from citylens.pipeline.cluster import start_local
 from citylens.pipeline.run import STAGES, run_study
 from citylens.pipeline.segment import decode_labels_png
 from citylens.storage import Store
@@ -29,8 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(
-        address="local",
+    start_local(
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=300 * 2**20,
@@ -178,12 +178,14 @@ def test_pixel_sums_of_a_shard_without_class_maps_are_empty(study, tmp_path):
 
 def test_inputs_equal_processed_plus_errors_in_every_stage(study):
     _, store, _ = study
-    for stage in ("ingest", "explain", "segment"):
+    for stage in STAGES:
         counts = store.record(stage)["counts"]
-        done = counts["images"]
-        assert counts["inputs"] == done + counts["errors"], stage
+        done = counts["explanations" if stage == "overlap" else "images"]
+        assert counts["inputs"] == done + counts["errors"] and counts["inputs"] > 0, stage
         errors = store.read_table(f"{store.record(stage)['folder']}/errors", schema=ERRORS)
-        assert errors.num_rows == counts["errors"]
+        assert errors.num_rows == counts["errors"], stage
+    n_manifest = store.record("ingest")["counts"]["images"]
+    assert store.record("train")["counts"]["inputs"] == n_manifest  # every split decoded
 
 
 def test_second_run_recomputes_nothing(study):
@@ -193,6 +195,29 @@ def test_second_run_recomputes_nothing(study):
     assert [r.status for r in results] == ["skipped"] * len(STAGES)
     after = {s: store.record(s) for s in STAGES}
     assert after == before  # same keys, same folders, same finish times: nothing re-ran
+
+
+def test_an_up_to_date_study_runs_without_ray(study, tmp_path):
+    """Nothing to do: no stage starts or joins Ray. RAY_ADDRESS names a port nobody
+    listens on, so a run that touched Ray would fail there."""
+    import os
+    import subprocess
+    import sys
+
+    cfg, store, _ = study
+    study_yaml = tmp_path / "study.yaml"
+    study_yaml.write_text(dump_config(cfg))
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}
+    out = subprocess.run(
+        [sys.executable, "-m", "citylens.cli", "run", str(study_yaml)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "0 stage(s) ran (none)" in out.stdout
+    assert out.stdout.count("up to date, skipped") == len(STAGES)
 
 
 def test_pipeline_explanations_equal_a_direct_grad_cam(study):

@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from citylens.config import load_config
+from citylens.pipeline.cluster import start_local
 from citylens.pipeline.run import STAGES, run_study
 from citylens.storage import Store
 
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
 def s3_ray(s3_server):
     # started after the server fixture has put the credentials in the environment:
     # the workers inherit them, as they would an instance role on a cloud node
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 * 2**20)
+    start_local(num_cpus=2, include_dashboard=False, object_store_memory=300 * 2**20)
     yield ray._private.worker._global_node.get_session_dir_path()
     ray.shutdown()
 

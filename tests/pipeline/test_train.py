@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from citylens.config import load_config
+from citylens.pipeline.cluster import start_local
 from citylens.pipeline.run import run_study
 from citylens.pipeline.train import plan_runs, run_name
 from citylens.storage import Store
@@ -43,7 +44,7 @@ def test_run_names_follow_the_models_and_their_keys():
 def local_ray():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -60,6 +61,7 @@ def _train(store, corpus, tiny, seeds: str) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 def test_a_model_fitted_after_another_in_one_run_equals_one_fitted_alone(
     local_ray, three_cities, tiny, tmp_path
 ):
