@@ -53,25 +53,60 @@ def _summary(cfg, results) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Exit codes: 0 done; 2 an invalid study or input (nothing of it ran, or the stage
+    that met it stopped); 3 the store refused a write; 4 the store is held by another
+    run; 130 interrupted (Ctrl-C). Every failure is one line on stderr."""
     from citylens.config import ConfigError, load_config
+    from citylens.pipeline.run import check_stages
     from citylens.validate import preflight
 
     overrides = list(args.overrides)
+    try:
+        stages = check_stages(args.stages.split(",") if args.stages is not None else None)
+    except ValueError as err:
+        print(f"citylens: --stages: {err}", file=sys.stderr)
+        return 2
+    if args.wait is not None and args.wait < 0:
+        print("citylens: --wait: seconds must be ≥ 0", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(_study_source(args.study), overrides)
         preflight(cfg)
     except ConfigError as err:
         print(f"citylens: invalid study: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ncitylens: interrupted before any stage ran", file=sys.stderr)
+        return 130
+    from citylens.errors import InputError, user_error_in
+    from citylens.lease import LeaseLost, StoreBusy
     from citylens.pipeline.run import run_study
-    from citylens.storage import write_error_in
+    from citylens.storage import StoreWriteError
 
     t = time.time()
-    stages = args.stages.split(",") if args.stages else None
     try:
-        results = run_study(cfg, stages=stages, force=args.force)
+        results = run_study(cfg, stages=stages, force=args.force, wait=args.wait or 0.0)
+    except KeyboardInterrupt as err:
+        stage = getattr(err, "stage", None)
+        where = f"during stage {stage}" if stage else "between stages"
+        print(
+            f"\ncitylens: interrupted {where}. Nothing half-written was committed; run the "
+            "same command again to resume (finished stages are skipped, explain and "
+            "segment keep their finished batches, training its last checkpoint).",
+            file=sys.stderr,
+        )
+        return 130
+    except StoreBusy as err:
+        print(f"citylens: {err.message}", file=sys.stderr)
+        return 4
     except Exception as err:
-        if (cause := write_error_in(err)) is None:
+        if (lost := user_error_in(err, LeaseLost)) is not None:
+            print(f"citylens: stopped: {lost}", file=sys.stderr)
+            return 4
+        if (bad := user_error_in(err, InputError)) is not None:
+            print(f"citylens: stopped: {bad.message}", file=sys.stderr)
+            return 2
+        if (cause := user_error_in(err, StoreWriteError)) is None:
             raise
         print(
             f"citylens: stopped: {cause.message}\n"
@@ -175,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
         p.add_argument("--stages", help="comma-separated subset, e.g. analyze,report")
         p.add_argument("--force", action="store_true", help="re-run stages that are up to date")
+        p.add_argument(
+            "--wait",
+            type=float,
+            metavar="SECONDS",
+            help="if another run holds the store, wait up to this long for it (default: stop)",
+        )
         p.set_defaults(fn=_cmd_run, study=DEMO)
 
     p = sub.add_parser(

@@ -74,7 +74,9 @@ def test_a_full_local_store_fails_clearly_and_keeps_earlier_outputs(tmp_path):
     assert {rel: store.read_bytes(rel) for rel in before} == before
 
 
-def test_a_read_only_s3_store_is_refused_before_any_work(s3_server, flaky_s3, tmp_path):
+def test_a_read_only_s3_store_is_refused_before_any_work(
+    s3_server, flaky_s3, tmp_path, small_corpus
+):
     bucket = s3_server.bucket("read-only-store")
     flaky_s3.rate = 0.0
     store = Store(f"{bucket}/study", flaky_s3.options)
@@ -83,12 +85,11 @@ def test_a_read_only_s3_store_is_refused_before_any_work(s3_server, flaky_s3, tm
     with pytest.raises(StoreWriteError, match=r"cannot write stages/ingest.json \(PermissionError"):
         store.commit("ingest", {"key": "other"})
     # the CLI stops before Ray starts, naming the store
-    corpus = tmp_path / "corpus"
     out = _citylens_run(
         f"{bucket}/study",
         flaky_s3.endpoint,
-        f"cities.a.source={corpus}",
-        f"cities.b.source={corpus}",
+        f"cities.a.source={small_corpus / 'towerville'}",
+        f"cities.b.source={small_corpus / 'signburg'}",
     )
     assert out.returncode == 2
     assert f"store: cannot write to {bucket}/study (PermissionError" in out.stderr

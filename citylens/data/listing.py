@@ -7,7 +7,9 @@ lines skipped), or a CSV whose header names an ``image`` column and optionally a
 absolute paths under it. An entry that would leave the root — a ``..`` segment, another
 scheme (``file://`` in an ``s3://`` city, ``http://``), an absolute path elsewhere — is
 refused and recorded, never read: a manifest from someone else cannot make a study read
-``/etc/passwd`` or another bucket. Listed files that do not exist are recorded too.
+``/etc/passwd`` or another bucket; so is an entry that is a symbolic link leading out of
+the root (unless the city sets ``follow_links``). Listed files that do not exist are
+recorded too (``missing``), and an entry listed again (``duplicate``, with its line).
 """
 
 from __future__ import annotations

@@ -130,6 +130,7 @@ def run_analyze(ctx: Context) -> StageResult:
     if rec := ctx.up_to_date("analyze", key):
         return StageResult("analyze", "skipped", rec)
     folder, started = ctx.begin("analyze")
+    ctx.ray()
     exp_rec, ov_rec = store.record("explain"), store.record("overlap")
     models = store.record("train")["models"]
     arch_of = {n: m["arch"] for n, m in models.items()}
@@ -256,7 +257,9 @@ def run_analyze(ctx: Context) -> StageResult:
     store.write_table(f"{folder}/accuracy.parquet", pa.Table.from_pylist(acc_rows))
     store.write_text(f"{folder}/vocabulary.csv", voc.to_csv())
     counts = {
+        "inputs": int(exp_rec["counts"]["images"]),  # every explained image is reduced
         "images": int(exp_rec["counts"]["images"]),
+        "errors": 0,
         "models": len(models),
         "pairs": len(models) * (len(models) - 1) // 2,
     }

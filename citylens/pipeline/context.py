@@ -15,12 +15,16 @@ import pyarrow as pa
 
 from citylens import __version__
 from citylens.config import StudyConfig
+from citylens.lease import Lease
 from citylens.storage import Store, digest, new_run_id
 from citylens.tables import ERRORS
 
-__all__ = ["FORMAT", "Context", "StageResult"]
+__all__ = ["FORMAT", "PROCESSED", "Context", "StageResult"]
 
 FORMAT = 1  # bump when a table's layout or a stage's meaning changes
+# What a stage's inputs become when processed (the rest are its errors): the count in
+# its record's ``counts`` beside ``inputs`` and ``errors``.
+PROCESSED = {"overlap": "explanations"}  # every other stage: "images"
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Context:
     store: Store
     force: bool = False
     progress: Callable[[str], None] = print
+    lease: Lease | None = None  # the store's lease this run holds (checked before commits)
 
     def upstream(self, *stages: str) -> dict[str, str]:
         """Output digests of committed upstream stages (raises if one never ran)."""
@@ -55,6 +60,16 @@ class Context:
         return digest(
             {"stage": stage, "format": FORMAT, "upstream": upstream, "settings": settings}
         )
+
+    def ray(self) -> None:
+        """Join or start Ray for a stage that is about to use it (once per run).
+
+        Stages call this only after their skip check, so a study that is up to date
+        never starts Ray (a local one costs 10 s, 50 s on a loaded machine).
+        """
+        from citylens.pipeline import cluster
+
+        cluster.connect(self.cfg)
 
     def up_to_date(self, stage: str, key: str) -> dict | None:
         """The stage's record when it matches ``key`` (and --force is off), else None."""
@@ -97,7 +112,22 @@ class Context:
         output: str | None = None,
         **extra,
     ) -> dict:
-        """Commit a stage and remove its older run folders."""
+        """Commit a stage and remove its older run folders.
+
+        Raises:
+            RuntimeError: the stage's ``counts`` break ``inputs = processed + errors``
+                (nothing is committed: an input went missing without a record).
+        """
+        counts = extra.get("counts")
+        if counts is not None and "/" not in stage:
+            done = PROCESSED.get(stage, "images")
+            if counts.get("inputs") != counts.get(done, -1) + counts.get("errors", -1):
+                raise RuntimeError(
+                    f"{stage}: inputs = {counts.get('inputs')} but {done} = "
+                    f"{counts.get(done)} and errors = {counts.get('errors')}; not committed"
+                )
+        if self.lease is not None:
+            self.lease.check()  # never commit (and prune) on a store another run now holds
         record = {
             "key": key,
             "output": output or key,

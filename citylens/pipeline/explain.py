@@ -216,9 +216,11 @@ def run_explain(ctx: Context) -> StageResult:
     cfg, store = ctx.cfg, ctx.store
     up = ctx.upstream("ingest", "train")
     settings = {"target": cfg.explain.target, "input_size": cfg.train.input_size}
-    if cluster.gpus(cfg) and cfg.explain.precision != "fp32":  # fp32 keeps older keys
-        settings["precision"] = cfg.explain.precision
-        settings["mask_tolerance"] = cfg.explain.mask_tolerance
+    if cfg.explain.precision != "fp32":  # fp32 keeps older keys
+        ctx.ray()  # reduced precision applies on GPUs only: ask the cluster
+        if cluster.gpus(cfg):
+            settings["precision"] = cfg.explain.precision
+            settings["mask_tolerance"] = cfg.explain.mask_tolerance
     if cfg.explain.decode_on != "cpu":  # a GPU's JPEG decoder may differ by a grey level
         settings["decode_on"] = cfg.explain.decode_on
     key = ctx.key("explain", up, settings)
@@ -239,6 +241,7 @@ def run_explain(ctx: Context) -> StageResult:
         )
         ctx.progress(f"explain: resuming, {test.num_rows - todo.num_rows} images already done")
     if todo.num_rows:
+        ctx.ray()
         nodes = _explain(ctx, folder, todo, models, cities)
     got = shard_counts(store, folder)
     counts = {

@@ -133,20 +133,24 @@ def run_ingest(ctx: Context) -> StageResult:
         what = {"city": asdict(city)}
         if not city.follow_links:  # keys of studies from before the option stay as they were
             del what["city"]["follow_links"]
-        if city.manifest:
-            listings[name], refused_of[name] = list_city(
-                name,
-                city.source,
-                city.manifest,
-                city.place_regex,
-                city.labels,
-                opts,
-                city.follow_links,
-            )
-        else:
-            listings[name], refused_of[name] = scan_city(
-                name, city.source, city.place_regex, city.labels, opts, city.follow_links
-            )
+        try:
+            if city.manifest:
+                listings[name], refused_of[name] = list_city(
+                    name,
+                    city.source,
+                    city.manifest,
+                    city.place_regex,
+                    city.labels,
+                    opts,
+                    city.follow_links,
+                )
+            else:
+                listings[name], refused_of[name] = scan_city(
+                    name, city.source, city.place_regex, city.labels, opts, city.follow_links
+                )
+        except FileNotFoundError as err:  # e.g. every manifest entry refused
+            raise InputError(f"ingest: cities.{name}: {err}") from None
+        if not city.manifest:
             del what["city"]["manifest"]  # keys of cities listed by scanning stay as they were
         if city.manifest or refused_of[name]:
             what["refused"] = [(r["uri"], r["kind"]) for r in refused_of[name]]
@@ -172,6 +176,7 @@ def run_ingest(ctx: Context) -> StageResult:
             table = store.read_table(cache)
         else:
             ctx.progress(f"ingest: {name}: hashing and probing {len(listings[name])} images")
+            ctx.ray()
             table = _probe_city(listings[name], opts)
             store.write_table(cache, table)
         found = {src.uri: src.place_found for src in listings[name]}

@@ -99,6 +99,7 @@ def run_overlap(ctx: Context) -> StageResult:
     if rec := ctx.up_to_date("overlap", key):
         return StageResult("overlap", "skipped", rec)
     folder, started = ctx.begin("overlap")
+    ctx.ray()
     exp_rec, seg_rec = store.record("explain"), store.record("segment")
     exp_files = store.files(f"{exp_rec['folder']}/data", ".parquet")
     seg_files = store.files(f"{seg_rec['folder']}/data", ".parquet")
@@ -121,6 +122,12 @@ def run_overlap(ctx: Context) -> StageResult:
         n_exp += n
         n_rows += rows
         errors += errs
+    if errors:  # an error row names its file: the manifest has it
+        man = store.read_table(
+            f"{store.record('ingest')['folder']}/manifest.parquet", columns=["image_id", "uri"]
+        )
+        uri_of = dict(zip(man["image_id"].to_pylist(), man["uri"].to_pylist()))
+        errors = [{**e, "uri": uri_of.get(e["image_id"])} for e in errors]
     store.write_table(f"{folder}/errors/errors.parquet", errors_table(errors))
     counts = {
         "inputs": n_exp,

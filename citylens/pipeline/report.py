@@ -36,6 +36,7 @@ from citylens.report.selection import (
 )
 from citylens.report.thumbs import explanation_thumbnail, heat_overlay, mosaic
 from citylens.segment.vocabulary import Vocabulary
+from citylens.tables import errors_table
 
 __all__ = ["run_report"]
 
@@ -332,12 +333,31 @@ def run_report(ctx: Context) -> StageResult:
         files["agreement.csv"] = agreement.to_csv(index=False).encode()
         page.table(ends)
     report = page.render()
+    unreadable = [
+        {
+            "image_id": iid,
+            "uri": assets.uri.get(iid),
+            "stage": "report",
+            "kind": "unreadable",
+            "message": why,
+        }
+        for iid, why in sorted(assets.unreadable.items())
+    ]
+    store.write_table(f"{folder}/errors/errors.parquet", errors_table(unreadable))
     for name, data in files.items():
         store.write_bytes(f"{folder}/{name}", data)
     store.write_text(f"{folder}/report.html", report)
     store.write_text("report.html", report)
+    pictured = len(assets.images)  # images the pictures asked for
+    counts = {"inputs": pictured, "images": pictured - len(unreadable), "errors": len(unreadable)}
     rec = ctx.finish(
-        "report", key, folder, started, files=sorted(files), report=store.url("report.html")
+        "report",
+        key,
+        folder,
+        started,
+        files=sorted(files),
+        report=store.url("report.html"),
+        counts=counts,
     )
     ctx.progress(f"report: {store.url('report.html')}")
     return StageResult("report", "ran", rec)

@@ -175,7 +175,10 @@ def run_segment(ctx: Context) -> StageResult:
     todo = test.filter(
         pc.invert(pc.is_in(test["image_id"], value_set=pa.array(sorted(done), pa.string())))
     )
-    images, errors, nodes = _segment(ctx, folder, todo, classes) if todo.num_rows else (0, 0, {})
+    images, errors, nodes = 0, 0, {}
+    if todo.num_rows:
+        ctx.ray()
+        images, errors, nodes = _segment(ctx, folder, todo, classes)
     got = shard_counts(store, folder)
     if got.images + got.errors != test.num_rows or len(got.covered) != test.num_rows:
         raise RuntimeError(

@@ -168,8 +168,11 @@ def run_train(ctx: Context) -> StageResult:
     for n in sorted(set(plans) - set(todo)):
         ctx.progress(f"train: {n} up to date")
     errors: list[dict] = []
+    decoded_rows = 0
     if todo:
+        ctx.ray()
         manifest = read_manifest(ctx)
+        decoded_rows = manifest.num_rows
         opts = cfg.run.storage_options
         ctx.progress(f"train: decoding {manifest.num_rows} images at {t.input_size} px")
         with _block_order_kept():
@@ -232,18 +235,25 @@ def run_train(ctx: Context) -> StageResult:
             ref = fit_run.remote({**shared, "models": specs, "run": run})
             pending[ref] = run
         unreported = sorted(todo)
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
-            for ref in done:
-                ray.get(ref)  # a failed run raises here
-                # its models are committed: their training-state checkpoints are spent
-                store.rm(f"ray-train/{pending.pop(ref)}")
-            # runs commit their models one by one: report each as it lands
-            for n in list(unreported):
-                rec = store.record(f"train/{n}")
-                if rec is not None and rec.get("attempt") == folder:
-                    unreported.remove(n)
-                    ctx.progress(_done_line(n, rec))
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+                for ref in done:
+                    ray.get(ref)  # a failed run raises here
+                    # its models are committed: their training-state checkpoints are spent
+                    store.rm(f"ray-train/{pending.pop(ref)}")
+                # runs commit their models one by one: report each as it lands
+                for n in list(unreported):
+                    rec = store.record(f"train/{n}")
+                    if rec is not None and rec.get("attempt") == folder:
+                        unreported.remove(n)
+                        ctx.progress(_done_line(n, rec))
+        except KeyboardInterrupt:
+            # On a cluster the runs would go on without us: end them (their Ray Train
+            # controllers are owned by these tasks and end with them). Checkpoints stay.
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
         if unreported:
             raise RuntimeError(f"train: runs ended without committing {unreported}")
     store.write_table(f"{folder}/errors/errors.parquet", errors_table(errors))
@@ -254,6 +264,13 @@ def run_train(ctx: Context) -> StageResult:
         folder,
         started,
         models=models,
-        counts={"models": len(plans), "trained": len(todo), "errors": len(errors)},
+        counts={
+            # images decoded for the models fitted by this run (none if all were up to date)
+            "inputs": decoded_rows,
+            "images": decoded_rows - len(errors),
+            "errors": len(errors),
+            "models": len(plans),
+            "trained": len(todo),
+        },
     )
     return StageResult("train", "ran", rec)

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torchvision
 
+from citylens.errors import UnsafeFileError
 from citylens.models import ARCHITECTURES, GeometryError, build_model, load_state_dict
 
 # Thesis Table 1: descriptor dimensions 196 / 49 / 324 / 1764 at 224 px.
@@ -100,5 +101,8 @@ class _Exploit:
 def test_weights_loading_refuses_pickled_code(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(1), "x": _Exploit()}, path)
-    with pytest.raises(Exception, match="Weights only load failed"):
+    with pytest.raises(UnsafeFileError) as err:
         load_state_dict(str(path))
+    text = str(err.value)
+    assert text.startswith(f"{path}: not a plain state_dict") and "refused it for safety" in text
+    assert "weights_only" not in text  # never the advice to turn the check off

@@ -93,11 +93,15 @@ def test_every_bad_file_is_recorded_and_nothing_else_is_lost(
     results = run_study(cfg, [s for s in STAGES if s != "ingest"], progress=messages.append)
     assert all(r.status == "ran" for r in results)
 
-    for stage in ("ingest", "explain", "segment"):
+    for stage in STAGES:
         counts = store.record(stage)["counts"]
-        assert counts["inputs"] == counts["images"] + counts["errors"], stage
+        done = counts["explanations" if stage == "overlap" else "images"]
+        assert counts["inputs"] == done + counts["errors"], stage
         table = store.read_table(f"{store.record(stage)['folder']}/errors", schema=ERRORS)
         assert table.num_rows == counts["errors"], stage
+        assert all(table["uri"].to_pylist()), f"{stage}: an error row without its file"
+    overlap_errors = store.read_table(f"{store.record('overlap')['folder']}/errors").to_pylist()
+    assert overlap_errors and {e["kind"] for e in overlap_errors} == {"no_segments"}
     explain_errors = store.read_table(f"{store.record('explain')['folder']}/errors").to_pylist()
     assert [(e["uri"], e["kind"]) for e in explain_errors if e["uri"] == gone] == [
         (gone, "unreadable")

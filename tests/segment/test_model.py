@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from citylens.errors import UnsafeFileError
 from citylens.segment import build_segmenter, vocabulary_of
 from citylens.segment.csail import build_csail
 from citylens.segment.model import find_csail_weights, scale_sizes
@@ -90,7 +91,7 @@ class _Boom:
 def test_weights_that_would_run_code_are_refused(tmp_path):
     (tmp_path / "encoder_epoch_1.pth").write_bytes(pickle.dumps({"conv1.weight": _Boom()}))
     (tmp_path / "decoder_epoch_1.pth").write_bytes(pickle.dumps({}))
-    with pytest.raises(ValueError, match="not a loadable state_dict"):
+    with pytest.raises(UnsafeFileError, match="encoder_epoch_1.pth: not a plain state_dict"):
         build_segmenter("ade20k-ppm", str(tmp_path))
 
 
