@@ -293,8 +293,9 @@ def load_yaml(text: str, where: str) -> Any:
     Raises:
         ConfigError: naming ``where``, for invalid YAML, a cycle or an oversized value.
     """
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()  # the node graph: an alias is one shared node
         if node is None:
             return None
         try:
@@ -308,13 +309,11 @@ def load_yaml(text: str, where: str) -> Any:
                 f"{where}: expands to {size:,} values once its aliases are followed "
                 f"(at most {MAX_YAML_NODES:,}); write the values out or use fewer aliases"
             )
-        loader = yaml.SafeLoader(text)
-        try:
-            return loader.get_single_data()
-        finally:
-            loader.dispose()
+        return loader.construct_document(node)
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
 
 
 def _to_plain(obj: Any) -> Any:

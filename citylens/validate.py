@@ -293,7 +293,7 @@ def preflight(cfg: StudyConfig) -> None:
         try:
             check_csail_weights(seg.backend, seg.weights, opts)
         except Exception as err:
-            raise ConfigError(f"segmenter.weights: {_message(err)}") from None
+            raise ConfigError(f"segmenter.weights: {err}") from None
     if seg.classes:
         from citylens.data.images import read_bytes
         from citylens.segment import vocabulary_of
@@ -336,12 +336,6 @@ def preflight(cfg: StudyConfig) -> None:
     _check_store(cfg)
 
 
-def _message(err: Exception) -> str:
-    from citylens.errors import InputError
-
-    return err.message if isinstance(err, InputError) else str(err)
-
-
 def _check_store(cfg: StudyConfig) -> None:
     """The store can be written (a probe file, removed again); a local store's folder
     is created, a bucket never is."""
@@ -378,4 +372,4 @@ def _check_init_weights(cfg: StudyConfig) -> None:
         except FileNotFoundError:
             raise ConfigError(f"{field}: {uri} does not exist") from None
         except Exception as err:
-            raise ConfigError(f"{field}: {_message(err)}") from None
+            raise ConfigError(f"{field}: {err}") from None

@@ -34,6 +34,7 @@ __all__ = [
     "image_source",
     "label_index",
     "make_manifest",
+    "manifest_of",
     "place_of",
     "probe",
     "scan_city",
@@ -110,7 +111,9 @@ def source_files(
 ) -> tuple[str, dict[str, dict], list[dict]]:
     """Every file under a city's source, listed once (paginated listings on S3).
 
-    On a local disk a symbolic link whose target lies outside the source is refused:
+    On a local disk a symbolic link whose target lies outside the source is refused
+    (only links are resolved: a listing does not descend into linked folders, so no
+    other file can lead out):
     reading it would take a study outside the folder it was given (a link to
     ``/etc/passwd``, to another city, to another user's data). Links inside the source
     are kept. ``follow_links`` keeps every link (caches that link into a shared pool).
@@ -131,7 +134,7 @@ def source_files(
     files, refused = {}, []
     real_root = os.path.realpath(root) if not prefix else None
     for path, info in sorted(found.items()):
-        if real_root is not None and not follow_links:
+        if real_root is not None and not follow_links and info.get("islink"):
             target = os.path.realpath(path)
             if target != real_root and not target.startswith(real_root.rstrip("/") + "/"):
                 refused.append(
@@ -364,12 +367,15 @@ def dedupe(rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
             continue
         best = _best_copy(group)
         keep.append(best)
-        why = []
-        if best.get("label_uri") is not None:
-            why.append("it has a label map")
-        if best.get("place_found", True):
-            why.append("a place id")
-        reason = " and ".join(why) or "it is first by path"
+        has = [
+            w
+            for w, ok in (
+                ("a label map", best.get("label_uri") is not None),
+                ("a place id", best.get("place_found", True)),
+            )
+            if ok
+        ]
+        reason = f"it has {' and '.join(has)}" if has else "it is first by path"
         for r in group:
             if r is not best:
                 error(r, "duplicate", f"same bytes as {best['uri']}; kept that one ({reason})")
@@ -396,9 +402,22 @@ def make_manifest(
         ValueError: a city has fewer than three places (see :func:`assign_splits`).
     """
     keep, errors = dedupe(rows)
+    return manifest_of(keep, ratios, seed), errors_table(errors)
+
+
+def manifest_of(
+    rows: Sequence[dict], ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> pa.Table:
+    """The manifest of rows that are one per image already (:func:`dedupe`'s kept rows),
+    with their split (schema MANIFEST, in the rows' order).
+
+    Raises:
+        ValueError: a city has fewer than three places (see :func:`assign_splits`).
+    """
+    keep = list(rows)
     cols = {f.name: [r.get(f.name) for r in keep] for f in MANIFEST if f.name != "split"}
     split = assign_splits(cols["city"], cols["place"], ratios, seed) if keep else []
     cols["split"] = list(split)
     manifest = pa.table({f.name: cols[f.name] for f in MANIFEST}, schema=MANIFEST)
     assert set(cols["split"]) <= set(SPLITS)
-    return manifest, errors_table(errors)
+    return manifest

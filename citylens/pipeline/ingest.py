@@ -21,7 +21,7 @@ from citylens.data.manifest import (
     ImageSource,
     dedupe,
     image_id,
-    make_manifest,
+    manifest_of,
     probe,
     scan_city,
 )
@@ -203,7 +203,7 @@ def run_ingest(ctx: Context) -> StageResult:
     for e in [*bad, *dups]:
         failed[city_of[e["uri"]]][e["kind"]] += 1
     _check_cities(ctx, usable, failed, f"{folder}/errors")
-    manifest, _ = make_manifest(usable, ctx.cfg.split.ratios, ctx.cfg.split.seed)
+    manifest = manifest_of(usable, ctx.cfg.split.ratios, ctx.cfg.split.seed)
     store.write_table(f"{folder}/manifest.parquet", manifest)
     content = digest(
         manifest.select(["image_id", "uri", "city", "place", "split", "label_uri"]).to_pydict()
