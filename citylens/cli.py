@@ -57,8 +57,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     that met it stopped); 3 the store refused a write; 4 the store is held by another
     run; 130 interrupted (Ctrl-C). Every failure is one line on stderr."""
     from citylens.config import ConfigError, load_config
+    from citylens.config.validate import preflight
     from citylens.pipeline.run import check_stages
-    from citylens.validate import preflight
 
     overrides = list(args.overrides)
     try:

@@ -13,8 +13,8 @@ from citylens.data.scenes import CLASS
 from citylens.data.synth import PLACE_REGEX, synthesize
 from citylens.masks import explanation
 from citylens.overlap import class_pixels, class_pixels_in_masks
-from citylens.segment.vocabulary import ade20k
 from citylens.train import TensorBatches, TrainSettings, fit
+from citylens.vocabulary import ade20k
 
 CITIES = ("towerville", "signburg")
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from citylens.config import load_config
+from citylens.config.validate import preflight
 from citylens.data.images import read_bytes
 from citylens.data.manifest import scan_city
 from citylens.models import build_model, load_state_dict
 from citylens.segment.model import find_csail_weights, weights_fingerprint
 from citylens.storage import Store
 from citylens.train import load_checkpoint, save_checkpoint
-from citylens.validate import preflight
 
 
 def test_store_round_trip_on_s3(s3_server):

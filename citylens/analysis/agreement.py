@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from citylens.segment.vocabulary import Vocabulary
+from citylens.vocabulary import Vocabulary
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from citylens.data.scenes import CityStyle, render_scene, style_for
-from citylens.segment.vocabulary import ade20k
+from citylens.vocabulary import ade20k
 
 __all__ = ["PLACE_REGEX", "render_place", "synthesize"]
 

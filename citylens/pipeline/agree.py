@@ -27,8 +27,8 @@ from citylens.analysis.agreement import (
 )
 from citylens.data.images import load_labels, read_bytes
 from citylens.pipeline.overlap import overlap_rows
-from citylens.segment.vocabulary import Vocabulary
 from citylens.storage import Store
+from citylens.vocabulary import Vocabulary
 
 __all__ = [
     "AGREEMENT",

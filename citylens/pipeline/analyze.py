@@ -21,8 +21,8 @@ from citylens.analysis.reduce import ar_of_table, list_matrix, sums_of_table
 from citylens.data.images import read_bytes
 from citylens.pipeline.agree import study_agreement
 from citylens.pipeline.context import Context, StageResult
-from citylens.segment.vocabulary import Vocabulary
 from citylens.storage import Store, digest
+from citylens.vocabulary import Vocabulary
 
 __all__ = ["ar_of_shard", "pair_table", "run_analyze", "sums_of_shard"]
 

@@ -35,8 +35,8 @@ from citylens.report.selection import (
     urban_symbols,
 )
 from citylens.report.thumbs import explanation_thumbnail, heat_overlay, mosaic
-from citylens.segment.vocabulary import Vocabulary
 from citylens.tables import errors_table
+from citylens.vocabulary import Vocabulary
 
 __all__ = ["run_report"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from citylens.segment.base import Segmenter
 from citylens.segment.labels import LabelsSegmenter
 from citylens.segment.model import PPMSegmenter, UPerNetSegmenter
-from citylens.segment.vocabulary import Vocabulary, ade20k
+from citylens.vocabulary import Vocabulary
 
-__all__ = ["SEGMENTERS", "Segmenter", "Vocabulary", "ade20k", "build_segmenter", "vocabulary_of"]
+__all__ = ["SEGMENTERS", "Segmenter", "build_segmenter", "vocabulary_of"]
 
 SEGMENTERS: dict[str, type] = {
     "labels": LabelsSegmenter,

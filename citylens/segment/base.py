@@ -6,7 +6,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from citylens.segment.vocabulary import Vocabulary
+from citylens.vocabulary import Vocabulary
 
 __all__ = ["Segmenter"]
 

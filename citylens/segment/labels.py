@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from citylens.segment.vocabulary import Vocabulary, ade20k
+from citylens.vocabulary import Vocabulary, ade20k
 
 __all__ = ["LabelsSegmenter"]
 

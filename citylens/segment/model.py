@@ -19,8 +19,8 @@ from torch.nn import functional as F
 
 from citylens.data.images import IMAGENET_MEAN, IMAGENET_STD
 from citylens.segment.csail import build_csail, load_csail_state
-from citylens.segment.vocabulary import Vocabulary, ade20k
 from citylens.storage import filesystem, read_bytes
+from citylens.vocabulary import Vocabulary, ade20k
 from citylens.weights import load_tensors
 
 __all__ = [

@@ -11,7 +11,7 @@ from citylens.analysis.agreement import (
     parse_annotations,
     pick_labels,
 )
-from citylens.segment.vocabulary import ade20k
+from citylens.vocabulary import ade20k
 
 # pixels per class inside four explanations; classes 0 (other) .. 4
 COUNTS = np.array(

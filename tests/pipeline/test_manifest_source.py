@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from citylens.config import ConfigError, load_config
+from citylens.config.validate import preflight
 from citylens.pipeline.run import run_study
 from citylens.storage import Store
-from citylens.validate import preflight
 
 
 def test_ingest_reads_only_listed_images_and_records_refused_entries(

@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from citylens.config import ConfigError, StudyConfig
+from citylens.config.schema import ConfigError, StudyConfig
 from citylens.models import ARCHITECTURES, GeometryError, build_model
 from citylens.storage import filesystem
 

@@ -99,5 +99,5 @@ class Vocabulary:
 @cache
 def ade20k() -> Vocabulary:
     """The 150 ADE20K scene-parsing classes (plus ``other`` at 0), with CSAIL's palette."""
-    text = resources.files("citylens.segment").joinpath("ade20k150.csv").read_text()
+    text = resources.files("citylens").joinpath("ade20k150.csv").read_text()
     return Vocabulary.from_csv(text, name="ade20k")

@@ -1,7 +1,7 @@
 import pytest
 
 from citylens.config import ConfigError, load_config
-from citylens.validate import preflight
+from citylens.config.validate import preflight
 
 
 def test_preflight_accepts_real_sources(tmp_path, small_corpus):

@@ -4,7 +4,7 @@ import io
 import numpy as np
 import pytest
 
-from citylens.segment.vocabulary import Vocabulary, ade20k
+from citylens.vocabulary import Vocabulary, ade20k
 
 
 def test_ade20k_names_and_palette_match_the_csail_files(shared_data):

@@ -1,0 +1,250 @@
+"""The study config's schema: one frozen object per study, every field with a default.
+
+The defaults are the paper's settings; with no ``cities`` the study runs on a synthetic
+corpus generated into its store. Reading YAML into these objects is
+:mod:`citylens.config.parse`; checking their values is :mod:`citylens.config.validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AnalysisConfig",
+    "CityConfig",
+    "ConfigError",
+    "ExplainConfig",
+    "ModelsConfig",
+    "RunConfig",
+    "SegmenterConfig",
+    "SplitConfig",
+    "StudyConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid study config; the message starts with the field's dotted path."""
+
+
+@dataclass(frozen=True)
+class CityConfig:
+    """One city's images.
+
+    Attributes:
+        source: Folder, ``file://`` or ``s3://`` prefix holding the city's images.
+        place_regex: Regex on file stems giving the place id (group ``place``).
+        labels: Optional root of ground-truth label maps (same relative paths, .png).
+        manifest: Optional file (path/URI) listing the city's images instead of every
+            image under ``source``: one per line, or a CSV with an ``image`` column (and
+            optionally ``place``). Entries are relative to ``source`` or lie under it;
+            any other entry (``..``, another scheme, elsewhere) is refused and recorded.
+        follow_links: Read symbolic links that lead outside ``source`` (a cache that
+            links into a shared pool of files). Off by default: such links are refused
+            and recorded (``outside_source``), like manifest entries outside the source.
+    """
+
+    source: str
+    place_regex: str | None = None
+    labels: str | None = None
+    manifest: str | None = None
+    follow_links: bool = False
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The synthetic corpus generated when a study names no cities."""
+
+    cities: int = 2
+    places: int = 40
+    views: int = 4
+    size: int = 128
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Architectures × seeds (default: the paper's four, two seeds each).
+
+    Attributes:
+        init_weights: arch -> path/URI of torchvision-format starting weights.
+    """
+
+    archs: tuple[str, ...] = ("vgg11", "resnet18", "simple", "simpler")
+    seeds: tuple[int, ...] = (0, 1)
+    init_weights: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The paper's training setup; ``epochs_per_arch`` overrides ``epochs`` per arch.
+
+    Attributes:
+        checkpoint_every: Epochs between crash-safe checkpoints of the whole training
+            state (weights, optimiser, schedule, best state, random generator) in the
+            store; a re-run after a crash resumes from the last one. 0 turns them off.
+            Does not change results.
+    """
+
+    epochs: int = 30
+    epochs_per_arch: dict[str, int] = field(default_factory=dict)
+    batch_size: int = 32
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+    input_size: int = 224
+    checkpoint_every: int = 1
+
+    def epochs_for(self, arch: str) -> int:
+        return self.epochs_per_arch.get(arch, self.epochs)
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Grad-CAM settings.
+
+    Attributes:
+        target: ``"true"`` explains each image's true city, ``"pred"`` the prediction.
+        thetas: Thresholds θ of the visual explanations.
+        ar_grid: Side of the common AR grid (default: the model input size).
+        batch_size: Images per Grad-CAM batch (a speed knob; does not change results).
+            On a GPU use hundreds: small batches leave it waiting on kernel launches.
+        precision: ``fp32``, or ``bf16`` / ``fp16`` autocast of the models' trunks on a
+            GPU (CPUs run fp32). Each model's first batch is explained both ways; a model
+            whose masks differ from fp32's by ``mask_tolerance`` or more (mean absolute
+            difference) stays in fp32 for the whole run.
+        mask_tolerance: See ``precision``.
+        decode_on: ``cpu``: Ray Data tasks decode every image. ``gpu``: the tasks read
+            files and check headers, and plain baseline JPEGs (no EXIF rotation) are
+            decoded in the model actors in one batched nvJPEG call per batch and resized
+            on the GPU; other files are decoded in the tasks. For GPU nodes with few CPU
+            cores, where decoding bounds explain. Without GPUs the actors decode on CPU.
+    """
+
+    target: str = "true"
+    thetas: tuple[float, ...] = (0.6,)
+    ar_grid: int | None = None
+    batch_size: int = 32
+    precision: str = "fp32"
+    mask_tolerance: float = 1e-2
+    decode_on: str = "cpu"
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Which segmenter labels the pixels.
+
+    Attributes:
+        backend: ``labels`` (ground-truth maps shipped with the data), ``ade20k-ppm``
+            (the paper's CSAIL ResNet50-dilated + PPM model) or ``ade20k-upernet``.
+        weights: Model backends: folder (path/URI) holding CSAIL's
+            ``encoder_epoch_N.pth`` and ``decoder_epoch_N.pth``, or ``random[:SEED]``
+            for untrained weights (pipeline tests and benchmarks only).
+        classes: Path/URI of a class file (default: ADE20K's 150 classes).
+        scales: Test short sides; CSAIL's multi-scale test by default, one value for
+            single-scale (about 5× faster).
+        max_size: Cap on the long side at any scale.
+        precision: ``fp32``, or ``bf16`` / ``fp16`` autocast on GPU (CPU runs fp32).
+        batch_size: Images per segmenter forward pass (speed only).
+    """
+
+    backend: str = "labels"
+    weights: str | None = None
+    classes: str | None = None
+    scales: tuple[int, ...] = (300, 375, 450, 525, 600)
+    max_size: int = 1000
+    precision: str = "fp32"
+    batch_size: int = 8
+
+    def options(self, storage_options: dict | None = None) -> dict:
+        """Keyword options for :func:`citylens.segment.build_segmenter`."""
+        return {
+            "scales": self.scales,
+            "max_size": self.max_size,
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "storage_options": dict(storage_options or {}),
+        }
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Reducers: PCA settings (int = components, float = variance kept), t-SNE, objects.
+
+    Attributes:
+        annotations: Optional CSV (path/URI) of human labels per image (columns
+            ``image, label1, label2``) for the agreement curves (thesis Figs 11–12).
+        agreement_thresholds: Second-label thresholds of those curves.
+    """
+
+    pca: tuple[int | float, ...] = (50, 0.9)
+    perplexity: float = 30.0
+    min_mean_pixels: float = 100.0
+    top_k: int = 10
+    mosaic: int = 500
+    seed: int = 0
+    annotations: str | None = None
+    agreement_thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how the study runs (none of it changes results).
+
+    Attributes:
+        address: Ray address to join (else ``RAY_ADDRESS``, else a local Ray).
+        actors: Grad-CAM / segmenter actors per stage (default: one per GPU, else
+            one per two CPUs).
+        gpus: GPUs to use (one per trial and per model actor). Default: the GPUs the
+            cluster has when the stage starts; set it on an autoscaling cluster whose
+            GPU workers start at zero (the requests make the autoscaler add them).
+        storage_options: fsspec options for s3:// URIs (e.g. ``endpoint_url``);
+            credentials belong in the environment, never here.
+    """
+
+    address: str | None = None
+    actors: int | None = None
+    gpus: int | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "citylens-demo"
+    store: str = "./citylens-demo"
+    cities: dict[str, CityConfig] = field(default_factory=dict)
+    synthetic: SyntheticConfig = SyntheticConfig()
+    split: SplitConfig = SplitConfig()
+    models: ModelsConfig = ModelsConfig()
+    train: TrainConfig = TrainConfig()
+    explain: ExplainConfig = ExplainConfig()
+    segmenter: SegmenterConfig = SegmenterConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    run: RunConfig = RunConfig()
+
+    def to_dict(self) -> dict:
+        """Plain dict (YAML-ready); storage options are left out (they may hold secrets)."""
+        d = _to_plain(self)
+        d["run"]["storage_options"] = {k: "<set>" for k in self.run.storage_options}
+        return d
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
