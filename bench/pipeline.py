@@ -102,8 +102,8 @@ def bare_loop(
     keep_freed_memory()
     t = time.perf_counter()
     written = []
-    models = {n: load_checkpoint(store.url(f"models/{n}"))[0] for n in names}
-    models = {n: m.to(memory_format=torch.channels_last) for n, m in models.items()}
+    loaded = {n: load_checkpoint(store.url(f"models/{n}")) for n in names}
+    models = {n: m.to(memory_format=torch.channels_last) for n, (m, _) in loaded.items()}
     cities = ["signburg", "towerville"]
     for i in range(0, len(uris), bs):
         images, ok, _ = load_batch(uris[i : i + bs], size)
@@ -114,6 +114,8 @@ def bare_loop(
         for n, m in models.items():
             for k, v in explain_rows(n, m, images, labels, ids, city, "true").items():
                 cols[k].extend(v)
+            cols["arch"] += [m.arch] * len(ids)
+            cols["seed"] += [int(loaded[n][1]["seed"])] * len(ids)
         store.write_table(f"bare/part-{i}.parquet", pa.table(cols, schema=EXPLANATIONS))
         written.append(time.time())
     return time.perf_counter() - t, written

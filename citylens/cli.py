@@ -134,8 +134,8 @@ def _open_study(args: argparse.Namespace):
 
 def _cmd_agree(args: argparse.Namespace) -> int:
     from citylens.config import ConfigError
-    from citylens.data.images import read_bytes
     from citylens.pipeline.agree import study_agreement
+    from citylens.storage import read_bytes
 
     try:
         cfg, store = _open_study(args)

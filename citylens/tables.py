@@ -1,5 +1,8 @@
 """Arrow schemas of every table a study writes (the contracts of DESIGN.md).
 
+Stages' outputs first (manifest, explanations, segments, overlaps, errors), then the
+analyze stage's tables, then the partial tables that pass between a stage's tasks.
+
 All tables are Parquet files with these explicit schemas; ``image_id`` is a content
 hash of the image bytes, so rows are keyed by what the image *is*, not where it lies.
 """
@@ -9,12 +12,22 @@ from __future__ import annotations
 import pyarrow as pa
 
 __all__ = [
+    "ACCURACY",
+    "AGREEMENT",
+    "AR_IMAGES",
+    "AR_PAIRS",
+    "EMBEDDINGS",
     "ERRORS",
     "EXPLANATIONS",
     "MANIFEST",
+    "OBJECTS",
     "OVERLAPS",
+    "PROBES",
     "SEGMENTS",
     "SPLITS",
+    "TOPS",
+    "TOP_OBJECTS",
+    "error_row",
     "errors_table",
 ]
 
@@ -85,6 +98,149 @@ ERRORS = pa.schema(
         pa.field("message", pa.string(), nullable=False),
     ]
 )
+
+
+# Agreement of the segmenter's labels with a person's (analyze/agreement.parquet).
+AGREEMENT = pa.schema(
+    [
+        ("model", pa.string()),
+        ("city", pa.string()),  # a city, or "all"
+        ("theta", pa.float32()),
+        ("threshold", pa.float64()),
+        ("n", pa.int64()),
+        ("empty", pa.int64()),
+        ("strict", pa.float64()),
+        ("lenient", pa.float64()),
+    ]
+)
+
+# --------------------------------------------------------------------------- analyze
+
+# Per image and model pair: the average residual between the two models' mask_norm.
+AR_IMAGES = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("city", pa.string()),
+        ("model_a", pa.string()),
+        ("model_b", pa.string()),
+        ("ar", pa.float64()),
+    ]
+)
+
+# Per model pair: mean AR over the images both explained (paper Table 2).
+AR_PAIRS = pa.schema(
+    [
+        ("model_a", pa.string()),
+        ("model_b", pa.string()),
+        ("arch_a", pa.string()),
+        ("arch_b", pa.string()),
+        ("kind", pa.string()),  # "seeds" (one architecture) or "architectures"
+        ("mean_ar", pa.float64()),
+        ("std_ar", pa.float64()),
+        ("images", pa.int64()),
+    ]
+)
+
+# Per (model, city, θ, object present in the city): R_p and its two means.
+OBJECTS = pa.schema(
+    [
+        ("model", pa.string()),
+        ("arch", pa.string()),
+        ("seed", pa.int64()),
+        ("city", pa.string()),
+        ("theta", pa.float64()),
+        ("class", pa.int64()),
+        ("name", pa.string()),
+        ("r_p", pa.float64()),
+        ("mean_in_mask", pa.float64()),
+        ("mean_in_image", pa.float64()),
+        ("selected", pa.bool_()),
+        ("images", pa.int64()),
+    ]
+)
+
+# Per (model, city, θ): the objects covering most of the explanations, rank 1 first.
+TOP_OBJECTS = pa.schema(
+    [
+        ("model", pa.string()),
+        ("city", pa.string()),
+        ("theta", pa.float64()),
+        ("rank", pa.int64()),
+        ("class", pa.int64()),
+        ("name", pa.string()),
+        ("mean_in_mask", pa.float64()),
+    ]
+)
+
+# Per model: accuracy on val and test (training) and on the explained images.
+ACCURACY = pa.schema(
+    [
+        ("model", pa.string()),
+        ("arch", pa.string()),
+        ("seed", pa.int64()),
+        ("val_acc", pa.float64()),
+        ("test_acc", pa.float64()),
+        ("explained_acc", pa.float64()),  # null unless explain.target is "true"
+        ("explained", pa.int64()),
+    ]
+)
+
+# Per (model, descriptor, PCA setting, image): its t-SNE position.
+EMBEDDINGS = pa.schema(
+    [
+        ("model", pa.string()),
+        ("descriptor", pa.string()),  # d_cam or d_short
+        ("pca", pa.string()),  # "50%" (variance kept) or "10" (components)
+        ("components", pa.int64()),
+        ("image_id", pa.string()),
+        ("city", pa.string()),
+        ("x", pa.float64()),
+        ("y", pa.float64()),
+        ("top_class", pa.int32()),  # the object covering most of it at the smallest θ
+    ]
+)
+
+# --------------------------------------------------------------------------- partial
+
+# What ingest's probe tasks return per listed file (an error, or its size).
+PROBES = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("uri", pa.string()),
+        ("city", pa.string()),
+        ("place", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("label_uri", pa.string()),
+        ("error_kind", pa.string()),
+        ("error_message", pa.string()),
+    ]
+)
+
+# Per overlap row: the class covering most of its explanation (other excepted).
+TOPS = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("model", pa.string()),
+        ("theta", pa.float32()),
+        ("top_class", pa.int32()),
+    ]
+)
+
+
+def error_row(
+    stage: str, kind: str, message: str, image_id: str | None = None, uri: str | None = None
+) -> dict:
+    """One row of an errors table (schema :data:`ERRORS`).
+
+    Args:
+        stage: The stage that could not use the input.
+        kind: Short machine-readable reason (``unreadable``, ``too_large``, ...).
+        message: What went wrong, naming the file where there is one.
+        image_id: The image's content hash, when it was read.
+        uri: The file, when there is one.
+    """
+    return {"image_id": image_id, "uri": uri, "stage": stage, "kind": kind, "message": message}
 
 
 def errors_table(rows: list[dict]) -> pa.Table:

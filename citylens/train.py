@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from citylens.config.schema import TrainSettings
 from citylens.data.images import normalize
 from citylens.models import CityNet, build_model, load_state_dict
 from citylens.storage import filesystem
@@ -23,27 +24,14 @@ from citylens.storage import filesystem
 __all__ = [
     "TensorBatches",
     "TrainResult",
-    "TrainSettings",
     "accuracy",
     "fit",
     "load_checkpoint",
     "save_checkpoint",
 ]
 
+PAPER_SETTINGS = TrainSettings()  # frozen: safe as a default
 Batch = tuple[torch.Tensor, torch.Tensor]  # uint8 images (B, 3, S, S), int64 labels (B,)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Optimiser and schedule (defaults: the paper's)."""
-
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    lr_step: int = 10
-    lr_gamma: float = 0.1
 
 
 class TensorBatches:
@@ -125,7 +113,7 @@ def fit(
     train: Callable[[int], Iterable[Batch]],
     val: Callable[[], Iterable[Batch]],
     test: Callable[[], Iterable[Batch]] | None = None,
-    settings: TrainSettings = TrainSettings(),
+    settings: TrainSettings = PAPER_SETTINGS,
     init_weights: str | None = None,
     device: str = "cpu",
     on_epoch: Callable[[dict, CityNet], None] | None = None,

@@ -8,11 +8,10 @@ import torch
 
 from citylens.config import load_config
 from citylens.config.validate import preflight
-from citylens.data.images import read_bytes
 from citylens.data.manifest import scan_city
 from citylens.models import build_model, load_state_dict
 from citylens.segment.model import find_csail_weights, weights_fingerprint
-from citylens.storage import Store
+from citylens.storage import Store, read_bytes
 from citylens.train import load_checkpoint, save_checkpoint
 
 

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import csv
 import io
+import posixpath
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
+from citylens.tables import AGREEMENT
 from citylens.vocabulary import Vocabulary
 
 __all__ = [
@@ -28,9 +31,11 @@ __all__ = [
     "Annotation",
     "PickedLabels",
     "agreement_curve",
+    "agreement_table",
     "derive_annotations",
     "parse_annotations",
     "pick_labels",
+    "resolve_annotations",
 ]
 
 DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
@@ -186,3 +191,80 @@ def parse_annotations(
             raise ValueError(f"{source}, line {line}: needs an image and at least label1")
         out.append(Annotation(image, tuple(labels)))
     return out
+
+
+def agreement_table(
+    overlaps: pa.Table, human: dict[str, tuple[int, ...]], thresholds=DEFAULT_THRESHOLDS
+) -> pa.Table:
+    """Strict / lenient curves per model, θ and city (and over all cities) of annotated
+    explanations.
+
+    Args:
+        overlaps: Overlap rows (``image_id, city, model, theta, class_pixels_in_mask``) of
+            annotated images only.
+        human: image id -> the one or two class indices a person named.
+        thresholds: Second-label thresholds of the curve.
+
+    Returns:
+        A table with schema :data:`~citylens.tables.AGREEMENT`, one row per (model, city
+        or ``"all"``, θ, threshold).
+    """
+    ov = overlaps
+    rows: dict[str, list] = {f.name: [] for f in AGREEMENT}
+    if ov.num_rows:
+        ids = ov["image_id"].to_pylist()
+        counts = np.asarray(ov["class_pixels_in_mask"].to_pylist(), dtype=np.int64)
+        labels = np.full((len(ids), 2), -1, np.int64)
+        for i, iid in enumerate(ids):
+            h = human[iid]
+            labels[i, : len(h)] = h[:2]
+        model = np.asarray(ov["model"].to_pylist())
+        city = np.asarray(ov["city"].to_pylist())
+        theta = ov["theta"].to_numpy()
+        for m in sorted(set(model)):
+            for t in sorted(set(theta[model == m])):
+                base = (model == m) & (theta == t)
+                for c in [*sorted(set(city[base])), "all"]:
+                    sel = base & ((city == c) if c != "all" else True)
+                    curve = agreement_curve(pick_labels(counts[sel]), labels[sel], thresholds)
+                    for j, thr in enumerate(curve["threshold"]):
+                        for key, value in (
+                            ("model", m),
+                            ("city", c),
+                            ("theta", float(t)),
+                            ("threshold", float(thr)),
+                            ("n", curve["n"]),
+                            ("empty", curve["empty"]),
+                            ("strict", float(curve["strict"][j])),
+                            ("lenient", float(curve["lenient"][j])),
+                        ):
+                            rows[key].append(value)
+    return pa.table(rows, schema=AGREEMENT)
+
+
+def resolve_annotations(
+    annotations: list[Annotation], manifest: pa.Table
+) -> tuple[dict[str, tuple[int, ...]], list[Annotation]]:
+    """Match annotated images to manifest image ids.
+
+    An annotation's ``image`` may be the image id, its URI, ``<city>/<file name>`` or a
+    file name unique in the manifest.
+
+    Returns:
+        ``(image id -> class indices, annotations that match no image)``.
+    """
+    keys: dict[str, str | None] = {}
+    for iid, uri, city in zip(
+        manifest["image_id"].to_pylist(), manifest["uri"].to_pylist(), manifest["city"].to_pylist()
+    ):
+        name = posixpath.basename(uri)
+        keys[iid] = keys[uri] = keys[f"{city}/{name}"] = iid
+        keys[name] = None if name in keys and keys[name] != iid else iid  # None: ambiguous
+    found, unmatched = {}, []
+    for a in annotations:
+        iid = keys.get(a.image)
+        if iid is None:
+            unmatched.append(a)
+        else:
+            found[iid] = a.labels
+    return found, unmatched

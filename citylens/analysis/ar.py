@@ -28,11 +28,13 @@ import functools
 import itertools
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from citylens.masks import bilinear_matrix, constant_positive
+from citylens.tables import AR_PAIRS
 
-__all__ = ["average_residual", "normalized_small", "pairwise_ar"]
+__all__ = ["add_pair_sums", "average_residual", "normalized_small", "pair_table", "pairwise_ar"]
 
 _CHUNK = 64  # images per product: a few MB at 224×224, cache-sized
 
@@ -133,3 +135,41 @@ def pairwise_ar(
         (m1, m2): _ar_small(small[m1], small[m2], grid)
         for m1, m2 in itertools.combinations(small, 2)
     }
+
+
+def add_pair_sums(total: dict, part: dict) -> dict:
+    """Add one shard's ``{(m1, m2): [Σ AR, Σ AR², n]}`` into ``total`` (returned)."""
+    for pair, (s, s2, n) in part.items():
+        acc = total.setdefault(pair, [0.0, 0.0, 0])
+        acc[0] += s
+        acc[1] += s2
+        acc[2] += n
+    return total
+
+
+def pair_table(sums: dict, arch_of: dict[str, str]) -> pa.Table:
+    """Mean AR per model pair (paper Table 2) from ``{(m1, m2): [Σ AR, Σ AR², n]}``.
+
+    ``kind`` is ``seeds`` for two seeds of one architecture, else ``architectures``.
+
+    Returns:
+        A table with schema :data:`~citylens.tables.AR_PAIRS`, pairs in sorted order.
+    """
+    rows = []
+    for (a, b), (s, s2, n) in sorted(sums.items()):
+        mean = s / n
+        std = float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
+        same = arch_of[a] == arch_of[b]
+        rows.append(
+            {
+                "model_a": a,
+                "model_b": b,
+                "arch_a": arch_of[a],
+                "arch_b": arch_of[b],
+                "kind": "seeds" if same else "architectures",
+                "mean_ar": float(mean),
+                "std_ar": std,
+                "images": int(n),
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=AR_PAIRS)

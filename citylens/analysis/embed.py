@@ -18,13 +18,18 @@ inputs, where the quadratic search no longer pays, use Annoy.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+
+from citylens.tables import EMBEDDINGS
 
 __all__ = [
     "EXACT_KNN_MAX",
     "FFT_MIN_POINTS",
     "affinities",
     "embed",
+    "embedding_table",
     "exact_knn",
+    "pca_label",
     "pca_reduce",
     "tsne",
 ]
@@ -177,3 +182,56 @@ def embed(
     """
     reduced = pca_reduce(x, keep, seed)
     return tsne(reduced, perplexity, seed, n_jobs), reduced.shape[1]
+
+
+def pca_label(keep: int | float) -> str:
+    """How the embeddings table names a PCA setting: ``"50%"`` of the variance, ``"10"``
+    components."""
+    return f"{round(keep * 100)}%" if isinstance(keep, float) else str(keep)
+
+
+def embedding_table(
+    image_ids: list[str],
+    cities: list[str],
+    x: np.ndarray,
+    model: str,
+    descriptor: str,
+    pcas: list,
+    perplexity: float,
+    seed: int,
+) -> pa.Table:
+    """t-SNE positions of one model's descriptors, for every PCA setting.
+
+    Args:
+        image_ids: ``N`` image ids, the rows of ``x``.
+        cities: Their ``N`` cities.
+        x: ``(N, D)`` descriptors (D_cam or D_short).
+        model: The model's name.
+        descriptor: ``d_cam`` or ``d_short``.
+        pcas: PCA settings (variance kept as a float, or a number of components).
+        perplexity: t-SNE perplexity.
+        seed: PCA and t-SNE seed.
+
+    Returns:
+        A table with the schema :data:`~citylens.tables.EMBEDDINGS` less ``top_class``;
+        empty when there are fewer than 4 images (too few for a t-SNE).
+    """
+    schema = EMBEDDINGS.remove(EMBEDDINGS.get_field_index("top_class"))
+    if len(x) < 4:
+        return schema.empty_table()
+    parts = []
+    for keep in pcas:
+        pts, k = embed(x, keep, perplexity, seed)
+        n = len(x)
+        cols = {
+            "model": [model] * n,
+            "descriptor": [descriptor] * n,
+            "pca": [pca_label(keep)] * n,
+            "components": [k] * n,
+            "image_id": list(image_ids),
+            "city": list(cities),
+            "x": pts[:, 0].astype(np.float64),
+            "y": pts[:, 1].astype(np.float64),
+        }
+        parts.append(pa.table(cols, schema=schema))
+    return pa.concat_tables(parts) if parts else schema.empty_table()

@@ -14,27 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from citylens.analysis.ar import pairwise_ar
+from citylens.tables import AR_IMAGES, TOPS
 
-__all__ = ["AR_IMAGES", "TOPS", "ar_of_table", "list_matrix", "masks_of_model", "sums_of_table"]
-
-AR_IMAGES = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("city", pa.string()),
-        ("model_a", pa.string()),
-        ("model_b", pa.string()),
-        ("ar", pa.float64()),
-    ]
-)
-
-TOPS = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("model", pa.string()),
-        ("theta", pa.float32()),
-        ("top_class", pa.int32()),
-    ]
-)
+__all__ = ["ar_of_table", "list_matrix", "masks_of_model", "sums_of_table"]
 
 
 def list_matrix(column: pa.ChunkedArray | pa.Array, dtype=None) -> np.ndarray:

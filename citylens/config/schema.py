@@ -23,6 +23,7 @@ __all__ = [
     "StudyConfig",
     "SyntheticConfig",
     "TrainConfig",
+    "TrainSettings",
 ]
 
 
@@ -85,8 +86,23 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """The paper's training setup; ``epochs_per_arch`` overrides ``epochs`` per arch.
+class TrainSettings:
+    """Optimiser and schedule of one model's training (defaults: the paper's): what
+    :func:`citylens.train.fit` takes and what a trained model's key digests."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig(TrainSettings):
+    """The paper's training setup: :class:`TrainSettings` for every model, plus the
+    study-wide fields; ``epochs_per_arch`` overrides ``epochs`` per arch.
 
     Attributes:
         checkpoint_every: Epochs between crash-safe checkpoints of the whole training
@@ -95,19 +111,18 @@ class TrainConfig:
             Does not change results.
     """
 
-    epochs: int = 30
     epochs_per_arch: dict[str, int] = field(default_factory=dict)
-    batch_size: int = 32
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    lr_step: int = 10
-    lr_gamma: float = 0.1
     input_size: int = 224
     checkpoint_every: int = 1
 
     def epochs_for(self, arch: str) -> int:
+        """Epochs of ``arch``'s models."""
         return self.epochs_per_arch.get(arch, self.epochs)
+
+    def settings_for(self, arch: str) -> TrainSettings:
+        """The training settings of ``arch``'s models."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainSettings)}
+        return TrainSettings(**(own | {"epochs": self.epochs_for(arch)}))
 
 
 @dataclass(frozen=True)

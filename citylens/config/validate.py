@@ -295,8 +295,8 @@ def preflight(cfg: StudyConfig) -> None:
         except Exception as err:
             raise ConfigError(f"segmenter.weights: {err}") from None
     if seg.classes:
-        from citylens.data.images import read_bytes
         from citylens.segment import vocabulary_of
+        from citylens.storage import read_bytes
 
         try:
             vocabulary_of(seg.backend, read_bytes(seg.classes, opts).decode())
@@ -304,8 +304,8 @@ def preflight(cfg: StudyConfig) -> None:
             raise ConfigError(f"segmenter.classes: {seg.classes}: {err}") from None
     if cfg.analysis.annotations:
         from citylens.analysis.agreement import parse_annotations
-        from citylens.data.images import read_bytes
         from citylens.segment import vocabulary_of
+        from citylens.storage import read_bytes
 
         uri = cfg.analysis.annotations
         try:

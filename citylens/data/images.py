@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from citylens.storage import read_bytes
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -32,12 +34,12 @@ __all__ = [
     "decode_jpegs",
     "decode_rgb",
     "device_decodable",
-    "error_row",
+    "failure_of",
     "load_batch",
+    "encode_labels_png",
     "load_labels",
     "normalize",
     "open_image",
-    "read_bytes",
     "resize_chw",
     "resize_rgb",
 ]
@@ -243,6 +245,24 @@ def normalize(batch: torch.Tensor) -> torch.Tensor:
     return x.sub_(mean).div_(std)
 
 
+def encode_labels_png(labels: np.ndarray) -> bytes:
+    """Lossless PNG of a class map (8-bit up to 255 classes, else 16-bit); the inverse of
+    :func:`load_labels`.
+
+    Args:
+        labels: ``(H, W)`` integer class map.
+    """
+    arr = np.asarray(labels)
+    img = (
+        Image.fromarray(arr.astype(np.uint8), "L")
+        if arr.max(initial=0) < 256
+        else Image.fromarray(arr.astype(np.uint16), "I;16")
+    )
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def load_labels(data: bytes) -> np.ndarray:
     """Decode a label-map PNG (one class index per pixel) to ``(H, W)`` int32.
 
@@ -263,14 +283,7 @@ def load_labels(data: bytes) -> np.ndarray:
         raise DecodeError("bad_labels", f"cannot decode label map: {err}") from None
 
 
-def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
-    """Read a whole file from a path or URI (storage options apply to remote URIs)."""
-    from citylens.storage import read_bytes as _read
-
-    return _read(uri, storage_options)
-
-
-def error_row(err: Exception) -> tuple[str, str]:
+def failure_of(err: Exception) -> tuple[str, str]:
     """``(kind, message)`` of a per-image failure for the errors table.
 
     Raises:
@@ -303,7 +316,7 @@ def load_batch(
             arrays.append(resize_chw(decode_chw(data, name=uri), size))
             ok.append(i)
         except (DecodeError, OSError) as err:
-            errors.append((i, *error_row(err)))
+            errors.append((i, *failure_of(err)))
     empty = torch.empty(0, 3, size, size, dtype=torch.uint8)
     return (torch.stack(arrays) if arrays else empty), ok, errors
 
@@ -391,6 +404,6 @@ def decode_jpegs(
             arrays.append(resize_chw(img, size))
             ok.append(i)
         except DecodeError as err:
-            errors.append((i, *error_row(err)))
+            errors.append((i, *failure_of(err)))
     empty = torch.empty(0, 3, size, size, dtype=torch.uint8, device=device)
     return (torch.stack(arrays) if arrays else empty), ok, errors

@@ -29,6 +29,7 @@ from citylens.data.manifest import (
     source_files,
 )
 from citylens.storage import read_bytes
+from citylens.tables import error_row
 
 __all__ = ["confine", "list_city", "read_entries"]
 
@@ -150,9 +151,7 @@ def list_city(
     refused: list[dict] = []
 
     def refuse(entry: str, kind: str, message: str) -> None:
-        refused.append(
-            {"image_id": None, "uri": entry, "stage": "ingest", "kind": kind, "message": message}
-        )
+        refused.append(error_row("ingest", kind, message, uri=entry))
 
     for entry, place, where in read_entries(manifest, storage_options):
         try:

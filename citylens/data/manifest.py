@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from citylens.data.images import DecodeError, open_image
 from citylens.storage import filesystem
-from citylens.tables import MANIFEST, SPLITS, errors_table
+from citylens.tables import MANIFEST, SPLITS, error_row, errors_table
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -138,14 +138,13 @@ def source_files(
             target = os.path.realpath(path)
             if target != real_root and not target.startswith(real_root.rstrip("/") + "/"):
                 refused.append(
-                    {
-                        "image_id": None,
-                        "uri": path,
-                        "stage": "ingest",
-                        "kind": "outside_source",
-                        "message": f"{path}: a symbolic link to {target}, outside the source "
+                    error_row(
+                        "ingest",
+                        "outside_source",
+                        f"{path}: a symbolic link to {target}, outside the source "
                         f"{source}; refused (cities.{city}.follow_links: true allows it)",
-                    }
+                        uri=path,
+                    )
                 )
                 continue
         files[prefix + path] = info
@@ -340,15 +339,7 @@ def dedupe(rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
     keep, errors = [], []
 
     def error(r: dict, kind: str, message: str) -> None:
-        errors.append(
-            {
-                "image_id": r["image_id"],
-                "uri": r["uri"],
-                "stage": "ingest",
-                "kind": kind,
-                "message": message,
-            }
-        )
+        errors.append(error_row("ingest", kind, message, r["image_id"], r["uri"]))
 
     for group in groups.values():
         group = sorted(group, key=lambda r: (r["city"], r["uri"]))

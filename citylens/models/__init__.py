@@ -17,7 +17,14 @@ from citylens.models.tv import build_resnet18, build_vgg11
 from citylens.storage import read_bytes
 from citylens.weights import load_tensors
 
-__all__ = ["ARCHITECTURES", "CityNet", "GeometryError", "build_model", "load_state_dict"]
+__all__ = [
+    "ARCHITECTURES",
+    "CityNet",
+    "GeometryError",
+    "build_model",
+    "load_state_dict",
+    "model_name",
+]
 
 _Builder = Callable[[int, int, "dict[str, torch.Tensor] | None"], CityNet]
 
@@ -38,6 +45,13 @@ _REGISTRY: dict[str, _Builder] = {
     "simpler": _shallow("simpler", SIMPLER),
 }
 ARCHITECTURES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def model_name(arch: str, seed: int) -> str:
+    """A trained model's name in a study, ``<arch>-s<seed>`` (e.g. ``vgg11-s0``): its
+    folder under ``models/`` and its value in every table's ``model`` column. Built here
+    only, and never parsed back: tables carry ``arch`` and ``seed`` beside it."""
+    return f"{arch}-s{seed}"
 
 
 def load_state_dict(uri: str, storage_options: dict | None = None) -> dict[str, torch.Tensor]:

@@ -1,34 +1,38 @@
 """Stage *analyze*: reduce the tables into AR, R_p, top objects, embeddings, accuracy
 and (with annotations) agreement curves.
 
+Consumes the committed ``train`` record (models), ``explain`` shards (masks,
+descriptors, predictions), ``overlap`` shards (pixels per class inside explanations)
+and ``segment``'s vocabulary. Writes ``analyze/<run>/``: ``ar_images/`` (AR_IMAGES),
+``ar_pairs.parquet`` (AR_PAIRS), ``objects.parquet`` (OBJECTS), ``top_objects.parquet``
+(TOP_OBJECTS), ``embeddings.parquet`` (EMBEDDINGS), ``accuracy.parquet`` (ACCURACY),
+``vocabulary.csv`` and, with annotations, ``agreement.parquet`` (AGREEMENT).
+
 Reducers run as Ray tasks over shards and return small partial results (per-image AR
-rows, per-(model, city, θ) pixel sums), so no process ever holds the whole corpus.
+rows, per-(model, city, θ) pixel sums), so no process ever holds the whole corpus;
+the pure functions of :mod:`citylens.analysis` add them up and build the tables.
 Embeddings run one task per model × descriptor (PCA settings, then t-SNE).
 """
 
 from __future__ import annotations
-
-from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from citylens.analysis.embed import embed
-from citylens.analysis.ratios import city_objects, top_objects
+from citylens.analysis.accuracy import accuracy_table
+from citylens.analysis.ar import add_pair_sums, pair_table
+from citylens.analysis.embed import embedding_table
+from citylens.analysis.objects import add_pixel_sums, object_tables
 from citylens.analysis.reduce import ar_of_table, list_matrix, sums_of_table
-from citylens.data.images import read_bytes
 from citylens.pipeline.agree import study_agreement
+from citylens.pipeline.committed import committed, read_vocabulary
 from citylens.pipeline.context import Context, StageResult
-from citylens.storage import Store, digest
-from citylens.vocabulary import Vocabulary
+from citylens.storage import Store, digest, read_bytes
+from citylens.tables import EMBEDDINGS
 
-__all__ = ["ar_of_shard", "pair_table", "run_analyze", "sums_of_shard"]
-
-
-def _pca_label(k: int | float) -> str:
-    return f"{round(k * 100)}%" if isinstance(k, float) else str(k)
+__all__ = ["ar_of_shard", "embed_model", "run_analyze", "sums_of_shard"]
 
 
 @ray.remote
@@ -66,84 +70,63 @@ def embed_model(
         parts.append(t.filter(pc.equal(t["model"], model)))
     t = pa.concat_tables(parts).sort_by("image_id")
     x = list_matrix(t[descriptor], np.float32) if t.num_rows else np.zeros((0, 1), np.float32)
-    cols = defaultdict(list)
-    for keep in pcas:
-        if len(x) < 4:
-            break
-        pts, k = embed(x, keep, perplexity, seed)
-        n = len(x)
-        cols["model"] += [model] * n
-        cols["descriptor"] += [descriptor] * n
-        cols["pca"] += [_pca_label(keep)] * n
-        cols["components"] += [k] * n
-        cols["image_id"] += t["image_id"].to_pylist()
-        cols["city"] += t["city"].to_pylist()
-        cols["x"] += pts[:, 0].tolist()
-        cols["y"] += pts[:, 1].tolist()
-    return pa.table(dict(cols)) if cols else pa.table({})
+    ids, cities = t["image_id"].to_pylist(), t["city"].to_pylist()
+    return embedding_table(ids, cities, x, model, descriptor, pcas, perplexity, seed)
 
 
-def pair_table(sums: dict, arch_of: dict[str, str]) -> pa.Table:
-    """Mean AR per model pair (paper Table 2) from ``{(m1, m2): [Σ AR, Σ AR², n]}``.
-
-    ``kind`` is ``seeds`` for two seeds of one architecture, else ``architectures``.
-    """
-    rows = []
-    for (a, b), (s, s2, n) in sorted(sums.items()):
-        mean = s / n
-        std = float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
-        same = arch_of[a] == arch_of[b]
-        rows.append(
-            {
-                "model_a": a,
-                "model_b": b,
-                "arch_a": arch_of[a],
-                "arch_b": arch_of[b],
-                "kind": "seeds" if same else "architectures",
-                "mean_ar": float(mean),
-                "std_ar": std,
-                "images": int(n),
-            }
-        )
-    return pa.Table.from_pylist(rows)
-
-
-def run_analyze(ctx: Context) -> StageResult:
-    cfg, store = ctx.cfg, ctx.store
-    up = ctx.upstream("train", "explain", "overlap")
-    grid = cfg.explain.ar_grid or cfg.train.input_size
-    a = cfg.analysis
+def _settings(ctx: Context) -> tuple[dict, str | None]:
+    """The analyze stage's settings (its key) and the annotation CSV's text, if any."""
+    cfg, a = ctx.cfg, ctx.cfg.analysis
     settings = {
-        "grid": grid,
+        "grid": cfg.explain.ar_grid or cfg.train.input_size,
         "pca": list(a.pca),
         "perplexity": a.perplexity,
         "min_mean_pixels": a.min_mean_pixels,
         "top_k": a.top_k,
         "seed": a.seed,
     }
-    annotations = None
-    if a.annotations:
-        annotations = read_bytes(a.annotations, cfg.run.storage_options).decode()
-        settings["annotations"] = digest(annotations)
-        settings["agreement_thresholds"] = list(a.agreement_thresholds)
-    key = ctx.key("analyze", up, settings)
+    if not a.annotations:
+        return settings, None
+    annotations = read_bytes(a.annotations, cfg.run.storage_options).decode()
+    settings["annotations"] = digest(annotations)
+    settings["agreement_thresholds"] = list(a.agreement_thresholds)
+    return settings, annotations
+
+
+def _embeddings(parts: list[pa.Table], tops: list[pa.Table], theta: float) -> pa.Table | None:
+    """The embeddings with each image's top object at θ, sorted; None if there are none."""
+    emb = [t for t in parts if t.num_rows]
+    if not emb:
+        return None
+    top = pa.concat_tables(tops)
+    top = top.filter(pc.equal(top["theta"], pa.scalar(theta, pa.float32())))
+    emb = pa.concat_tables(emb).join(
+        top.select(["image_id", "model", "top_class"]), ["image_id", "model"]
+    )
+    order = [(c, "ascending") for c in ("model", "descriptor", "pca", "image_id")]
+    return emb.sort_by(order).cast(EMBEDDINGS)
+
+
+def run_analyze(ctx: Context) -> StageResult:
+    """Reduce a study's explanations and overlaps into the analysis tables (see the
+    module docstring for what it reads and writes)."""
+    cfg, store, a = ctx.cfg, ctx.store, ctx.cfg.analysis
+    settings, annotations = _settings(ctx)
+    key = ctx.key("analyze", ctx.upstream("train", "explain", "overlap"), settings)
     if rec := ctx.up_to_date("analyze", key):
         return StageResult("analyze", "skipped", rec)
     folder, started = ctx.begin("analyze")
     ctx.ray()
-    exp_rec, ov_rec = store.record("explain"), store.record("overlap")
-    models = store.record("train")["models"]
-    arch_of = {n: m["arch"] for n, m in models.items()}
-    seed_of = {n: m["seed"] for n, m in models.items()}
+    exp_rec = committed(store, "explain")
+    models = committed(store, "train")["models"]
     exp_files = store.files(f"{exp_rec['folder']}/data", ".parquet")
-    ov_files = store.files(f"{ov_rec['folder']}/data", ".parquet")
-    voc = Vocabulary.from_csv(
-        store.read_bytes(f"{store.record('segment')['folder']}/vocabulary.csv").decode(), "seg"
-    )
+    ov_files = store.files(f"{committed(store, 'overlap')['folder']}/data", ".parquet")
+    voc = read_vocabulary(store)
     ctx.progress(
         f"analyze: AR over {len(exp_files)} shards, R_p over {len(ov_files)} shards, "
         f"{len(models) * 2} embeddings"
     )
+    grid = settings["grid"]
     ar_refs = [
         ar_of_shard.remote(store, f, grid, f"{folder}/ar_images/{f.rsplit('/', 1)[1]}")
         for f in exp_files
@@ -154,107 +137,35 @@ def run_analyze(ctx: Context) -> StageResult:
         for m in sorted(models)
         for d in ("d_cam", "d_short")
     ]
-
-    pair_sums: dict = defaultdict(lambda: [0.0, 0.0, 0])
+    arch_of = {n: m["arch"] for n, m in models.items()}
+    pair_sums: dict = {}
     for part in ray.get(ar_refs):
-        for k, (s, s2, n) in part.items():
-            acc = pair_sums[k]
-            acc[0] += s
-            acc[1] += s2
-            acc[2] += n
+        add_pair_sums(pair_sums, part)
     if pair_sums:
         store.write_table(f"{folder}/ar_pairs.parquet", pair_table(pair_sums, arch_of))
-
     totals: dict = {}
     tops = []
     for sums, top in ray.get(sum_refs):
         tops.append(top)
-        for k, (m, n, c) in sums.items():
-            if k not in totals:
-                totals[k] = [np.zeros_like(m), np.zeros_like(n), 0]
-            totals[k][0] += m
-            totals[k][1] += n
-            totals[k][2] += c
-    obj_rows, top_rows = [], []
-    for (model, city, theta), (m, n, count) in sorted(totals.items()):
-        co = city_objects(m, n, count, a.min_mean_pixels)
-        for p in range(1, len(voc)):
-            if co.mean_in_image[p] == 0:
-                continue
-            obj_rows.append(
-                {
-                    "model": model,
-                    "arch": arch_of[model],
-                    "seed": seed_of[model],
-                    "city": city,
-                    "theta": theta,
-                    "class": p,
-                    "name": voc.names[p],
-                    "r_p": float(co.r_p[p]),
-                    "mean_in_mask": float(co.mean_in_mask[p]),
-                    "mean_in_image": float(co.mean_in_image[p]),
-                    "selected": bool(co.selected[p]),
-                    "images": count,
-                }
-            )
-        for rank, p in enumerate(top_objects(co.mean_in_mask, a.top_k), start=1):
-            top_rows.append(
-                {
-                    "model": model,
-                    "city": city,
-                    "theta": theta,
-                    "rank": rank,
-                    "class": p,
-                    "name": voc.names[p],
-                    "mean_in_mask": float(co.mean_in_mask[p]),
-                }
-            )
-    store.write_table(f"{folder}/objects.parquet", pa.Table.from_pylist(obj_rows))
-    store.write_table(f"{folder}/top_objects.parquet", pa.Table.from_pylist(top_rows))
-
-    emb = [t for t in ray.get(emb_refs) if t.num_rows]
-    if emb:
-        emb = pa.concat_tables(emb)
-        top = pa.concat_tables(tops)
-        first = min(cfg.explain.thetas)
-        top = top.filter(pc.equal(top["theta"], pa.scalar(first, pa.float32())))
-        emb = emb.join(top.select(["image_id", "model", "top_class"]), ["image_id", "model"])
-        store.write_table(
-            f"{folder}/embeddings.parquet",
-            emb.sort_by(
-                [
-                    ("model", "ascending"),
-                    ("descriptor", "ascending"),
-                    ("pca", "ascending"),
-                    ("image_id", "ascending"),
-                ]
-            ),
-        )
-
-    acc_rows = []
+        add_pixel_sums(totals, sums)
+    seed_of = {n: m["seed"] for n, m in models.items()}
+    objects, top_objects = object_tables(
+        totals, voc.names, arch_of, seed_of, a.min_mean_pixels, a.top_k
+    )
+    store.write_table(f"{folder}/objects.parquet", objects)
+    store.write_table(f"{folder}/top_objects.parquet", top_objects)
+    emb = _embeddings(ray.get(emb_refs), tops, min(cfg.explain.thetas))
+    if emb is not None:
+        store.write_table(f"{folder}/embeddings.parquet", emb)
+    cols = ["model", "target", "pred"]
     preds = (
-        pa.concat_tables(
-            [store.read_table(f, columns=["model", "target", "pred"]) for f in exp_files]
-        )
+        pa.concat_tables([store.read_table(f, columns=cols) for f in exp_files])
         if exp_files
         else None
     )
-    for name in sorted(models):
-        rec = store.record(f"train/{name}") or {}
-        row = {
-            "model": name,
-            "arch": arch_of[name],
-            "seed": seed_of[name],
-            "val_acc": rec.get("val_acc"),
-            "test_acc": rec.get("test_acc"),
-        }
-        if preds is not None and cfg.explain.target == "true":
-            sel = preds.filter(pc.equal(preds["model"], name))
-            hits = pc.sum(pc.equal(sel["target"], sel["pred"]).cast(pa.int64())).as_py() or 0
-            row["explained_acc"] = hits / max(sel.num_rows, 1)
-            row["explained"] = sel.num_rows
-        acc_rows.append(row)
-    store.write_table(f"{folder}/accuracy.parquet", pa.Table.from_pylist(acc_rows))
+    trained = {n: {**m, **(store.record(f"train/{n}") or {})} for n, m in models.items()}
+    acc = accuracy_table(trained, preds, cfg.explain.target == "true")
+    store.write_table(f"{folder}/accuracy.parquet", acc)
     store.write_text(f"{folder}/vocabulary.csv", voc.to_csv())
     counts = {
         "inputs": int(exp_rec["counts"]["images"]),  # every explained image is reduced

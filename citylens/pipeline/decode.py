@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from citylens.data.images import (
-    DecodeError,
-    decode_chw,
-    device_decodable,
-    error_row,
-    read_bytes,
-    resize_chw,
-)
+from citylens.data.images import DecodeError, decode_chw, device_decodable, failure_of, resize_chw
+from citylens.storage import read_bytes
 
 __all__ = ["decode_batch"]
 
@@ -57,7 +51,7 @@ def decode_batch(
                 out[i] = resize_chw(decode_chw(data, name=uri), size).numpy()
             ok[i] = True
         except (DecodeError, OSError) as err:
-            kind[i], message[i] = error_row(err)
+            kind[i], message[i] = failure_of(err)
     cols = {
         "image": out,
         "label": np.array([cities.index(c) for c in batch["city"].to_pylist()], np.int64),

@@ -24,9 +24,9 @@ from citylens.allocator import worker_runtime_env
 from citylens.cam import grad_cam, mask_difference
 from citylens.data.images import decode_jpegs, normalize
 from citylens.pipeline import cluster
+from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
-from citylens.pipeline.ingest import read_manifest
 from citylens.pipeline.shards import (
     count_by_node,
     done_image_ids,
@@ -35,7 +35,7 @@ from citylens.pipeline.shards import (
     write_shard,
 )
 from citylens.storage import Store
-from citylens.tables import EXPLANATIONS
+from citylens.tables import EXPLANATIONS, error_row
 
 __all__ = ["CamWorker", "explain_rows", "run_explain"]
 
@@ -70,7 +70,12 @@ def explain_rows(
     target: str,
     precision: str = "fp32",
 ) -> dict[str, list]:
-    """Explanation rows of one model for a batch (columns of EXPLANATIONS)."""
+    """Explanation rows of one model for a batch.
+
+    Returns:
+        Columns of :data:`~citylens.tables.EXPLANATIONS` but the model's ``arch`` and
+        ``seed``, which its caller knows from the checkpoint (a name is never parsed).
+    """
     x = _inputs(model, images)
     targets = None if target == "pred" else torch.as_tensor(labels)
     out = grad_cam(model, x, targets, precision)
@@ -80,8 +85,6 @@ def explain_rows(
         "image_id": list(ids),
         "city": list(cities),
         "model": [name] * n,
-        "arch": [model.arch] * n,
-        "seed": [int(name.rsplit("-s", 1)[1])] * n,
         "target": out.target.cpu().tolist(),
         "pred": out.pred.cpu().tolist(),
         "prob": out.probs.cpu().numpy().tolist(),
@@ -128,10 +131,11 @@ class CamWorker:
         torch.set_num_threads(max(1, threads))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.models = {}
+        self.models, self.seeds = {}, {}
         for name, rel in sorted(models.items()):
-            model, _ = load_checkpoint(store.url(rel), device, store.options)
+            model, meta = load_checkpoint(store.url(rel), device, store.options)
             self.models[name] = model.to(memory_format=torch.channels_last)
+            self.seeds[name] = int(meta["seed"])
         self.store, self.folder, self.target = store, folder, target
         self.precision = {name: precision for name in self.models}
         self.checked = precision == "fp32"
@@ -167,13 +171,7 @@ class CamWorker:
             for j, k, m in failed:
                 ok[encoded[j]], kind[encoded[j]], message[encoded[j]] = False, k, m
         errors = [
-            {
-                "image_id": ids[i],
-                "uri": batch["uri"][i],
-                "stage": "explain",
-                "kind": kind[i],
-                "message": message[i],
-            }
+            error_row("explain", kind[i], message[i], ids[i], batch["uri"][i])
             for i in np.flatnonzero(~ok)
         ]
         cols: dict[str, list] = {f.name: [] for f in EXPLANATIONS}
@@ -197,6 +195,8 @@ class CamWorker:
                 )
                 for k, v in rows.items():
                     cols[k].extend(v)
+                cols["arch"] += [model.arch] * len(ok_ids)
+                cols["seed"] += [self.seeds[name]] * len(ok_ids)
         table = pa.table(cols, schema=EXPLANATIONS)
         shard = write_shard(self.store, self.folder, ids, table, errors)
         return summary(shard, int(ok.sum()), table.num_rows, len(errors))
@@ -230,7 +230,7 @@ def run_explain(ctx: Context) -> StageResult:
     train_rec = store.record("train")
     models = {name: f"models/{name}" for name in sorted(train_rec["models"])}
     cities = store.record("ingest")["cities"]
-    manifest = read_manifest(ctx)
+    manifest = read_manifest(store)
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(["image_id", "uri", "city"])
     nodes: dict[str, int] = {}
     todo = test

@@ -15,7 +15,7 @@ import pyarrow as pa
 import ray
 
 from citylens.config import CityConfig
-from citylens.data.images import DecodeError, check_size, read_bytes
+from citylens.data.images import DecodeError, check_size
 from citylens.data.listing import list_city
 from citylens.data.manifest import (
     ImageSource,
@@ -29,24 +29,10 @@ from citylens.data.scenes import style_for
 from citylens.data.synth import PLACE_REGEX, synthesize
 from citylens.errors import InputError
 from citylens.pipeline.context import Context, StageResult
-from citylens.storage import Store, digest
-from citylens.tables import errors_table
+from citylens.storage import Store, digest, read_bytes
+from citylens.tables import PROBES, error_row, errors_table
 
 __all__ = ["probe_batch", "resolve_cities", "run_ingest"]
-
-_ROWS = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("uri", pa.string()),
-        ("city", pa.string()),
-        ("place", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("label_uri", pa.string()),
-        ("error_kind", pa.string()),
-        ("error_message", pa.string()),
-    ]
-)
 
 
 def resolve_cities(ctx: Context) -> dict[str, CityConfig]:
@@ -81,7 +67,7 @@ def resolve_cities(ctx: Context) -> dict[str, CityConfig]:
 
 def probe_batch(batch: pa.Table, storage_options: dict) -> pa.Table:
     """Hash and probe a batch of images; unreadable ones become error rows."""
-    out = {f.name: [] for f in _ROWS}
+    out = {f.name: [] for f in PROBES}
     for row in batch.to_pylist():
         kind = message = iid = None
         width = height = 0
@@ -106,7 +92,7 @@ def probe_batch(batch: pa.Table, storage_options: dict) -> pa.Table:
             ("error_message", message),
         ):
             out[k].append(v)
-    return pa.table(out, schema=_ROWS)
+    return pa.table(out, schema=PROBES)
 
 
 def _probe_city(sources: list[ImageSource], storage_options: dict) -> pa.Table:
@@ -121,7 +107,7 @@ def _probe_city(sources: list[ImageSource], storage_options: dict) -> pa.Table:
         fn_kwargs={"storage_options": storage_options},
     )
     tables = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
-    return pa.concat_tables(tables).cast(_ROWS) if tables else _ROWS.empty_table()
+    return pa.concat_tables(tables).cast(PROBES) if tables else PROBES.empty_table()
 
 
 def run_ingest(ctx: Context) -> StageResult:
@@ -183,13 +169,7 @@ def run_ingest(ctx: Context) -> StageResult:
         rows.extend({**r, "place_found": found.get(r["uri"], True)} for r in table.to_pylist())
     probed = [r for r in rows if r["error_kind"] is None]
     bad = [
-        {
-            "image_id": r["image_id"],
-            "uri": r["uri"],
-            "stage": "ingest",
-            "kind": r["error_kind"],
-            "message": r["error_message"],
-        }
+        error_row("ingest", r["error_kind"], r["error_message"], r["image_id"], r["uri"])
         for r in rows
         if r["error_kind"] is not None
     ]
@@ -271,11 +251,3 @@ def _check_cities(
             "val and test); " + "; ".join(short) + ". Every refused file is listed in "
             f"{ctx.store.url(errors_at)}."
         )
-
-
-def read_manifest(ctx: Context) -> pa.Table:
-    """The committed manifest."""
-    rec = ctx.store.record("ingest")
-    if rec is None:
-        raise RuntimeError("stage 'ingest' has not run yet")
-    return ctx.store.read_table(f"{rec['folder']}/manifest.parquet")

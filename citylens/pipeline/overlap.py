@@ -9,59 +9,18 @@ shard. No shuffle, bounded memory per task, nothing large on the driver.
 
 from __future__ import annotations
 
-import numpy as np
-import pyarrow as pa
 import ray
 
-from citylens.masks import upsample_masks
-from citylens.overlap import class_pixels_in_masks
+from citylens.overlap import overlap_rows
+from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
-from citylens.pipeline.segment import decode_labels_png
 from citylens.storage import Store
-from citylens.tables import OVERLAPS, errors_table
+from citylens.tables import error_row, errors_table
 
-__all__ = ["overlap_rows", "overlap_shard", "run_overlap"]
+__all__ = ["overlap_shard", "run_overlap"]
 
 _EXPLAIN_COLS = ["image_id", "city", "model", "cam_h", "cam_w", "mask"]
 _SEGMENT_COLS = ["image_id", "labels", "class_pixels"]
-
-
-def overlap_rows(explanations: list[dict], segments: dict[str, dict], thetas: list[float]):
-    """Overlap rows for explanation rows whose image has a class map.
-
-    Args:
-        explanations: rows with ``image_id, city, model, cam_h, cam_w, mask``.
-        segments: image id -> row with ``labels`` (PNG) and ``class_pixels``.
-        thetas: thresholds θ.
-
-    Returns:
-        ``(table with schema OVERLAPS, explanation rows without a class map)``.
-    """
-    cols: dict[str, list] = {f.name: [] for f in OVERLAPS}
-    missing = []
-    decoded: dict[str, np.ndarray] = {}
-    for row in explanations:
-        iid = row["image_id"]
-        seg = segments.get(iid)
-        if seg is None:
-            missing.append(row)
-            continue
-        if iid not in decoded:
-            decoded[iid] = decode_labels_png(seg["labels"])
-        labels = decoded[iid]
-        mask = np.asarray(row["mask"], np.float32).reshape(row["cam_h"], row["cam_w"])
-        up = upsample_masks(mask, labels.shape).numpy()  # once, whatever the number of θ
-        exps = np.stack([up >= t for t in thetas])
-        inside = class_pixels_in_masks(labels, exps, len(seg["class_pixels"]))
-        for theta, counts, exp in zip(thetas, inside, exps):
-            cols["image_id"].append(iid)
-            cols["city"].append(row["city"])
-            cols["model"].append(row["model"])
-            cols["theta"].append(float(theta))
-            cols["mask_pixels"].append(int(exp.sum()))
-            cols["class_pixels_in_mask"].append(counts.tolist())
-            cols["class_pixels"].append(seg["class_pixels"])
-    return pa.table(cols, schema=OVERLAPS), missing
 
 
 @ray.remote
@@ -79,13 +38,9 @@ def overlap_shard(
     table, missing = overlap_rows(exp, segments, thetas)
     store.write_table(out_rel, table)
     errors = [
-        {
-            "image_id": r["image_id"],
-            "uri": None,
-            "stage": "overlap",
-            "kind": "no_segments",
-            "message": f"{r['model']}: the image has no class map",
-        }
+        error_row(
+            "overlap", "no_segments", f"{r['model']}: the image has no class map", r["image_id"]
+        )
         for r in missing
     ]
     return len(exp), table.num_rows, errors
@@ -123,9 +78,7 @@ def run_overlap(ctx: Context) -> StageResult:
         n_rows += rows
         errors += errs
     if errors:  # an error row names its file: the manifest has it
-        man = store.read_table(
-            f"{store.record('ingest')['folder']}/manifest.parquet", columns=["image_id", "uri"]
-        )
+        man = read_manifest(store, ["image_id", "uri"])
         uri_of = dict(zip(man["image_id"].to_pylist(), man["uri"].to_pylist()))
         errors = [{**e, "uri": uri_of.get(e["image_id"])} for e in errors]
     store.write_table(f"{folder}/errors/errors.parquet", errors_table(errors))

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from citylens.data.images import DecodeError, decode_rgb, read_bytes
-from citylens.storage import Store
+from citylens.data.images import DecodeError, decode_rgb
+from citylens.storage import Store, read_bytes
 
 __all__ = ["ReportAssets"]
 

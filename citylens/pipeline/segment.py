@@ -7,20 +7,17 @@ segments table (PNG-encoded class map + pixels per class) and returns a summary.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-from PIL import Image
 
 from citylens.allocator import worker_runtime_env
-from citylens.data.images import DecodeError, decode_rgb, load_labels, read_bytes
+from citylens.data.images import DecodeError, decode_rgb, encode_labels_png, load_labels
 from citylens.overlap import class_pixels
 from citylens.pipeline import cluster
+from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
-from citylens.pipeline.ingest import read_manifest
 from citylens.pipeline.shards import (
     carry_over,
     count_by_node,
@@ -31,28 +28,10 @@ from citylens.pipeline.shards import (
 )
 from citylens.segment import SEGMENTERS, build_segmenter, vocabulary_of
 from citylens.segment.model import weights_fingerprint
-from citylens.storage import Store, digest
-from citylens.tables import SEGMENTS
+from citylens.storage import Store, digest, read_bytes
+from citylens.tables import SEGMENTS, error_row
 
-__all__ = ["SegmentWorker", "decode_labels_png", "encode_labels_png", "run_segment"]
-
-
-def encode_labels_png(labels: np.ndarray) -> bytes:
-    """Lossless PNG of a class map (8-bit up to 255 classes, else 16-bit)."""
-    arr = np.asarray(labels)
-    img = (
-        Image.fromarray(arr.astype(np.uint8), "L")
-        if arr.max(initial=0) < 256
-        else Image.fromarray(arr.astype(np.uint16), "I;16")
-    )
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def decode_labels_png(data: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_labels_png`: ``(H, W)`` int32."""
-    return load_labels(data)
+__all__ = ["SegmentWorker", "run_segment"]
 
 
 class SegmentWorker:
@@ -115,13 +94,7 @@ class SegmentWorker:
             cols["labels"].append(encode_labels_png(lab))
             cols["class_pixels"].append(counts.tolist())
         err_rows = [
-            {
-                "image_id": r["image_id"],
-                "uri": r["label_uri"] or r["uri"],
-                "stage": "segment",
-                "kind": kind,
-                "message": msg,
-            }
+            error_row("segment", kind, msg, r["image_id"], r["label_uri"] or r["uri"])
             for r, kind, msg in errors
         ]
         table = pa.table(cols, schema=SEGMENTS)
@@ -155,7 +128,7 @@ def run_segment(ctx: Context) -> StageResult:
         return StageResult("segment", "skipped", rec)
     folder, started, resumed = ctx.resume("segment", key)
     store.write_text(f"{folder}/vocabulary.csv", vocabulary_of(seg.backend, classes).to_csv())
-    manifest = read_manifest(ctx)
+    manifest = read_manifest(store)
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(
         ["image_id", "uri", "city", "label_uri"]
     )

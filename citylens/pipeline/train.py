@@ -18,28 +18,56 @@ trial and a dataset execution per epoch: on 2 CPUs that made the demo's training
 from __future__ import annotations
 
 import contextlib
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from citylens.config.schema import TrainSettings
+from citylens.models import model_name
 from citylens.pipeline import cluster
+from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
-from citylens.pipeline.ingest import read_manifest
 from citylens.pipeline.trainer import fit_run
 from citylens.storage import digest
-from citylens.tables import errors_table
+from citylens.tables import error_row, errors_table
 
-__all__ = ["model_name", "run_train"]
+__all__ = ["ModelPlan", "plan_runs", "run_name", "run_train"]
 
 # Rough relative cost of a training step at equal size; × epochs, a model's expected
 # cost, by which models are split across runs (the costliest start first).
 _COST = {"vgg11": 8.0, "simpler": 2.0, "resnet18": 1.6, "simple": 1.0}
 
 
-def model_name(arch: str, seed: int) -> str:
-    return f"{arch}-s{seed}"
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model the stage is to have: what it is, how it is trained, and its key."""
+
+    name: str  # model_name(arch, seed)
+    arch: str
+    seed: int
+    settings: TrainSettings
+    init: str | None  # starting weights (models.init_weights), or None
+    key: str  # digest of the manifest, arch, seed, settings, input size and init
+
+    @property
+    def cost(self) -> float:
+        """Expected cost of fitting it (relative units), by which runs are balanced."""
+        return _COST.get(self.arch, 1.0) * self.settings.epochs
+
+    def spec(self, done: bool) -> dict:
+        """What a training run is told about it (``done``: committed already)."""
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "seed": self.seed,
+            "settings": asdict(self.settings),
+            "init_weights": self.init,
+            "key": self.key,
+            "done": done,
+        }
 
 
 def run_name(names: list[str], keys: list[str]) -> str:
@@ -106,13 +134,13 @@ def _errors_of(ds: ray.data.Dataset, split: str) -> list[dict]:
         ["image_id", "uri", "error_kind", "error_message"]
     )
     return [
-        {
-            "image_id": r["image_id"],
-            "uri": r["uri"],
-            "stage": "train",
-            "kind": r["error_kind"],
-            "message": f"{split} split: {r['error_message']}",
-        }
+        error_row(
+            "train",
+            r["error_kind"],
+            f"{split} split: {r['error_message']}",
+            r["image_id"],
+            r["uri"],
+        )
         for r in bad.take_all()
     ]
 
@@ -130,134 +158,150 @@ def _done_line(name: str, rec: dict) -> str:
     )
 
 
-def run_train(ctx: Context) -> StageResult:
-    cfg, store = ctx.cfg, ctx.store
-    up = ctx.upstream("ingest")
-    cities = store.record("ingest")["cities"]
-    t = cfg.train
-    plans = {}
-    for arch in cfg.models.archs:
-        for seed in cfg.models.seeds:
-            settings = {
-                "epochs": t.epochs_for(arch),
-                "batch_size": t.batch_size,
-                "lr": t.lr,
-                "betas": list(t.betas),
-                "eps": t.eps,
-                "lr_step": t.lr_step,
-                "lr_gamma": t.lr_gamma,
-            }
-            init = cfg.models.init_weights.get(arch)
+def _plans(ctx: Context, up: dict[str, str]) -> dict[str, ModelPlan]:
+    """Every (architecture, seed) of the study, by model name."""
+    t, plans = ctx.cfg.train, {}
+    for arch in ctx.cfg.models.archs:
+        for seed in ctx.cfg.models.seeds:
+            settings = t.settings_for(arch)
+            init = ctx.cfg.models.init_weights.get(arch)
             key = ctx.key(
                 "train",
                 up,
                 {
                     "arch": arch,
                     "seed": seed,
-                    "settings": settings,
+                    "settings": asdict(settings),
                     "input_size": t.input_size,
                     "init": init,
                 },
             )
-            plans[model_name(arch, seed)] = (arch, seed, settings, init, key)
-    stage_key = digest(sorted((n, p[4]) for n, p in plans.items()))
+            name = model_name(arch, seed)
+            plans[name] = ModelPlan(name, arch, seed, settings, init, key)
+    return plans
+
+
+def _decode_splits(ctx: Context, cities: list[str]) -> tuple[dict, list[dict], int]:
+    """Decode every split once into object-store blocks.
+
+    Returns:
+        ``(split -> block refs of image, label, ok; error rows; images decoded)``.
+    """
+    manifest = read_manifest(ctx.store)
+    size = ctx.cfg.train.input_size
+    ctx.progress(f"train: decoding {manifest.num_rows} images at {size} px")
+    opts = ctx.cfg.run.storage_options
+    with _block_order_kept():
+        decoded = {s: _decoded(manifest, s, size, cities, opts) for s in ("train", "val", "test")}
+        # Blocks made here, while CPUs are free: trials that hold every CPU must not
+        # need a Ray Data task to read their input (that deadlocks on a small cluster).
+        blocks = {
+            s: ds.select_columns(["image", "label", "ok"]).to_numpy_refs()
+            for s, ds in decoded.items()
+        }
+    errors = [e for split, ds in decoded.items() for e in _errors_of(ds, split)]
+    return blocks, errors, manifest.num_rows
+
+
+def _wait_for(ctx: Context, pending: dict, todo: set[str], attempt: str) -> None:
+    """Wait for the runs, reporting each model as its run commits it.
+
+    Raises:
+        RuntimeError: a run ended without committing one of its models.
+        KeyboardInterrupt: after cancelling every run still going.
+    """
+    unreported = sorted(todo)
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+            for ref in done:
+                ray.get(ref)  # a failed run raises here
+                # its models are committed: their training-state checkpoints are spent
+                ctx.store.rm(f"ray-train/{pending.pop(ref)}")
+            # runs commit their models one by one: report each as it lands
+            for n in list(unreported):
+                rec = ctx.store.record(f"train/{n}")
+                if rec is not None and rec.get("attempt") == attempt:
+                    unreported.remove(n)
+                    ctx.progress(_done_line(n, rec))
+    except KeyboardInterrupt:
+        # On a cluster the runs would go on without us: end them (their Ray Train
+        # controllers are owned by these tasks and end with them). Checkpoints stay.
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    if unreported:
+        raise RuntimeError(f"train: runs ended without committing {unreported}")
+
+
+def _fit(
+    ctx: Context, plans: dict[str, ModelPlan], todo: set[str], folder: str, cities: list[str]
+) -> tuple[list[dict], int]:
+    """Fit the models in ``todo`` on Ray; returns (decode error rows, images decoded)."""
+    cfg, t = ctx.cfg, ctx.cfg.train
+    blocks, errors, decoded = _decode_splits(ctx, cities)
+    n_gpu = cluster.gpus(cfg)
+    use_gpu = n_gpu > 0
+    # The split into runs is made over all the stage's models, so it (and each run's
+    # name) is the same when a re-run after a crash has only some left to fit.
+    slots = n_gpu if use_gpu else cluster.total_cpus()
+    costs = {n: p.cost for n, p in plans.items()}
+    plan = [ns for ns in plan_runs(costs, slots) if any(n in todo for n in ns)]
+    cpus = 1 if use_gpu else min(cluster.total_cpus() // len(plan), cluster.node_cpus())
+    ctx.progress(
+        f"train: fitting {_count(len(todo), 'model')} in "
+        f"{_count(len(plan), 'concurrent run')} "
+        f"({'1 GPU' if use_gpu else f'{cpus} CPU'} each): "
+        + "; ".join(", ".join(n for n in ns if n in todo) for ns in plan)
+    )
+    shared = {
+        "cities": cities,
+        "input_size": t.input_size,
+        "batch_size": t.batch_size,
+        "threads": cpus,
+        "use_gpu": use_gpu,
+        "manifest": ctx.upstream("ingest")["ingest"],
+        "store": ctx.store.uri,
+        "storage_options": cfg.run.storage_options,
+        "blocks": blocks,
+        "checkpoint_every": t.checkpoint_every,
+        "attempt": folder,
+    }
+    pending = {}
+    for names in plan:
+        specs = [plans[n].spec(done=n not in todo) for n in names]
+        run = run_name(names, [plans[n].key for n in names])
+        pending[fit_run.remote({**shared, "models": specs, "run": run})] = run
+    _wait_for(ctx, pending, todo, folder)
+    return errors, decoded
+
+
+def run_train(ctx: Context) -> StageResult:
+    """Fit every (architecture, seed) of the study that is not up to date.
+
+    Consumes the manifest (train, val and test splits). Writes ``models/<name>/``
+    (``model.pt``, ``meta.json``) and commits ``train/<name>`` per model as it is saved,
+    then ``train`` with every model's arch, seed and key and an errors table of images
+    that could not be decoded.
+    """
+    store = ctx.store
+    up = ctx.upstream("ingest")
+    cities = store.record("ingest")["cities"]
+    plans = _plans(ctx, up)
+    stage_key = digest(sorted((n, p.key) for n, p in plans.items()))
     if rec := ctx.up_to_date("train", stage_key):
         return StageResult("train", "skipped", rec)
     folder, started = ctx.begin("train")
-    todo = {n: p for n, p in plans.items() if not ctx.up_to_date(f"train/{n}", p[4])}
-    for n in sorted(set(plans) - set(todo)):
+    todo = {n for n, p in plans.items() if not ctx.up_to_date(f"train/{n}", p.key)}
+    for n in sorted(set(plans) - todo):
         ctx.progress(f"train: {n} up to date")
     errors: list[dict] = []
     decoded_rows = 0
     if todo:
         ctx.ray()
-        manifest = read_manifest(ctx)
-        decoded_rows = manifest.num_rows
-        opts = cfg.run.storage_options
-        ctx.progress(f"train: decoding {manifest.num_rows} images at {t.input_size} px")
-        with _block_order_kept():
-            decoded = {
-                s: _decoded(manifest, s, t.input_size, cities, opts)
-                for s in ("train", "val", "test")
-            }
-            # Blocks made here, while CPUs are free: trials that hold every CPU must not
-            # need a Ray Data task to read their input (that deadlocks on a small cluster).
-            blocks = {
-                s: ds.select_columns(["image", "label", "ok"]).to_numpy_refs()
-                for s, ds in decoded.items()
-            }
-        for split, ds in decoded.items():
-            errors += _errors_of(ds, split)
-        n_gpu = cluster.gpus(cfg)
-        use_gpu = n_gpu > 0
-        # The split into runs is made over all the stage's models, so it (and each run's
-        # name) is the same when a re-run after a crash has only some left to fit.
-        slots = n_gpu if use_gpu else cluster.total_cpus()
-        costs = {n: _COST.get(p[0], 1.0) * p[2]["epochs"] for n, p in plans.items()}
-        plan = [ns for ns in plan_runs(costs, slots) if any(n in todo for n in ns)]
-        cpus = 1 if use_gpu else min(cluster.total_cpus() // len(plan), cluster.node_cpus())
-        ctx.progress(
-            f"train: fitting {_count(len(todo), 'model')} in "
-            f"{_count(len(plan), 'concurrent run')} "
-            f"({'1 GPU' if use_gpu else f'{cpus} CPU'} each): "
-            + "; ".join(", ".join(n for n in ns if n in todo) for ns in plan)
-        )
-        shared = {
-            "cities": cities,
-            "input_size": t.input_size,
-            "batch_size": t.batch_size,
-            "threads": cpus,
-            "use_gpu": use_gpu,
-            "manifest": up["ingest"],
-            "store": store.uri,
-            "storage_options": opts,
-            "blocks": blocks,
-            "checkpoint_every": t.checkpoint_every,
-            "attempt": folder,
-        }
-        pending = {}
-        for names in plan:
-            specs = []
-            for n in names:
-                arch, seed, settings, init, key = plans[n]
-                specs.append(
-                    {
-                        "name": n,
-                        "arch": arch,
-                        "seed": seed,
-                        "settings": settings,
-                        "init_weights": init,
-                        "key": key,
-                        "done": n not in todo,
-                    }
-                )
-            run = run_name(names, [plans[n][4] for n in names])
-            ref = fit_run.remote({**shared, "models": specs, "run": run})
-            pending[ref] = run
-        unreported = sorted(todo)
-        try:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
-                for ref in done:
-                    ray.get(ref)  # a failed run raises here
-                    # its models are committed: their training-state checkpoints are spent
-                    store.rm(f"ray-train/{pending.pop(ref)}")
-                # runs commit their models one by one: report each as it lands
-                for n in list(unreported):
-                    rec = store.record(f"train/{n}")
-                    if rec is not None and rec.get("attempt") == folder:
-                        unreported.remove(n)
-                        ctx.progress(_done_line(n, rec))
-        except KeyboardInterrupt:
-            # On a cluster the runs would go on without us: end them (their Ray Train
-            # controllers are owned by these tasks and end with them). Checkpoints stay.
-            for ref in pending:
-                ray.cancel(ref, force=True)
-            raise
-        if unreported:
-            raise RuntimeError(f"train: runs ended without committing {unreported}")
+        errors, decoded_rows = _fit(ctx, plans, todo, folder, cities)
     store.write_table(f"{folder}/errors/errors.parquet", errors_table(errors))
-    models = {n: {"arch": p[0], "seed": p[1], "key": p[4]} for n, p in plans.items()}
+    models = {n: {"arch": p.arch, "seed": p.seed, "key": p.key} for n, p in plans.items()}
     rec = ctx.finish(
         "train",
         stage_key,

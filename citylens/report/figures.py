@@ -172,8 +172,15 @@ def agreement_curves(agreement: pd.DataFrame, colors: dict[str, tuple]) -> Figur
     return fig
 
 
-def ar_distributions(ar_images: pd.DataFrame) -> Figure:
-    """Histogram of per-image AR for each model pair (thesis Fig 3), architectures vs seeds."""
+def ar_distributions(ar_images: pd.DataFrame, kind_of: dict | None = None) -> Figure:
+    """Histogram of per-image AR for each model pair (thesis Fig 3), architectures vs seeds.
+
+    Args:
+        ar_images: Rows of :data:`~citylens.tables.AR_IMAGES`.
+        kind_of: ``(model_a, model_b)`` -> ``"seeds"`` or ``"architectures"`` (the
+            ar_pairs table's ``kind``); pairs it does not name are drawn as architectures.
+    """
+    kind_of = kind_of or {}
     pairs = sorted(ar_images.groupby(["model_a", "model_b"]).groups)
     cols = min(4, max(len(pairs), 1))
     rows = max(1, -(-len(pairs) // cols))
@@ -183,7 +190,7 @@ def ar_distributions(ar_images: pd.DataFrame) -> Figure:
     bins = np.linspace(0, 1, 41)
     for ax, (a, b) in zip(axes.flat, pairs):
         d = ar_images[(ar_images.model_a == a) & (ar_images.model_b == b)].ar
-        same_arch = a.rsplit("-s", 1)[0] == b.rsplit("-s", 1)[0]
+        same_arch = kind_of.get((a, b)) == "seeds"
         ax.hist(d, bins=bins, color="tab:orange" if same_arch else "tab:blue")
         ax.set_title(f"{a} vs {b}\nmean {d.mean():.3f}", fontsize=8)
         ax.set_xlabel("AR", fontsize=8)

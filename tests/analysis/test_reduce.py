@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from citylens.analysis.reduce import AR_IMAGES, TOPS, ar_of_table, list_matrix, sums_of_table
+from citylens.analysis.reduce import ar_of_table, list_matrix, sums_of_table
+from citylens.tables import AR_IMAGES, TOPS
 
 
 def _explanations(rows):

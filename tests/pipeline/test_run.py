@@ -15,13 +15,13 @@ from PIL import Image
 from citylens.cam import grad_cam
 from citylens.cli import main
 from citylens.config import dump_config, load_config
-from citylens.data.images import load_batch, load_labels, normalize, read_bytes
+from citylens.data.images import load_batch, load_labels, normalize
+from citylens.data.images import load_labels as decode_labels_png
 from citylens.masks import explanation
 from citylens.overlap import class_pixels, class_pixels_in_masks
 from citylens.pipeline.cluster import start_local
 from citylens.pipeline.run import STAGES, run_study
-from citylens.pipeline.segment import decode_labels_png
-from citylens.storage import Store
+from citylens.storage import Store, read_bytes
 from citylens.tables import ERRORS
 from citylens.train import load_checkpoint
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from citylens.config import load_config
+from citylens.data.images import load_labels as decode_labels_png
 from citylens.pipeline.run import run_study
-from citylens.pipeline.segment import decode_labels_png
 from citylens.storage import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

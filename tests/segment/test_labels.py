@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from citylens.data.images import load_labels, read_bytes
+from citylens.data.images import load_labels
 from citylens.data.manifest import scan_city
 from citylens.overlap import class_pixels
 from citylens.segment import build_segmenter
+from citylens.storage import read_bytes
 
 
 def test_ade20k_samples_give_the_pixel_counts_of_the_pngs(shared_data):

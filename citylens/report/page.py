@@ -1,0 +1,404 @@
+"""The report page, built from the analysis tables: pure, no store, no Ray.
+
+:func:`build_report` takes the tables the *report* stage read (as pandas frames), the
+study's settings and an assets object that hands out the few images and masks the
+pictures need, and returns the HTML page and every figure's PNG and table's CSV.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from citylens.models import model_name
+from citylens.report.figures import (
+    agreement_curves,
+    ar_distributions,
+    ar_heatmap,
+    city_colors,
+    image_grid,
+    r_p_bars,
+    r_p_by_seed,
+    top_objects_bars,
+    tsne_by_city,
+    tsne_by_class,
+)
+from citylens.report.html import Page, jpeg_bytes, png_array_bytes, png_bytes
+from citylens.report.selection import (
+    architecture_styles,
+    describe_unique,
+    sample_per_city,
+    unique_objects,
+    urban_symbols,
+)
+from citylens.report.thumbs import explanation_thumbnail, heat_overlay, mosaic
+
+__all__ = ["Assets", "ReportSettings", "ReportTables", "build_report"]
+
+
+class Assets(Protocol):
+    """What the pictures need: images and masks of (image id, model) pairs, read on
+    demand (:class:`citylens.pipeline.report_assets.ReportAssets` reads them from a
+    store)."""
+
+    images: dict[str, np.ndarray | None]  # image id -> square uint8 (S, S, 3), None if unread
+    unreadable: dict[str, str]  # image id -> why it is not in the pictures
+
+    def load(self, pairs: set[tuple[str, str]]) -> None:
+        """Read the masks of ``(image_id, model)`` pairs and their images."""
+
+    def pair(self, image_id: str, model: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(image (S, S, 3) uint8, mask_norm (h, w))``, or None if either is missing."""
+
+
+@dataclass(frozen=True)
+class ReportTables:
+    """The tables a report is drawn from (None: the table was not written).
+
+    Attributes:
+        cities: The study's cities, in class order.
+        counts: The ingest stage's counts (``images``, ``splits``, ``cities``).
+        errors: stage -> inputs it recorded in its errors table.
+        names: The vocabulary's class names.
+        test_images: ``image_id, city`` of the test split.
+        accuracy, ar_pairs, ar_images, objects, top_objects, embeddings, agreement: The
+            analyze stage's tables.
+        showcase_overlaps: The showcase model's overlap rows at the smallest θ
+            (``image_id, city, class_pixels_in_mask``), for the galleries.
+    """
+
+    cities: list[str]
+    counts: dict
+    errors: dict[str, int]
+    names: tuple[str, ...]
+    test_images: pd.DataFrame
+    accuracy: pd.DataFrame | None = None
+    ar_pairs: pd.DataFrame | None = None
+    ar_images: pd.DataFrame | None = None
+    objects: pd.DataFrame | None = None
+    top_objects: pd.DataFrame | None = None
+    embeddings: pd.DataFrame | None = None
+    agreement: pd.DataFrame | None = None
+    showcase_overlaps: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the page says about the study and how it samples its pictures."""
+
+    name: str
+    archs: tuple[str, ...]
+    seeds: tuple[int, ...]
+    input_size: int
+    thetas: tuple[float, ...]
+    segmenter: str
+    showcase: str  # the model whose explanations the mosaic and galleries show
+    mosaic: int  # explanations in the t-SNE mosaic
+    seed: int  # sampling seed
+
+    @property
+    def theta(self) -> float:
+        """The θ the pictures and object rankings use: the smallest."""
+        return min(self.thetas)
+
+
+def _present(df: pd.DataFrame | None) -> bool:
+    return df is not None and len(df) > 0
+
+
+class _Output:
+    """The page under construction and the files written beside it."""
+
+    def __init__(self, title: str) -> None:
+        self.page = Page(title)
+        self.files: dict[str, bytes] = {}
+
+    def figure(self, name: str, fig, alt: str) -> None:
+        png = png_bytes(fig)
+        self.files[f"{name}.png"] = png
+        self.page.image(png, alt)
+
+    def picture(self, name: str, array: np.ndarray, alt: str) -> None:
+        # full-quality PNG beside the page; the page embeds a JPEG to stay light
+        self.files[f"{name}.png"] = png_array_bytes(array)
+        self.page.image(jpeg_bytes(array), alt, mime="image/jpeg")
+
+    def table(self, name: str, df: pd.DataFrame, summary: str | None = None) -> None:
+        self.files[f"{name}.csv"] = df.to_csv(index=False).encode()
+        self.page.table(df, summary=summary)
+
+
+def build_report(
+    t: ReportTables, s: ReportSettings, assets: Assets
+) -> tuple[str, dict[str, bytes]]:
+    """The report page and the files beside it.
+
+    Returns:
+        ``(report.html text, file name -> bytes)`` (every figure's PNG, every table's CSV).
+    """
+    out = _Output(f"citylens — {s.name}")
+    colors = city_colors(t.cities)
+    unique = unique_objects(t.objects, s.theta) if _present(t.objects) else {}
+    _summary(out, t, s, colors)
+    _accuracy_and_ar(out, t)
+    _mask_grid(out, t, s, assets, colors)
+    _tsne(out, t, s, assets, colors)
+    _objects(out, t, s, colors, unique)
+    _galleries(out, t, s, assets, colors, unique)
+    if assets.unreadable:
+        out.page.p(
+            f"{len(assets.unreadable)} image(s) could not be read for the pictures above "
+            "(moved or deleted since the study ran) and are left out of them; e.g. "
+            + html.escape(next(iter(assets.unreadable.values()))),
+            "note",
+        )
+    _agreement(out, t, colors)
+    return out.page.render(), out.files
+
+
+def _summary(out: _Output, t: ReportTables, s: ReportSettings, colors: dict) -> None:
+    counts, acc = t.counts, t.accuracy
+    city_list = ", ".join(
+        f'<b style="color:rgb{tuple(int(255 * c) for c in colors[c][:3])}">{html.escape(c)}</b>'
+        f" ({counts['cities'].get(c, 0)} images)"
+        for c in t.cities
+    )
+    lines = [
+        f"Cities: {city_list}.",
+        f"Images: {counts['images']} ({counts['splits']['train']} train, "
+        f"{counts['splits']['val']} val, {counts['splits']['test']} test).",
+        f"Models: {len(acc) if acc is not None else 0} "
+        f"({', '.join(s.archs)} × seeds {list(s.seeds)}), "
+        f"input {s.input_size} px; explanations at θ = {list(s.thetas)}; "
+        f"segmenter <code>{html.escape(s.segmenter)}</code>.",
+        (
+            f"Test accuracy (chance {1 / max(len(t.cities), 1):.2f}): "
+            + ", ".join(
+                f"{arch} {g.test_acc.mean():.2f}"
+                for arch, g in acc.groupby("arch", sort=False)
+                if g.test_acc.notna().any()
+            )
+            + " (mean over seeds)."
+            if acc is not None and "test_acc" in acc
+            else "No accuracy table."
+        ),
+        "Skipped inputs (see the errors tables): "
+        + ", ".join(f"{stage} {n}" for stage, n in t.errors.items())
+        + ".",
+    ]
+    if _present(t.top_objects):
+        lines.append(
+            "Highest R<sub>p</sub> (mean over models): " + "; ".join(_heads(t, s.theta)) + "."
+        )
+    out.page.raw('<div class="summary">' + "".join(f"<p>{x}</p>" for x in lines) + "</div>")
+
+
+def _heads(t: ReportTables, theta: float) -> list[str]:
+    """Per city, its three objects of highest R_p (mean over models) at θ."""
+    tops, objects, heads = t.top_objects, t.objects, []
+    for city in t.cities:
+        d = tops[(tops.city == city) & (tops.theta.round(6) == round(theta, 6))]
+        if objects is not None:
+            o = objects[
+                (objects.city == city)
+                & objects.selected
+                & (objects.theta.round(6) == round(theta, 6))
+            ]
+            best = o.groupby("name").r_p.mean().sort_values(ascending=False).head(3)
+            heads.append(
+                f"<b>{html.escape(city)}</b>: "
+                + ", ".join(f"{html.escape(n)} ({v:.2f})" for n, v in best.items())
+            )
+        elif len(d):
+            heads.append(f"<b>{html.escape(city)}</b>: {html.escape(d.name.iloc[0])}")
+    return heads
+
+
+def _accuracy_and_ar(out: _Output, t: ReportTables) -> None:
+    out.page.h2("Accuracy", "accuracy")
+    if t.accuracy is not None:
+        acc = t.accuracy
+        unused = [c for c in ("explained_acc", "explained") if c in acc and acc[c].isna().all()]
+        out.table("accuracy", acc.drop(columns=unused))
+    out.page.h2("Model disagreement (AR)", "ar")
+    pairs = t.ar_pairs
+    if not _present(pairs):
+        return
+    out.figure("ar_heatmap", ar_heatmap(pairs), "mean AR between models")
+    kinds = pairs.groupby("kind").mean_ar.mean()
+    out.page.p(
+        "Mean AR between different architectures: "
+        f"{kinds.get('architectures', float('nan')):.3f}; between seeds of one "
+        f"architecture: {kinds.get('seeds', float('nan')):.3f}."
+    )
+    out.table("ar_pairs", pairs, f"AR of all {len(pairs)} model pairs")
+    if _present(t.ar_images):
+        kind_of = dict(zip(zip(pairs.model_a, pairs.model_b), pairs.kind))
+        out.figure(
+            "ar_distributions", ar_distributions(t.ar_images, kind_of), "AR distribution per pair"
+        )
+
+
+def _mask_grid(
+    out: _Output, t: ReportTables, s: ReportSettings, assets: Assets, colors: dict
+) -> None:
+    out.page.h2("Weighted masks side by side", "masks")
+    have = set(t.accuracy.model) if t.accuracy is not None else set()
+    models = [m for m in (model_name(a, seed) for a in s.archs for seed in s.seeds) if m in have]
+    grid_ids = sample_per_city(t.test_images, 2, s.seed)
+    assets.load({(i, m) for i in grid_ids.image_id for m in models})
+    rows, labels, row_colors = [], [], []
+    for iid, city in zip(grid_ids.image_id, grid_ids.city):
+        img = assets.images.get(iid)
+        if img is None:
+            continue
+        tiles = [img]
+        for m in models:
+            got = assets.pair(iid, m)
+            tiles.append(heat_overlay(*got) if got else np.full_like(img, 255))
+        rows.append(tiles)
+        labels.append(f"{city}\n{iid[:8]}")
+        row_colors.append(colors[city])
+    if rows:
+        out.figure(
+            "mask_grid",
+            image_grid(rows, labels, ["image", *models], "Grad-CAM masks (mask_norm)", row_colors),
+            "weighted masks of every model over sample test images",
+        )
+
+
+def _tsne(out: _Output, t: ReportTables, s: ReportSettings, assets: Assets, colors: dict) -> None:
+    out.page.h2("t-SNE of the explanations", "tsne")
+    emb = t.embeddings
+    if not _present(emb):
+        return
+    for pca in sorted(emb.pca.unique()):
+        tag = pca.rstrip("%")
+        out.figure(
+            f"tsne_city_pca{tag}", tsne_by_city(emb, pca, colors), f"t-SNE by city, PCA {pca}"
+        )
+        if emb.top_class.notna().any():
+            out.figure(
+                f"tsne_class_pca{tag}",
+                tsne_by_class(emb, pca, t.names),
+                f"t-SNE by top object, PCA {pca}",
+            )
+    mos = emb[(emb.model == s.showcase) & (emb.descriptor == "d_cam")]
+    mos = mos[mos.pca == sorted(mos.pca.unique())[0]] if len(mos) else mos
+    picked = sample_per_city(mos, max(1, s.mosaic // max(len(t.cities), 1)), s.seed)
+    assets.load({(i, s.showcase) for i in picked.image_id})
+    rgb = {c: tuple(int(255 * v) for v in colors[c][:3]) for c in t.cities}
+    thumbs, pts, borders = [], [], []
+    for r in picked.itertuples():
+        got = assets.pair(r.image_id, s.showcase)
+        if got:
+            thumbs.append(explanation_thumbnail(*got, s.theta, size=80))
+            pts.append((r.x, r.y))
+            borders.append(rgb[r.city])
+    if not thumbs:
+        return
+    cells = int(np.ceil(np.sqrt(len(thumbs) * 1.6)))
+    canvas = mosaic(np.asarray(pts), thumbs, borders, cells=cells)
+    out.picture(
+        "tsne_mosaic", canvas, f"t-SNE mosaic of {len(thumbs)} visual explanations of {s.showcase}"
+    )
+    out.page.p(
+        f"{len(thumbs)} visual explanations of {s.showcase} (D_cam, PCA "
+        f"{mos.pca.iloc[0] if len(mos) else ''}, θ = {s.theta}) placed at their t-SNE "
+        "positions; frames in city colours.",
+        "note",
+    )
+
+
+def _objects(out: _Output, t: ReportTables, s: ReportSettings, colors: dict, unique) -> None:
+    out.page.h2("Objects", "objects")
+    objects = t.objects
+    if not _present(objects):
+        out.page.p(
+            "No class maps: every image lacked one (see the segment stage's errors). "
+            "Objects need a segmenter: ground-truth label maps (cities.&lt;name&gt;.labels) "
+            "or a model (segmenter.backend, e.g. ade20k-ppm with CSAIL's weights).",
+            "note",
+        )
+    if _present(t.top_objects):
+        out.figure(
+            "top_objects", top_objects_bars(t.top_objects, colors), "top objects per city and θ"
+        )
+    if not _present(objects):
+        return
+    for line in describe_unique(unique, objects, s.theta):
+        out.page.p(html.escape(line))
+    out.figure("r_p", r_p_bars(objects, s.theta, colors), "R_p per city, by model")
+    out.figure("r_p_seeds", r_p_by_seed(objects, s.theta, colors), "R_p per city, by seed")
+    sel = objects[objects.selected].sort_values(
+        ["city", "theta", "model", "r_p"], ascending=[True, True, True, False]
+    )
+    out.files["objects.csv"] = objects.to_csv(index=False).encode()
+    out.page.table(
+        sel[["city", "theta", "model", "name", "r_p", "mean_in_mask", "mean_in_image"]],
+        summary=f"R_p of the {len(sel)} selected (model, city, θ, object) rows",
+    )
+
+
+def _galleries(
+    out: _Output, t: ReportTables, s: ReportSettings, assets: Assets, colors: dict, unique
+) -> None:
+    out.page.h2("Galleries", "galleries")
+    emb = t.embeddings
+    if not _present(emb):
+        return
+    per_image = emb[(emb.model == s.showcase)].drop_duplicates("image_id")
+    overlaps = t.showcase_overlaps
+    if overlaps is None:
+        overlaps = pd.DataFrame(columns=["image_id", "city", "class_pixels_in_mask"])
+    for name, title, chosen in (
+        (
+            "gallery_symbols",
+            "Urban symbols: explanations most covered by objects only this city has",
+            urban_symbols(overlaps, unique, t.names, 6),
+        ),
+        (
+            "gallery_architecture",
+            "Architecture styles: building-dominated explanations",
+            architecture_styles(per_image, t.names, 6, s.seed),
+        ),
+    ):
+        assets.load({(i, s.showcase) for i in chosen.image_id})
+        g_rows, g_labels, g_colors = [], [], []
+        for city, g in chosen.groupby("city", sort=True):
+            tiles = [
+                explanation_thumbnail(*got, s.theta, size=120)
+                for i in g.image_id
+                if (got := assets.pair(i, s.showcase))
+            ]
+            if tiles:
+                g_rows.append(tiles)
+                g_labels.append(city)
+                g_colors.append(colors[city])
+        if g_rows:
+            grid = image_grid(g_rows, g_labels, [], f"{title} ({s.showcase})", g_colors)
+            out.figure(name, grid, title)
+        else:
+            out.page.p(f"{title}: none in this study.", "note")
+
+
+def _agreement(out: _Output, t: ReportTables, colors: dict) -> None:
+    agreement = t.agreement
+    if not _present(agreement):
+        return
+    out.page.h2("Agreement with annotations", "agreement")
+    out.figure(
+        "agreement",
+        agreement_curves(agreement, colors),
+        "segmenter vs human annotation: strict and lenient accuracy",
+    )
+    ends = agreement[
+        (agreement.city == "all")
+        & agreement.threshold.isin([agreement.threshold.min(), agreement.threshold.max()])
+    ]
+    out.files["agreement.csv"] = agreement.to_csv(index=False).encode()
+    out.page.table(ends)
