@@ -24,16 +24,10 @@ from citylens.allocator import worker_runtime_env
 from citylens.cam import grad_cam, mask_difference
 from citylens.data.images import decode_jpegs, normalize
 from citylens.pipeline import cluster
-from citylens.pipeline.committed import read_manifest
+from citylens.pipeline.committed import committed, read_manifest
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
-from citylens.pipeline.shards import (
-    count_by_node,
-    done_image_ids,
-    shard_counts,
-    summary,
-    write_shard,
-)
+from citylens.pipeline.shards import run_sharded, summary, write_shard
 from citylens.storage import Store
 from citylens.tables import EXPLANATIONS, error_row
 
@@ -213,6 +207,12 @@ def _decode_memory(batch_size: int) -> int:
 
 
 def run_explain(ctx: Context) -> StageResult:
+    """Grad-CAM of every model over the test split.
+
+    Consumes the manifest's test rows and the committed models (``train``). Writes
+    ``explain/<run>/data/*.parquet`` (EXPLANATIONS: one row per image and model) and
+    ``errors/`` (images that could not be decoded), resumably.
+    """
     cfg, store = ctx.cfg, ctx.store
     up = ctx.upstream("ingest", "train")
     settings = {"target": cfg.explain.target, "input_size": cfg.train.input_size}
@@ -226,46 +226,27 @@ def run_explain(ctx: Context) -> StageResult:
     key = ctx.key("explain", up, settings)
     if rec := ctx.up_to_date("explain", key):
         return StageResult("explain", "skipped", rec)
-    folder, started, resumed = ctx.resume("explain", key)
-    train_rec = store.record("train")
-    models = {name: f"models/{name}" for name in sorted(train_rec["models"])}
-    cities = store.record("ingest")["cities"]
+    models = {name: f"models/{name}" for name in sorted(committed(store, "train")["models"])}
+    cities = committed(store, "ingest")["cities"]
     manifest = read_manifest(store)
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(["image_id", "uri", "city"])
-    nodes: dict[str, int] = {}
-    todo = test
-    if resumed:  # an interrupted attempt: its shards are whole; explain only the rest
-        done = done_image_ids(store, folder)
-        todo = test.filter(
-            pc.invert(pc.is_in(test["image_id"], pa.array(sorted(done), pa.string())))
-        )
-        ctx.progress(f"explain: resuming, {test.num_rows - todo.num_rows} images already done")
-    if todo.num_rows:
-        ctx.ray()
-        nodes = _explain(ctx, folder, todo, models, cities)
-    got = shard_counts(store, folder)
-    counts = {
-        "inputs": test.num_rows,
-        "images": got.images,
-        "rows": got.rows,
-        "errors": got.errors,
-        "models": len(models),
-    }
-    if got.images + got.errors != test.num_rows or len(got.covered) != test.num_rows:
-        raise RuntimeError(
-            f"explain: {test.num_rows} inputs but {got.images} explained + "
-            f"{got.errors} errors ({len(got.covered)} covered by shards)"
-        )
-    rec = ctx.finish(
-        "explain", key, folder, started, counts=counts, models=sorted(models), nodes=nodes
+    return run_sharded(
+        ctx,
+        "explain",
+        key,
+        test,
+        lambda folder, todo: _explain(ctx, folder, todo, models, cities),
+        counts={"models": len(models)},
+        batch_size=cfg.explain.batch_size,
+        models=sorted(models),
     )
-    return StageResult("explain", "ran", rec)
 
 
 def _explain(
     ctx: Context, folder: str, test: pa.Table, models: dict[str, str], cities: list[str]
-) -> dict[str, int]:
-    """Grad-CAM of ``test``'s images on Ray, into ``folder``; returns images per node."""
+) -> ray.data.Dataset:
+    """Grad-CAM of ``test``'s images on Ray, into ``folder``: the dataset of the shards'
+    summaries (lazy; iterating it does the work)."""
     cfg, store = ctx.cfg, ctx.store
     n_actors = cluster.actor_count(cfg)
     n_gpu = cluster.gpus(cfg)
@@ -316,11 +297,4 @@ def _explain(
         num_cpus=0 if n_gpu else 1,
         runtime_env=worker_runtime_env(),  # activations reuse their pages: citylens.allocator
     )
-    done = 0
-    nodes: dict[str, int] = {}
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        count_by_node(nodes, batch)
-        done += int(batch["images"].sum() + batch["errors"].sum())
-        if done % (20 * bs) < bs or done == test.num_rows:
-            ctx.progress(f"explain: {done}/{test.num_rows} images")
-    return nodes
+    return ds

@@ -18,14 +18,7 @@ from citylens.overlap import class_pixels
 from citylens.pipeline import cluster
 from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
-from citylens.pipeline.shards import (
-    carry_over,
-    count_by_node,
-    done_image_ids,
-    shard_counts,
-    summary,
-    write_shard,
-)
+from citylens.pipeline.shards import carry_over, run_sharded, summary, write_shard
 from citylens.segment import SEGMENTERS, build_segmenter, vocabulary_of
 from citylens.segment.model import weights_fingerprint
 from citylens.storage import Store, digest, read_bytes
@@ -107,10 +100,10 @@ def _segment_in_task(batch: pa.Table, **worker_args) -> dict:
     return SegmentWorker(**worker_args)(batch)
 
 
-def run_segment(ctx: Context) -> StageResult:
-    cfg, store = ctx.cfg, ctx.store
-    seg = cfg.segmenter
-    classes = read_bytes(seg.classes, cfg.run.storage_options).decode() if seg.classes else None
+def _settings(ctx: Context) -> tuple[dict, str | None]:
+    """The segment stage's settings (what changes a class map) and the class file's text."""
+    seg, opts = ctx.cfg.segmenter, ctx.cfg.run.storage_options
+    classes = read_bytes(seg.classes, opts).decode() if seg.classes else None
     settings = {
         "backend": seg.backend,
         "weights": seg.weights,
@@ -118,74 +111,74 @@ def run_segment(ctx: Context) -> StageResult:
     }
     if SEGMENTERS[seg.backend].input_kind == "image":  # what changes a model's maps
         settings |= {
-            "weights": weights_fingerprint(seg.weights, cfg.run.storage_options),
+            "weights": weights_fingerprint(seg.weights, opts),
             "scales": list(seg.scales),
             "max_size": seg.max_size,
             "precision": seg.precision,
         }
+    return settings, classes
+
+
+def run_segment(ctx: Context) -> StageResult:
+    """A class map for every test image.
+
+    Consumes the manifest's test rows (images, or their ground-truth label maps).
+    Writes ``segment/<run>/vocabulary.csv``, ``data/*.parquet`` (SEGMENTS: one row per
+    image) and ``errors/``, resumably; class maps of an earlier run with the same
+    segmenter are carried over (``reused``), so a study that grew segments only its new
+    images.
+    """
+    cfg, store = ctx.cfg, ctx.store
+    settings, classes = _settings(ctx)
     key = ctx.key("segment", ctx.upstream("ingest"), settings)
     if rec := ctx.up_to_date("segment", key):
         return StageResult("segment", "skipped", rec)
-    folder, started, resumed = ctx.resume("segment", key)
-    store.write_text(f"{folder}/vocabulary.csv", vocabulary_of(seg.backend, classes).to_csv())
     manifest = read_manifest(store)
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(
         ["image_id", "uri", "city", "label_uri"]
     )
-    # A class map depends only on the image and the segmenter: when the study grew (new
-    # images, a new city) and the segmenter is unchanged, earlier maps are reused.
     prev = store.record("segment")
-    if resumed:
-        reused = store.read_json(f"{folder}/reused.json")["reused"]
-        ctx.progress("segment: resuming an interrupted run")
-    elif prev and prev.get("settings") == digest(settings) and not ctx.force:
-        reused = len(carry_over(store, prev["folder"], folder, set(test["image_id"].to_pylist())))
-        ctx.progress(f"segment: {reused} class maps reused from the previous run")
-    else:
-        reused = 0
-    store.write_json(f"{folder}/reused.json", {"reused": reused})
-    done = done_image_ids(store, folder)
-    todo = test.filter(
-        pc.invert(pc.is_in(test["image_id"], value_set=pa.array(sorted(done), pa.string())))
-    )
-    images, errors, nodes = 0, 0, {}
-    if todo.num_rows:
-        ctx.ray()
-        images, errors, nodes = _segment(ctx, folder, todo, classes)
-    got = shard_counts(store, folder)
-    if got.images + got.errors != test.num_rows or len(got.covered) != test.num_rows:
-        raise RuntimeError(
-            f"segment: {test.num_rows} inputs but {got.images} segmented (incl. {reused} "
-            f"reused) + {got.errors} errors ({len(got.covered)} covered by shards)"
-        )
-    counts = {
-        "inputs": test.num_rows,
-        "images": got.images,
-        "errors": got.errors,
-        "reused": reused,
-    }
-    ctx.progress(f"segment: {images} images segmented, {errors} errors")
-    rec = ctx.finish(
+
+    def prepare(folder: str, resumed: bool) -> dict:
+        voc = vocabulary_of(cfg.segmenter.backend, classes)
+        store.write_text(f"{folder}/vocabulary.csv", voc.to_csv())
+        # A class map depends only on the image and the segmenter: when the study grew
+        # (new images, a new city) and the segmenter is unchanged, earlier maps are reused.
+        if resumed:
+            reused = store.read_json(f"{folder}/reused.json")["reused"]
+        elif prev and prev.get("settings") == digest(settings) and not ctx.force:
+            ids = set(test["image_id"].to_pylist())
+            reused = len(carry_over(store, prev["folder"], folder, ids))
+            ctx.progress(f"segment: {reused} class maps reused from the previous run")
+        else:
+            reused = 0
+        store.write_json(f"{folder}/reused.json", {"reused": reused})
+        return {"reused": reused}
+
+    return run_sharded(
+        ctx,
         "segment",
         key,
-        folder,
-        started,
-        counts=counts,
-        segmenter=seg.backend,
-        nodes=nodes,
+        test,
+        lambda folder, todo: _segment(ctx, folder, todo, classes),
+        prepare=prepare,
+        batch_size=_batch_size(cfg),
+        segmenter=cfg.segmenter.backend,
         settings=digest(settings),
     )
-    return StageResult("segment", "ran", rec)
 
 
-def _segment(
-    ctx: Context, folder: str, test: pa.Table, classes: str | None
-) -> tuple[int, int, dict[str, int]]:
-    """Segment ``test``'s images on Ray into ``folder``; (images, errors, images per node)."""
+def _batch_size(cfg) -> int:
+    seg = cfg.segmenter
+    labels = SEGMENTERS[seg.backend].input_kind == "labels"
+    return cfg.explain.batch_size if labels else seg.batch_size
+
+
+def _segment(ctx: Context, folder: str, test: pa.Table, classes: str | None) -> ray.data.Dataset:
+    """Segment ``test``'s images on Ray into ``folder``: the dataset of the shards'
+    summaries (lazy; iterating it does the work)."""
     cfg, store, seg = ctx.cfg, ctx.store, ctx.cfg.segmenter
-    bs = (
-        cfg.explain.batch_size if SEGMENTERS[seg.backend].input_kind == "labels" else seg.batch_size
-    )
+    bs = _batch_size(cfg)
     ds = cluster.blocks(test, bs)
     worker_args = {
         "store": store,
@@ -218,10 +211,4 @@ def _segment(
             num_cpus=0 if n_gpu else 1,
             runtime_env=worker_runtime_env(),  # see citylens.allocator
         )
-    images = errors = 0
-    nodes: dict[str, int] = {}
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        count_by_node(nodes, batch)
-        images += int(batch["images"].sum())
-        errors += int(batch["errors"].sum())
-    return images, errors, nodes
+    return ds

@@ -3,16 +3,23 @@
 A shard's name is a hash of the image ids it covers, so a retried batch rewrites the
 same file instead of adding a duplicate, and a resumed stage can tell which images are
 done by reading the ``image_id`` column of the shards already there.
+
+:func:`run_sharded` is the skeleton every sharded map stage (explain, segment) shares:
+resume → what is left to do → map it on Ray → check every input is covered → commit.
+A stage says only what is its own: how to map a batch of to-do rows.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from citylens.pipeline.context import Context, StageResult
 from citylens.storage import Store
 from citylens.tables import errors_table
 
@@ -21,6 +28,7 @@ __all__ = [
     "carry_over",
     "count_by_node",
     "done_image_ids",
+    "run_sharded",
     "shard_counts",
     "shard_name",
     "summary",
@@ -29,6 +37,7 @@ __all__ = [
 
 
 def shard_name(image_ids: list[str]) -> str:
+    """The file name of the shard covering ``image_ids`` (whatever their order)."""
     h = hashlib.blake2b("\n".join(sorted(image_ids)).encode(), digest_size=10).hexdigest()
     return f"part-{h}.parquet"
 
@@ -127,3 +136,69 @@ def carry_over(store: Store, old: str, new: str, keep: set[str]) -> set[str]:
             store.write_table(f"{new}/data/{shard_name(mine)}", rows)
         covered.update(mine)
     return covered
+
+
+def _not_in(rows: pa.Table, done: set[str]) -> pa.Table:
+    return rows.filter(
+        pc.invert(pc.is_in(rows["image_id"], value_set=pa.array(sorted(done), pa.string())))
+    )
+
+
+def run_sharded(
+    ctx: Context,
+    stage: str,
+    key: str,
+    inputs: pa.Table,
+    map_todo: Callable[[str, pa.Table], object],
+    prepare: Callable[[str, bool], dict] | None = None,
+    batch_size: int = 1,
+    counts: dict | None = None,
+    **record,
+) -> StageResult:
+    """Run a sharded map stage whose key is not up to date, resumably, and commit it.
+
+    An interrupted attempt with the same key is resumed in its own folder (its shards
+    are whole: only the rest is mapped). Afterwards every input must be covered by a
+    shard's rows or its errors, or nothing is committed.
+
+    Args:
+        ctx: The study being run.
+        stage: The stage's name (its folder and record).
+        key: The stage's key.
+        inputs: Rows to map (with ``image_id``), one per image.
+        map_todo: ``(folder, rows to do) -> Ray Dataset`` of the shards' one-row
+            :func:`summary` batches; called (with Ray started) only when rows are left.
+        prepare: ``(folder, resumed) -> counts`` run first, e.g. to carry rows over from
+            an earlier run into ``folder``; its counts join the record's.
+        batch_size: The stage's batch size (progress is printed about every 20 batches).
+        counts: More counts of the stage's record (beside inputs, images, rows, errors).
+        **record: More fields of the stage's record.
+
+    Raises:
+        RuntimeError: the shards do not cover every input once, as rows or errors.
+    """
+    store, n = ctx.store, inputs.num_rows
+    folder, started, resumed = ctx.resume(stage, key)
+    extra = dict(counts or {}) | (prepare(folder, resumed) if prepare is not None else {})
+    done = done_image_ids(store, folder)
+    todo = _not_in(inputs, done) if done else inputs
+    if resumed:
+        ctx.progress(f"{stage}: resuming, {n - todo.num_rows} images already done")
+    nodes: dict[str, int] = {}
+    if todo.num_rows:
+        ctx.ray()
+        seen = 0
+        for batch in map_todo(folder, todo).iter_batches(batch_size=None, batch_format="numpy"):
+            count_by_node(nodes, batch)
+            seen += int(batch["images"].sum() + batch["errors"].sum())
+            if seen % (20 * batch_size) < batch_size or seen == todo.num_rows:
+                ctx.progress(f"{stage}: {seen}/{todo.num_rows} images")
+    got = shard_counts(store, folder)
+    if got.images + got.errors != n or len(got.covered) != n:
+        raise RuntimeError(
+            f"{stage}: {n} inputs but {got.images} done (incl. any reused) + {got.errors} "
+            f"errors ({len(got.covered)} covered by shards)"
+        )
+    done_counts = {"inputs": n, "images": got.images, "rows": got.rows, "errors": got.errors}
+    rec = ctx.finish(stage, key, folder, started, counts=done_counts | extra, nodes=nodes, **record)
+    return StageResult(stage, "ran", rec)
