@@ -274,7 +274,10 @@ def mask_difference(
     """Mean absolute difference between ``precision``'s mask_norm and fp32's.
 
     Args:
+        model: The model.
         images: ``(B, 3, S, S)`` normalised images on the model's device.
+        targets: ``(B,)`` target classes, or None for the predictions.
+        precision: ``fp32``, ``bf16`` or ``fp16``.
 
     Returns:
         mean over images and locations of ``|mask_precision − mask_fp32|`` (0 for fp32).

@@ -53,9 +53,12 @@ def _summary(cfg, results) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    """Exit codes: 0 done; 2 an invalid study or input (nothing of it ran, or the stage
+    """Run a study from the command line's arguments; returns the exit code.
+
+    Exit codes: 0 done; 2 an invalid study or input (nothing of it ran, or the stage
     that met it stopped); 3 the store refused a write; 4 the store is held by another
-    run; 130 interrupted (Ctrl-C). Every failure is one line on stderr."""
+    run; 130 interrupted (Ctrl-C). Every failure is one line on stderr.
+    """
     from citylens.config import ConfigError, load_config
     from citylens.config.validate import preflight
     from citylens.pipeline.run import check_stages
@@ -185,6 +188,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``citylens`` command; returns its exit code (see :func:`_cmd_run`)."""
     ap = argparse.ArgumentParser(
         prog="citylens",
         description="What makes one city look different from another, through a CNN's eyes.",

@@ -28,13 +28,17 @@ class InputError(ValueError):
 
 
 class UnsafeFileError(InputError):
-    """A weights or checkpoint file holds Python objects, not plain tensors: loading it
-    would run code named in the file, so it is refused."""
+    """A weights or checkpoint file holds Python objects, not plain tensors.
+
+    Loading it would run code named in the file, so it is refused.
+    """
 
 
 def user_error_in(err: BaseException | None, kind: type = InputError):
-    """The first exception of type ``kind`` in ``err``'s chain (itself, its causes and
-    contexts), or None."""
+    """The first exception of type ``kind`` in ``err``'s chain, or None.
+
+    The chain is the error itself, its causes and its contexts.
+    """
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, kind):

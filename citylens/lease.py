@@ -220,8 +220,10 @@ class Lease:
                 continue
 
     def check(self) -> None:
-        """Raise :class:`LeaseLost` unless this process still holds the lease (call it
-        before anything that must not happen twice: committing a stage)."""
+        """Raise :class:`LeaseLost` unless this process still holds the lease.
+
+        Call it before anything that must not happen twice: committing a stage.
+        """
         why = self.lost or self._owned()
         if why is not None:
             self.lost = why

@@ -19,9 +19,11 @@ __all__ = ["bilinear_matrix", "constant_positive", "explanation", "upsample_mask
 
 
 def constant_positive(masks: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` bool: masks whose every value is the same positive number (to float32
-    precision, as :func:`citylens.cam.normalize_masks` decides): every location is
-    equally important, on any grid."""
+    """``(B,)`` bool: masks whose every value is the same positive number.
+
+    To float32 precision, as :func:`citylens.cam.normalize_masks` decides: every
+    location is equally important, on any grid.
+    """
     lo, hi = torch.aminmax(masks.flatten(1), dim=1)
     return (hi > 0) & (hi - lo <= torch.finfo(masks.dtype).eps * hi.abs())
 

@@ -1,5 +1,7 @@
-"""Pixels per class inside visual explanations and in whole label maps (the overlaps
-table's rows)."""
+"""Pixels per class inside visual explanations and in whole label maps.
+
+These make the overlaps table's rows.
+"""
 
 from __future__ import annotations
 

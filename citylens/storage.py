@@ -138,6 +138,7 @@ class Store:
         return f"{self.uri}/{rel}".rstrip("/") if rel else self.uri
 
     def exists(self, rel: str) -> bool:
+        """Whether a file or folder exists at ``rel``."""
         return self.fs.exists(self.path(rel))
 
     def ls(self, rel: str) -> list[str]:
@@ -148,6 +149,7 @@ class Store:
             return []
 
     def rm(self, rel: str) -> None:
+        """Remove a file or a whole folder (nothing if it does not exist)."""
         if self.exists(rel):
             self.fs.rm(self.path(rel), recursive=True)
 
@@ -182,8 +184,9 @@ class Store:
             ) from err
 
     def create_bytes(self, rel: str, data: bytes) -> bool:
-        """Write a file only if none exists there, atomically: of several writers racing
-        for one name, exactly one wins.
+        """Write a file only if none exists there, atomically.
+
+        Of several writers racing for one name, exactly one wins.
 
         On a local disk the bytes go to a temporary name that is hard-linked into place
         (``link`` fails if the name exists); on S3 the PUT carries ``If-None-Match: *``,
@@ -230,15 +233,19 @@ class Store:
             ) from err
 
     def read_bytes(self, rel: str) -> bytes:
+        """A whole file's bytes."""
         return self.fs.cat_file(self.path(rel))
 
     def write_json(self, rel: str, obj: Any) -> None:
+        """Write an object as indented JSON, atomically."""
         self.write_bytes(rel, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
     def read_json(self, rel: str) -> Any:
+        """A JSON file's object."""
         return json.loads(self.read_bytes(rel))
 
     def write_text(self, rel: str, text: str) -> None:
+        """Write UTF-8 text, atomically."""
         self.write_bytes(rel, text.encode())
 
     # ------------------------------------------------------------------ tables

@@ -59,6 +59,7 @@ class TensorBatches:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
 
     def epoch(self, e: int) -> Iterator[Batch]:
+        """Epoch ``e``'s batches (shuffled with seed + e when ``shuffle``)."""
         n = len(self.labels)
         if self.shuffle:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + e))

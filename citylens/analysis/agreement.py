@@ -196,8 +196,9 @@ def parse_annotations(
 def agreement_table(
     overlaps: pa.Table, human: dict[str, tuple[int, ...]], thresholds=DEFAULT_THRESHOLDS
 ) -> pa.Table:
-    """Strict / lenient curves per model, θ and city (and over all cities) of annotated
-    explanations.
+    """Strict / lenient curves of annotated explanations per model, θ and city.
+
+    Each (model, θ) also gets a curve over all cities (city ``"all"``).
 
     Args:
         overlaps: Overlap rows (``image_id, city, model, theta, class_pixels_in_mask``) of

@@ -41,8 +41,10 @@ _CHUNK = 64  # images per product: a few MB at 224×224, cache-sized
 
 @functools.lru_cache(maxsize=64)
 def _extreme_lines(n_in: int, n_out: int) -> torch.Tensor:
-    """Output lines that are first or last of their source interval (where a bilinear
-    surface sampled on the output grid takes its extremes)."""
+    """Output lines that are first or last of their source interval.
+
+    A bilinear surface sampled on the output grid takes its extremes on these lines.
+    """
     src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5).clamp_(min=0)
     cell = src.floor().long()
     first = torch.ones(n_out, dtype=torch.bool)

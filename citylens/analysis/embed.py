@@ -113,8 +113,9 @@ def exact_knn(y: np.ndarray, k: int, block_elems: int = 2**24) -> tuple[np.ndarr
 
 
 def affinities(y: np.ndarray, perplexity: float, n_jobs: int = 1, seed: int = 0):
-    """t-SNE's input affinities P (openTSNE ``PerplexityBasedNN``, symmetrised), over
-    exact nearest neighbours up to :data:`EXACT_KNN_MAX` points, else Annoy's.
+    """t-SNE's input affinities P (openTSNE ``PerplexityBasedNN``, symmetrised).
+
+    Over exact nearest neighbours up to :data:`EXACT_KNN_MAX` points, else Annoy's.
 
     Args:
         y: ``(N, k)`` inputs, N ≥ 2 (neighbours: ``3 × perplexity``, at most N − 1).
@@ -143,6 +144,9 @@ def tsne(y: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1
 
     Args:
         y: ``(N, k)`` inputs, N ≥ 4.
+        perplexity: Perplexity (capped as above).
+        seed: Seed of the initialisation and the neighbour search.
+        n_jobs: Threads.
 
     Returns:
         float32 ``(N, 2)``.
@@ -185,8 +189,7 @@ def embed(
 
 
 def pca_label(keep: int | float) -> str:
-    """How the embeddings table names a PCA setting: ``"50%"`` of the variance, ``"10"``
-    components."""
+    """How the embeddings table names a PCA setting: ``"50%"`` (variance) or ``"10"``."""
     return f"{round(keep * 100)}%" if isinstance(keep, float) else str(keep)
 
 

@@ -41,6 +41,7 @@ def masks_of_model(t: pa.Table, model: str) -> tuple[np.ndarray, np.ndarray, np.
 
     Args:
         t: rows with ``image_id, city, model, cam_h, cam_w, mask``.
+        model: The model's name.
 
     Returns:
         ``(image ids (n,) object, cities (n,) object, masks float32 (n, h, w))``.

@@ -148,7 +148,7 @@ def repulsion(
 
 
 @functools.cache
-def _interpolation_kernels():
+def _interpolation_kernels():  # noqa: PLR0915 (two numba kernels, compiled together)
     """Compiled (numba) spreading of charges onto the grid and reading potentials back.
 
     A point at ``scaled`` (box units from the grid's corner) lies in box
@@ -244,7 +244,9 @@ def attraction(
     """Adds t-SNE's attractive forces ``Σ_j p_ij q_ij (y_i − y_j)`` to ``out``.
 
     Args:
-        indptr, indices, p: P in CSR form (``(N + 1,)``, ``(nnz,)``, ``(nnz,)`` float64).
+        indptr: P's CSR row pointers, ``(N + 1,)``.
+        indices: P's CSR column indices, ``(nnz,)``.
+        p: P's CSR values, ``(nnz,)`` float64.
         y: ``(N, 2)`` float64 embedding.
         out: ``(N, 2)`` float64, updated in place.
     """
@@ -285,8 +287,9 @@ def kl_divergence_fft32(
     n_jobs: int = 1,
     **kwargs,
 ):
-    """openTSNE objective (KL divergence and its gradient) with :func:`repulsion` and
-    :func:`attraction`.
+    """OpenTSNE's objective (KL divergence and its gradient) from our own kernels.
+
+    The gradient is :func:`repulsion` plus :func:`attraction`.
 
     Same contract as ``openTSNE.tsne.kl_divergence_fft``: returns ``(kl, gradient)``
     with gradient ``(N, 2)`` float64 (kl is 0 unless ``should_eval_error``). Embeddings

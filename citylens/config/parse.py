@@ -26,8 +26,10 @@ MAX_TEXT = 4096  # characters in one string field
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> int:
-    """Values ``node`` stands for once every alias in it is expanded (each alias is the
-    node it names, so an alias bomb is counted without being built)."""
+    """Values ``node`` stands for once every alias in it is expanded.
+
+    Each alias is the node it names, so an alias bomb is counted without being built.
+    """
     key = id(node)
     if key in memo:
         return memo[key]
@@ -190,8 +192,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def _read_source(source, overrides: list[str]) -> tuple[str, str]:
-    """Name and text of a study YAML given as a path or a URI (``s3://bucket/study.yaml``,
-    read with the ``run.storage_options`` the overrides give, if any)."""
+    """Name and text of a study YAML given as a path or a URI.
+
+    A URI (``s3://bucket/study.yaml``) is read with the ``run.storage_options`` the
+    overrides give, if any.
+    """
     name = str(source)
     if "://" in name and not name.startswith("file://"):
         opts = apply_overrides({}, [o for o in overrides if o.startswith("run.")])
@@ -236,8 +241,9 @@ def _text(data: bytes, name: str) -> str:
 def parse_config(
     source: str | Path | dict | None = None, overrides: list[str] | None = None
 ) -> StudyConfig:
-    """Read and override a study config, types checked (values are not: see
-    :func:`citylens.config.load_config`).
+    """Read and override a study config, types checked.
+
+    Values are not checked: :func:`citylens.config.load_config` does that too.
 
     Args:
         source: A YAML path or URI (``s3://…``), a dict, or None (all defaults: the

@@ -68,6 +68,8 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
+    """The 6:2:2 split of places into train, val and test, seeded."""
+
     ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
 
@@ -87,8 +89,10 @@ class ModelsConfig:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimiser and schedule of one model's training (defaults: the paper's): what
-    :func:`citylens.train.fit` takes and what a trained model's key digests."""
+    """Optimiser and schedule of one model's training (defaults: the paper's).
+
+    What :func:`citylens.train.fit` takes and what a trained model's key digests.
+    """
 
     epochs: int = 30
     batch_size: int = 32
@@ -101,8 +105,9 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class TrainConfig(TrainSettings):
-    """The paper's training setup: :class:`TrainSettings` for every model, plus the
-    study-wide fields; ``epochs_per_arch`` overrides ``epochs`` per arch.
+    """The paper's training setup: :class:`TrainSettings` plus study-wide fields.
+
+    ``epochs_per_arch`` overrides ``epochs`` per arch.
 
     Attributes:
         checkpoint_every: Epochs between crash-safe checkpoints of the whole training
@@ -236,6 +241,8 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
+    """One study: its cities, models, stages' settings and where it runs and stores."""
+
     name: str = "citylens-demo"
     store: str = "./citylens-demo"
     cities: dict[str, CityConfig] = field(default_factory=dict)

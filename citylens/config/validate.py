@@ -44,8 +44,10 @@ def _unique(values, path: str) -> None:
 
 
 def _location(source: str, resolve: bool = False) -> str:
-    """A source as ``scheme://path`` without a trailing slash; local paths absolute
-    (and with symbolic links resolved when ``resolve``)."""
+    """A source as ``scheme://path`` without a trailing slash.
+
+    Local paths are made absolute (with symbolic links resolved when ``resolve``).
+    """
     import fsspec
 
     protocol = fsspec.utils.get_protocol(source)
@@ -93,9 +95,18 @@ def check_sources(cfg: StudyConfig, resolve: bool = False) -> None:
 
 
 def validate_config(cfg: StudyConfig) -> None:
-    """Raise :class:`ConfigError` naming the first invalid field."""
-    from citylens.segment import SEGMENTERS
+    """Raise :class:`ConfigError` naming the first invalid field (fields in file order)."""
+    _check_names(cfg)
+    _check_synthetic(cfg)
+    _check_models(cfg)
+    _check_train(cfg)
+    _check_explain(cfg)
+    _check_segmenter(cfg)
+    _check_analysis(cfg)
 
+
+def _check_names(cfg: StudyConfig) -> None:
+    """The cities fields."""
     _require(bool(_NAME.match(cfg.name)), "name", f"{cfg.name!r} must be letters, digits, ._-")
     _require(bool(cfg.store.strip()), "store", "must be a path or URI")
 
@@ -118,6 +129,10 @@ def validate_config(cfg: StudyConfig) -> None:
                 except re.error as err:
                     raise ConfigError(f"cities.{name}.place_regex: invalid regex: {err}") from None
         check_sources(cfg)
+
+
+def _check_synthetic(cfg: StudyConfig) -> None:
+    """The synthetic corpus fields."""
     syn = cfg.synthetic
     _require(syn.cities >= 2, "synthetic.cities", f"needs at least 2, got {syn.cities}")
     _require(syn.places >= 3, "synthetic.places", f"needs at least 3, got {syn.places}")
@@ -127,6 +142,9 @@ def validate_config(cfg: StudyConfig) -> None:
     _at_most(syn.size, 1024, "synthetic.size", " px")
     _at_most(syn.places * syn.views, 1_000_000, "synthetic.places", " images per city (× views)")
 
+
+def _check_models(cfg: StudyConfig) -> None:
+    """The split and models fields."""
     for i, r in enumerate(cfg.split.ratios):
         _require(r > 0, f"split.ratios[{i}]", f"must be positive, got {r}")
 
@@ -149,6 +167,9 @@ def validate_config(cfg: StudyConfig) -> None:
             f"initial weights are supported for {', '.join(TORCHVISION_ARCHS)}",
         )
 
+
+def _check_train(cfg: StudyConfig) -> None:
+    """The training fields."""
     t = cfg.train
     _require(t.epochs >= 1, "train.epochs", f"must be ≥ 1, got {t.epochs}")
     _require(
@@ -179,6 +200,9 @@ def validate_config(cfg: StudyConfig) -> None:
             except GeometryError as err:
                 raise ConfigError(f"train.input_size: {err}") from None
 
+
+def _check_explain(cfg: StudyConfig) -> None:
+    """The Grad-CAM fields."""
     e = cfg.explain
     _require(
         e.target in ("true", "pred"),
@@ -209,6 +233,11 @@ def validate_config(cfg: StudyConfig) -> None:
         "explain.decode_on",
         f"must be cpu or gpu, got {e.decode_on!r}",
     )
+
+
+def _check_segmenter(cfg: StudyConfig) -> None:
+    """The segmenter fields."""
+    from citylens.segment import SEGMENTERS  # late: the segmenters import torch models
 
     _require(
         cfg.segmenter.backend in SEGMENTERS,
@@ -241,6 +270,9 @@ def validate_config(cfg: StudyConfig) -> None:
     _require(seg.batch_size >= 1, "segmenter.batch_size", f"must be ≥ 1, got {seg.batch_size}")
     _at_most(seg.batch_size, 4096, "segmenter.batch_size")
 
+
+def _check_analysis(cfg: StudyConfig) -> None:
+    """The analysis and run fields."""
     a = cfg.analysis
     _require(len(a.pca) > 0, "analysis.pca", "name at least one PCA setting")
     for i, k in enumerate(a.pca):
@@ -337,8 +369,10 @@ def preflight(cfg: StudyConfig) -> None:
 
 
 def _check_store(cfg: StudyConfig) -> None:
-    """The store can be written (a probe file, removed again); a local store's folder
-    is created, a bucket never is."""
+    """The store can be written (a probe file, removed again).
+
+    A local store's folder is created; a bucket never is.
+    """
     try:
         fs, root = filesystem(cfg.store, cfg.run.storage_options)
         if "file" in fs.protocol:
@@ -354,9 +388,12 @@ def _check_store(cfg: StudyConfig) -> None:
 
 
 def _check_init_weights(cfg: StudyConfig) -> None:
-    """Every ``models.init_weights`` file exists, holds plain tensors (``weights_only``)
-    and fits its architecture key for key (the model is built on the meta device: no
-    memory, no FLOPs), so a bad file stops the study here, not in a training worker."""
+    """Every ``models.init_weights`` file loads and fits its architecture.
+
+    It must exist, hold plain tensors (``weights_only``) and fit key for key (the model
+    is built on the meta device: no memory, no FLOPs), so a bad file stops the study
+    here, not in a training worker.
+    """
     for arch, uri in sorted(cfg.models.init_weights.items()):
         field = f"models.init_weights.{arch}"
         try:

@@ -1,0 +1,1 @@
+"""Image sources: listing, hashing and splitting, decoding, the synthetic corpus."""

@@ -115,9 +115,11 @@ def open_image(data: bytes, name: str = "image") -> Image.Image:
 
 
 def _plain(im: Image.Image, data: bytes) -> bool:
-    """Whether ``torchvision.io`` decodes these bytes to exactly what Pillow would: an
-    8-bit RGB or grayscale JPEG / PNG without transparency, whole (a truncated file goes
-    to Pillow, which refuses it; libjpeg would pad it with grey)."""
+    """Whether ``torchvision.io`` decodes these bytes to exactly what Pillow would.
+
+    True for a whole 8-bit RGB or grayscale JPEG / PNG without transparency (a truncated
+    file goes to Pillow, which refuses it; libjpeg would pad it with grey).
+    """
     if im.mode not in ("RGB", "L"):
         return False
     if im.format == "JPEG":
@@ -128,8 +130,11 @@ def _plain(im: Image.Image, data: bytes) -> bool:
 
 
 def _decode_plain(data: bytes, exif: bool = True) -> torch.Tensor | None:
-    """``(3, H, W)`` uint8 through torchvision.io, EXIF orientation applied when the file
-    has EXIF (``exif``); None if it cannot (Pillow then decodes, and says what is wrong)."""
+    """``(3, H, W)`` uint8 through torchvision.io, or None if it cannot decode them.
+
+    EXIF orientation is applied when the file has EXIF (``exif``). On None, Pillow
+    decodes instead, and says what is wrong.
+    """
     from torchvision.io import ImageReadMode, decode_image
 
     try:
@@ -171,6 +176,7 @@ def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -
     Args:
         data: Encoded image (JPEG, PNG, WebP, ...).
         max_pixels: Refuse images with more pixels than this.
+        name: The file, for messages.
 
     Returns:
         uint8 ``(H, W, 3)``, C-contiguous.
@@ -183,8 +189,11 @@ def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -
 
 
 def _decode_pillow(im: Image.Image, name: str = "image") -> np.ndarray:
-    """Pillow's decode of an opened image: ``(H, W, 3)`` uint8 (alpha over white,
-    16-bit scaled, CMYK/palette converted, EXIF orientation applied)."""
+    """Pillow's decode of an opened image: ``(H, W, 3)`` uint8.
+
+    Alpha is composed over white, 16-bit scaled, CMYK and palettes converted, EXIF
+    orientation applied.
+    """
     try:
         im.load()
         im = ImageOps.exif_transpose(im)
@@ -246,8 +255,9 @@ def normalize(batch: torch.Tensor) -> torch.Tensor:
 
 
 def encode_labels_png(labels: np.ndarray) -> bytes:
-    """Lossless PNG of a class map (8-bit up to 255 classes, else 16-bit); the inverse of
-    :func:`load_labels`.
+    """Lossless PNG of a class map (8-bit up to 255 classes, else 16-bit).
+
+    The inverse of :func:`load_labels`.
 
     Args:
         labels: ``(H, W)`` integer class map.
@@ -304,6 +314,7 @@ def load_batch(
     Args:
         uris: Image paths/URIs.
         size: Square side to resize to.
+        storage_options: fsspec options for remote URIs.
 
     Returns:
         ``(images uint8 (N_ok, 3, S, S), ok indices into uris, errors)`` where each
@@ -377,6 +388,7 @@ def decode_jpegs(
     Args:
         datas: Encoded JPEGs.
         size: Square side to resize to (on the device, as :func:`resize_chw`).
+        device: Where to decode (a CUDA device uses nvJPEG).
 
     Returns:
         ``(images uint8 (N_ok, 3, S, S) on device, ok indices into datas, errors)`` as

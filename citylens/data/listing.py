@@ -85,9 +85,10 @@ def confine(entry: str, root: str) -> str:
 def read_entries(
     uri: str, storage_options: dict | None = None
 ) -> list[tuple[str, str | None, str]]:
-    """``(entry, place or None, where)`` of every image a manifest file lists, in file
-    order; ``where`` is ``line N`` of a plain list or ``row N`` of a CSV (the header is
-    row 0), for messages.
+    """``(entry, place or None, where)`` of every image a manifest file lists, in order.
+
+    ``where`` is ``line N`` of a plain list or ``row N`` of a CSV (the header is row 0),
+    for messages.
 
     Raises:
         ValueError: a CSV manifest without an ``image`` column (naming the file).

@@ -51,8 +51,9 @@ def image_id(data: bytes) -> str:
 
 
 def probe(data: bytes, name: str = "image") -> tuple[int, int]:
-    """``(width, height)`` of an image as displayed (EXIF orientation applied), from its
-    header, without decoding its pixels.
+    """``(width, height)`` of an image as displayed, from its header alone.
+
+    EXIF orientation is applied; the pixels are not decoded.
 
     Args:
         data: The encoded image.
@@ -178,8 +179,11 @@ def image_source(
     info: dict,
     place_found: bool = True,
 ) -> ImageSource:
-    """The :class:`ImageSource` of a listed file (``rel``: its path under the source;
-    ``place_found``: the place came from the regex or a manifest, not the file's stem)."""
+    """The :class:`ImageSource` of a listed file.
+
+    ``rel`` is its path under the source; ``place_found`` says the place came from the
+    regex or a manifest, not the file's stem.
+    """
     return ImageSource(
         uri=uri,
         city=city,
@@ -309,8 +313,11 @@ def assign_splits(
 
 
 def _best_copy(group: list[dict]) -> dict:
-    """The copy of one image's bytes a city keeps: one with a label map and a place id
-    first (what the segmenter and the split need), then the first by path."""
+    """The copy of one image's bytes a city keeps.
+
+    One with a label map and a place id first (what the segmenter and the split need),
+    then the first by path.
+    """
     return min(
         group,
         key=lambda r: (r.get("label_uri") is None, not r.get("place_found", True), r["uri"]),
@@ -399,8 +406,9 @@ def make_manifest(
 def manifest_of(
     rows: Sequence[dict], ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
 ) -> pa.Table:
-    """The manifest of rows that are one per image already (:func:`dedupe`'s kept rows),
-    with their split (schema MANIFEST, in the rows' order).
+    """The manifest (schema MANIFEST, in the rows' order) with every row's split.
+
+    The rows are one per image already (:func:`dedupe`'s kept rows).
 
     Raises:
         ValueError: a city has fewer than three places (see :func:`assign_splits`).

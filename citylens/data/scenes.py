@@ -198,7 +198,9 @@ def _street(cv: _Canvas, style: CityStyle, horizon: int) -> None:
         cv.texture(side & (cv.lab == CLASS["grass"]), 12)
 
 
-def _objects(cv: _Canvas, style: CityStyle, horizon: int, road_edge: np.ndarray) -> None:
+def _objects(  # noqa: PLR0915 (one drawing recipe, object by object: its draws fix the corpus)
+    cv: _Canvas, style: CityStyle, horizon: int, road_edge: np.ndarray
+) -> None:
     r, h, w = cv.rng, cv.h, cv.w
     obj = set(style.objects)
     if "wall" in obj:
@@ -282,7 +284,8 @@ def render_scene(style: CityStyle, height: int, width: int, rng: np.random.Gener
 
     Args:
         style: The city's style.
-        height, width: Canvas size in pixels.
+        height: Canvas height in pixels.
+        width: Canvas width in pixels.
         rng: Source of randomness (one per place, for determinism).
 
     Returns:

@@ -48,9 +48,11 @@ ARCHITECTURES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 def model_name(arch: str, seed: int) -> str:
-    """A trained model's name in a study, ``<arch>-s<seed>`` (e.g. ``vgg11-s0``): its
-    folder under ``models/`` and its value in every table's ``model`` column. Built here
-    only, and never parsed back: tables carry ``arch`` and ``seed`` beside it."""
+    """A trained model's name in a study, ``<arch>-s<seed>`` (e.g. ``vgg11-s0``).
+
+    Its folder under ``models/`` and its value in every table's ``model`` column. Built
+    here only, and never parsed back: tables carry ``arch`` and ``seed`` beside it.
+    """
     return f"{arch}-s{seed}"
 
 

@@ -41,7 +41,7 @@ def load_torchvision_weights(model: nn.Module, state: dict[str, torch.Tensor], a
 def build_vgg11(
     num_classes: int, input_size: int, init: dict[str, torch.Tensor] | None = None
 ) -> CityNet:
-    """torchvision VGG11 (no batch norm) with ``num_classes`` outputs."""
+    """Torchvision VGG11 (no batch norm) with ``num_classes`` outputs."""
     import torchvision  # here, not at import: it costs ~2 s in every process that loads it
 
     net = torchvision.models.vgg11(weights=None, num_classes=num_classes)
@@ -56,7 +56,7 @@ def build_vgg11(
 def build_resnet18(
     num_classes: int, input_size: int, init: dict[str, torch.Tensor] | None = None
 ) -> CityNet:
-    """torchvision ResNet18 with ``num_classes`` outputs."""
+    """Torchvision ResNet18 with ``num_classes`` outputs."""
     import torchvision
 
     net = torchvision.models.resnet18(weights=None, num_classes=num_classes)

@@ -1,5 +1,6 @@
-"""Agreement with human annotation over a study's store: shared by the *analyze* stage
-and the ``citylens agree`` command (not a stage itself).
+"""Agreement with human annotation over a study's store.
+
+Shared by the *analyze* stage and the ``citylens agree`` command (not a stage itself).
 
 Reads the overlaps table (the segmenter's pixels per class inside each explanation),
 matches the annotated images to the manifest, and reduces to strict / lenient accuracy

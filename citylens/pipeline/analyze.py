@@ -1,5 +1,6 @@
-"""Stage *analyze*: reduce the tables into AR, R_p, top objects, embeddings, accuracy
-and (with annotations) agreement curves.
+"""Stage *analyze*: AR, R_p, top objects, embeddings, accuracy and agreement tables.
+
+Agreement curves are made when the study has annotations.
 
 Consumes the committed ``train`` record (models), ``explain`` shards (masks,
 descriptors, predictions), ``overlap`` shards (pixels per class inside explanations)
@@ -108,8 +109,10 @@ def _embeddings(parts: list[pa.Table], tops: list[pa.Table], theta: float) -> pa
 
 
 def run_analyze(ctx: Context) -> StageResult:
-    """Reduce a study's explanations and overlaps into the analysis tables (see the
-    module docstring for what it reads and writes)."""
+    """Reduce a study's explanations and overlaps into the analysis tables.
+
+    The module docstring says what it reads and writes.
+    """
     cfg, store, a = ctx.cfg, ctx.store, ctx.cfg.analysis
     settings, annotations = _settings(ctx)
     key = ctx.key("analyze", ctx.upstream("train", "explain", "overlap"), settings)

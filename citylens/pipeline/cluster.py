@@ -131,6 +131,7 @@ def gpus(cfg: StudyConfig | None = None) -> int:
 
 
 def total_cpus() -> int:
+    """CPUs of the whole cluster (at least 1)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 

@@ -30,8 +30,7 @@ def committed(store: Store, stage: str) -> dict:
 
 
 def read_manifest(store: Store, columns: list[str] | None = None) -> pa.Table:
-    """The committed manifest (schema :data:`~citylens.tables.MANIFEST`), or some of its
-    columns."""
+    """The committed manifest (schema :data:`~citylens.tables.MANIFEST`) or its columns."""
     return store.read_table(f"{committed(store, 'ingest')['folder']}/manifest.parquet", columns)
 
 

@@ -57,6 +57,7 @@ class Context:
         return out
 
     def key(self, stage: str, upstream: dict[str, str], settings: dict) -> str:
+        """A stage's key: a digest of its name, the table format, its inputs and settings."""
         return digest(
             {"stage": stage, "format": FORMAT, "upstream": upstream, "settings": settings}
         )

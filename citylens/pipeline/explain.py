@@ -136,8 +136,7 @@ class CamWorker:
         self.tolerance = tolerance
 
     def _check_precision(self, images: torch.Tensor, labels: np.ndarray) -> None:
-        """Explain the first batch in fp32 too; keep reduced precision only where the
-        masks agree."""
+        """Explain the first batch in fp32 too; keep reduced precision where masks agree."""
         for name, model in self.models.items():
             targets = None if self.target == "pred" else torch.as_tensor(labels)
             diff = mask_difference(model, _inputs(model, images), targets, self.precision[name])
@@ -151,6 +150,7 @@ class CamWorker:
         self.checked = True
 
     def __call__(self, batch: dict) -> dict:
+        """Explain one batch with every model and write its shard; returns its summary."""
         ok = np.asarray(batch["ok"], bool).copy()
         ids = list(batch["image_id"])
         kind, message = list(batch["error_kind"]), list(batch["error_message"])
@@ -197,11 +197,14 @@ class CamWorker:
 
 
 def _decode_memory(batch_size: int) -> int:
-    """Bytes a decode task's worker holds at most, as Ray Data measures it (the worker's
-    private memory): the process itself with torch, pyarrow and Ray loaded (~310 MB),
-    one full-size photo at a time with its decoder's buffers, and the batch at model
-    resolution (images are resized as they are decoded). Asking less makes Ray Data warn
-    at the end of every run, and lets a cluster place more decode tasks than fit."""
+    """Bytes a decode task's worker holds at most, as Ray Data measures it.
+
+    That is the worker's private memory: the process itself with torch, pyarrow and Ray
+    loaded (~310 MB), one full-size photo at a time with its decoder's buffers, and the
+    batch at model resolution (images are resized as they are decoded). Asking less
+    makes Ray Data warn at the end of every run, and lets a cluster place more decode
+    tasks than fit.
+    """
     worker, photo = 384 * 2**20, 256 * 2**20  # the process: ~310 MB measured
     return worker + photo + batch_size * 3 * 512 * 512
 
@@ -245,8 +248,11 @@ def run_explain(ctx: Context) -> StageResult:
 def _explain(
     ctx: Context, folder: str, test: pa.Table, models: dict[str, str], cities: list[str]
 ) -> ray.data.Dataset:
-    """Grad-CAM of ``test``'s images on Ray, into ``folder``: the dataset of the shards'
-    summaries (lazy; iterating it does the work)."""
+    """Grad-CAM of ``test``'s images on Ray, into ``folder``.
+
+    Returns:
+        The dataset of the shards' summaries (lazy: iterating it does the work).
+    """
     cfg, store = ctx.cfg, ctx.store
     n_actors = cluster.actor_count(cfg)
     n_gpu = cluster.gpus(cfg)

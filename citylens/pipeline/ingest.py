@@ -110,9 +110,12 @@ def _probe_city(sources: list[ImageSource], storage_options: dict) -> pa.Table:
     return pa.concat_tables(tables).cast(PROBES) if tables else PROBES.empty_table()
 
 
-def run_ingest(ctx: Context) -> StageResult:
-    store: Store = ctx.store
-    cities = resolve_cities(ctx)
+def _list(ctx: Context, cities: dict[str, CityConfig]) -> tuple[dict, dict, dict]:
+    """List every city's files, each city keyed by its settings and listing.
+
+    Returns:
+        ``(city -> ImageSources, city -> key, city -> refused entries as error rows)``.
+    """
     opts = ctx.cfg.run.storage_options
     listings, city_keys, refused_of = {}, {}, {}
     for name, city in sorted(cities.items()):
@@ -148,14 +151,18 @@ def run_ingest(ctx: Context) -> StageResult:
             )
         what["files"] = [(s.uri, s.size, s.version, s.label_uri) for s in listings[name]]
         city_keys[name] = digest(what)
-    refused = [r for name in sorted(cities) for r in refused_of[name]]
-    split = asdict(ctx.cfg.split)
-    key = ctx.key("ingest", {}, {"cities": city_keys, "split": split})
-    if rec := ctx.up_to_date("ingest", key):
-        return StageResult("ingest", "skipped", rec)
-    folder, started = ctx.begin("ingest")
-    rows = []
-    for name in sorted(cities):
+    return listings, city_keys, refused_of
+
+
+def _probe(ctx: Context, listings: dict, city_keys: dict) -> list[dict]:
+    """Hash and probe every listed file (a city whose key is cached is not re-read).
+
+    Returns:
+        PROBES rows with ``place_found`` (whether the place came from the regex or
+        the manifest), cities in sorted order.
+    """
+    store, opts, rows = ctx.store, ctx.cfg.run.storage_options, []
+    for name in sorted(listings):
         cache = f"manifest-cache/{name}-{city_keys[name]}.parquet"
         if store.exists(cache) and not ctx.force:
             ctx.progress(f"ingest: {name}: unchanged, {len(listings[name])} images reused")
@@ -167,6 +174,28 @@ def run_ingest(ctx: Context) -> StageResult:
             store.write_table(cache, table)
         found = {src.uri: src.place_found for src in listings[name]}
         rows.extend({**r, "place_found": found.get(r["uri"], True)} for r in table.to_pylist())
+    return rows
+
+
+def run_ingest(ctx: Context) -> StageResult:
+    """List, hash and probe every city's images into the manifest.
+
+    Consumes the cities' folders or manifest files (or generates the synthetic corpus).
+    Writes ``ingest/<run>/manifest.parquet`` (MANIFEST: usable images with their split)
+    and ``errors/`` (refused, unreadable and duplicate files), and caches each city's
+    probed rows in ``manifest-cache/``. Stops (InputError) before anything downstream
+    when a city cannot be split into train, val and test.
+    """
+    store: Store = ctx.store
+    cities = resolve_cities(ctx)
+    listings, city_keys, refused_of = _list(ctx, cities)
+    refused = [r for name in sorted(cities) for r in refused_of[name]]
+    split = asdict(ctx.cfg.split)
+    key = ctx.key("ingest", {}, {"cities": city_keys, "split": split})
+    if rec := ctx.up_to_date("ingest", key):
+        return StageResult("ingest", "skipped", rec)
+    folder, started = ctx.begin("ingest")
+    rows = _probe(ctx, listings, city_keys)
     probed = [r for r in rows if r["error_kind"] is None]
     bad = [
         error_row("ingest", r["error_kind"], r["error_message"], r["image_id"], r["uri"])

@@ -1,5 +1,7 @@
-"""Stage *overlap*: explanations × segments by image id -> pixels per class inside each
-visual explanation, for every (image, model, θ), at the label map's resolution.
+"""Stage *overlap*: pixels per class inside each visual explanation.
+
+Explanations × segments by image id, for every (image, model, θ), at the label map's
+resolution.
 
 A broadcast-index join: the driver maps every image id to the segment shard holding it
 (ids only, a few MB for 150k images); one Ray task per explanation shard reads that
@@ -47,6 +49,13 @@ def overlap_shard(
 
 
 def run_overlap(ctx: Context) -> StageResult:
+    """Pixels per class inside every explanation, at every θ.
+
+    Consumes the committed explanation and segment shards. Writes
+    ``overlap/<run>/data/*.parquet`` (OVERLAPS: one row per image, model and θ, one
+    shard per explanation shard) and ``errors/`` (explanations of images without a
+    class map).
+    """
     cfg, store = ctx.cfg, ctx.store
     up = ctx.upstream("explain", "segment")
     thetas = sorted(cfg.explain.thetas)

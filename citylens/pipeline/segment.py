@@ -60,6 +60,7 @@ class SegmentWorker:
         return decode_rgb(read_bytes(row["uri"], self.opts), name=row["uri"])
 
     def __call__(self, batch: pa.Table) -> dict:
+        """Segment one batch of test rows and write its shard; returns its summary."""
         rows = batch.to_pylist()
         inputs, good, errors = [], [], []
         for row in rows:
@@ -175,8 +176,11 @@ def _batch_size(cfg) -> int:
 
 
 def _segment(ctx: Context, folder: str, test: pa.Table, classes: str | None) -> ray.data.Dataset:
-    """Segment ``test``'s images on Ray into ``folder``: the dataset of the shards'
-    summaries (lazy; iterating it does the work)."""
+    """Segment ``test``'s images on Ray into ``folder``.
+
+    Returns:
+        The dataset of the shards' summaries (lazy: iterating it does the work).
+    """
     cfg, store, seg = ctx.cfg, ctx.store, ctx.cfg.segmenter
     bs = _batch_size(cfg)
     ds = cluster.blocks(test, bs)

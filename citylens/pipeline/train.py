@@ -71,9 +71,12 @@ class ModelPlan:
 
 
 def run_name(names: list[str], keys: list[str]) -> str:
-    """Ray Train run fitting ``names`` in order: stable per training keys, so a re-run
-    after a crash continues the same run (from its last checkpoint) and a changed setting
-    or a different split of the models into runs starts anew."""
+    """The name of the Ray Train run fitting ``names`` in order.
+
+    Stable per training keys, so a re-run after a crash continues the same run (from its
+    last checkpoint) and a changed setting or a different split of the models into runs
+    starts anew.
+    """
     if len(names) == 1:
         return f"{names[0]}-{keys[0][:12]}"
     return f"{names[0]}-group{len(names)}-{digest(list(zip(names, keys)))[:12]}"
@@ -116,9 +119,12 @@ def _decoded(manifest: pa.Table, split: str, size: int, cities, opts) -> ray.dat
 
 @contextlib.contextmanager
 def _block_order_kept():
-    """Ray Data keeps block order inside: the seeded shuffle of training draws blocks by
-    position, so their order must not depend on which task finished first (a re-run, or
-    one resumed from a checkpoint, would train differently)."""
+    """Ray Data keeps block order inside.
+
+    The seeded shuffle of training draws blocks by position, so their order must not
+    depend on which task finished first (a re-run, or one resumed from a checkpoint,
+    would train differently).
+    """
     options = ray.data.DataContext.get_current().execution_options
     before, options.preserve_order = options.preserve_order, True
     try:

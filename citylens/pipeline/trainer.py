@@ -48,6 +48,11 @@ class BlockBatches:
             yield images, labels
 
     def epoch(self, e: int | None = None):
+        """One pass over the blocks: shuffled (seeded by ``e``) for training, else in order.
+
+        Yields:
+            ``(uint8 images (B, 3, S, S), int64 labels (B,))`` tensors.
+        """
         rng = np.random.default_rng([self.seed, e]) if e is not None else None
         order = rng.permutation(len(self.refs)) if rng is not None else range(len(self.refs))
         for images, labels in self._blocks(list(order)):
@@ -73,8 +78,9 @@ def quiet_reports() -> None:
 
 
 def _train_loop(config: dict) -> dict:
-    """Runs on the Ray Train worker: fit the run's models in order, each saved to the
-    store and committed (``train/<name>``) before the next starts.
+    """Fit the run's models in order, on the Ray Train worker.
+
+    Each is saved to the store and committed (``train/<name>``) before the next starts.
 
     Every ``checkpoint_every`` epochs a model's whole training state is reported to Ray
     Train as a checkpoint, with the model's name (kept under ``<store>/ray-train/<run>/``);

@@ -1,0 +1,1 @@
+"""The report: figures, pictures, samples and the self-contained HTML page."""

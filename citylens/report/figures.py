@@ -100,8 +100,9 @@ def r_p_bars(objects: pd.DataFrame, theta: float, colors: dict[str, tuple]) -> F
 
 
 def _tsne_panels(d: pd.DataFrame, legend_height: float) -> tuple[Figure, list]:
-    """A descriptor × model grid of t-SNE panels (named axes, no ticks: t-SNE coordinates
-    have no units).
+    """A descriptor × model grid of t-SNE panels.
+
+    Axes are named but have no ticks: t-SNE coordinates have no units.
 
     Returns:
         ``(figure, [(axes, model, descriptor, that panel's rows), ...])``.

@@ -59,16 +59,20 @@ class Page:
         self.parts: list[str] = []
 
     def h2(self, text: str, anchor: str) -> None:
+        """A section heading with an anchor."""
         self.parts.append(f'<h2 id="{anchor}">{html.escape(text)}</h2>')
 
     def p(self, text: str, cls: str = "") -> None:
+        """A paragraph of markup (escape what comes from a study before passing it)."""
         attr = f' class="{cls}"' if cls else ""
         self.parts.append(f"<p{attr}>{text}</p>")
 
     def raw(self, markup: str) -> None:
+        """Markup as it is."""
         self.parts.append(markup)
 
     def image(self, data: bytes, alt: str, mime: str = "image/png") -> None:
+        """An image embedded as base64 (the page loads nothing)."""
         b64 = base64.b64encode(data).decode()
         self.parts.append(f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{b64}">')
 
@@ -81,6 +85,7 @@ class Page:
         self.parts.append(markup)
 
     def render(self) -> str:
+        """The whole page: one self-contained HTML document."""
         body = "\n".join(self.parts)
         return (
             f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

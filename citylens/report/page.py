@@ -41,9 +41,10 @@ __all__ = ["Assets", "ReportSettings", "ReportTables", "build_report"]
 
 
 class Assets(Protocol):
-    """What the pictures need: images and masks of (image id, model) pairs, read on
-    demand (:class:`citylens.pipeline.report_assets.ReportAssets` reads them from a
-    store)."""
+    """What the pictures need: images and masks of (image id, model) pairs, on demand.
+
+    :class:`citylens.pipeline.report_assets.ReportAssets` reads them from a store.
+    """
 
     images: dict[str, np.ndarray | None]  # image id -> square uint8 (S, S, 3), None if unread
     unreadable: dict[str, str]  # image id -> why it is not in the pictures

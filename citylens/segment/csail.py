@@ -119,6 +119,7 @@ class DeepStemResNet50(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        """``(B, 3, H, W)`` -> the four stages' feature maps, strides 4 to 8 (dilated) or 32."""
         x = F.relu(self.bn1(self.conv1(x)), inplace=True)
         x = F.relu(self.bn2(self.conv2(x)), inplace=True)
         x = F.relu(self.bn3(self.conv3(x)), inplace=True)
@@ -161,6 +162,7 @@ class PPMDeepSup(nn.Module):
         self.conv_last_deepsup = nn.Conv2d(fc_dim // 4, num_classes, 1)
 
     def forward(self, feats: list[Tensor]) -> Tensor:
+        """The encoder's features -> ``(B, C, h, w)`` class logits at the last stage's grid."""
         top = feats[-1]
         pooled = [top] + [_resize(branch(top), top.shape[2:]) for branch in self.ppm]
         return self.conv_last(torch.cat(pooled, 1))
@@ -198,6 +200,7 @@ class UPerNet(nn.Module):
         )
 
     def forward(self, feats: list[Tensor]) -> Tensor:
+        """The encoder's features -> ``(B, C, h, w)`` class logits at the first stage's grid."""
         top = feats[-1]
         size = top.shape[2:]
         pyramid = [top] + [
@@ -234,6 +237,7 @@ class CsailSegmentationNet(nn.Module):
         return self.decoder(self.encoder(images))
 
     def forward(self, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """``(B, 3, H, W)`` -> ``(B, C, *size)`` class probabilities (default: the input's size)."""
         logits = self.logits(images)
         return F.softmax(_resize(logits, size or images.shape[2:]).float(), dim=1)
 

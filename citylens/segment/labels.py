@@ -32,6 +32,7 @@ class LabelsSegmenter:
         return ade20k() if classes is None else Vocabulary.from_csv(classes, "classes")
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Check ``(H, W)`` label maps against the vocabulary; returns them as int32."""
         k = len(self.vocabulary)
         out = []
         for lab in inputs:

@@ -46,7 +46,8 @@ def scale_sizes(
     """Network input sizes for one image, one per test scale (CSAIL's rule).
 
     Args:
-        height, width: Original image size.
+        height: Original image height.
+        width: Original image width.
         scales: Target short sides.
         max_size: Cap on the long side.
         multiple: Sizes are rounded *up* to a multiple of this.
@@ -112,9 +113,11 @@ def _load_state(uri: str, storage_options: dict | None) -> dict:
 
 
 def check_csail_weights(name: str, uri: str, storage_options: dict | None = None) -> None:
-    """Check a weights folder before any work: both files load as plain tensors
-    (``weights_only``) and fit network ``name`` key for key, shape for shape. The network
-    is built on the meta device, so this costs the files' reading only.
+    """Check a weights folder before any work.
+
+    Both files must load as plain tensors (``weights_only``) and fit network ``name`` key
+    for key, shape for shape. The network is built on the meta device, so this costs the
+    files' reading only.
 
     Raises:
         FileNotFoundError: the folder lacks the files.

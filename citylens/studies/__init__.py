@@ -1,0 +1,1 @@
+"""Study files shipped with citylens (``demo.yaml``)."""
