@@ -241,7 +241,25 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """One study: its cities, models, stages' settings and where it runs and stores."""
+    """One study: its cities, models, stages' settings and where it runs and stores.
+
+    Each section is read by the stages named here; a stage's key digests the fields it
+    reads, so changing one re-runs that stage and what depends on it.
+
+    Attributes:
+        name: The study's name (the report's title).
+        store: Where every stage writes (a path or ``s3://`` URI; see ARCHITECTURE.md).
+        cities: city -> source; *ingest* lists them (none: the synthetic corpus).
+        synthetic: The synthetic corpus *ingest* generates when ``cities`` is empty.
+        split: How *ingest* splits places into train, val and test.
+        models: Architectures × seeds: *train* fits them, every later stage uses them.
+        train: *train*'s settings and the input size every model sees.
+        explain: *explain*'s Grad-CAM settings; its θ are *overlap*'s and *analyze*'s.
+        segmenter: *segment*'s segmenter.
+        analysis: *analyze*'s reducers and the *report*'s samples.
+        run: Where the stages run (a Ray address, actors, GPUs) and the options of the
+            store and the sources (credentials: never written to the store).
+    """
 
     name: str = "citylens-demo"
     store: str = "./citylens-demo"
