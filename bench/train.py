@@ -25,9 +25,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, print_table  # noqa: E402
 
+from citylens.config.schema import TrainSettings  # noqa: E402
 from citylens.data.images import decode_rgb, resize_rgb  # noqa: E402
 from citylens.models import ARCHITECTURES  # noqa: E402
-from citylens.train import TrainSettings, fit  # noqa: E402
+from citylens.train import fit  # noqa: E402
 
 
 def bench_train(arch: str, size: int, batch: int, steps: int, device: str) -> float:

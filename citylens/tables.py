@@ -1,4 +1,4 @@
-"""Arrow schemas of every table a study writes (the contracts of DESIGN.md).
+"""Arrow schemas of every table a study writes (ARCHITECTURE.md says which stage writes which).
 
 Stages' outputs first (manifest, explanations, segments, overlaps, errors), then the
 analyze stage's tables, then the partial tables that pass between a stage's tasks.
@@ -29,6 +29,7 @@ __all__ = [
     "TOP_OBJECTS",
     "error_row",
     "errors_table",
+    "model_name",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -180,7 +181,7 @@ ACCURACY = pa.schema(
         ("seed", pa.int64()),
         ("val_acc", pa.float64()),
         ("test_acc", pa.float64()),
-        ("explained_acc", pa.float64()),  # null unless explain.target is "true"
+        ("explained_acc", pa.float64()),  # null unless explain.target is "true" (and ran)
         ("explained", pa.int64()),
     ]
 )
@@ -226,6 +227,15 @@ TOPS = pa.schema(
         ("top_class", pa.int32()),
     ]
 )
+
+
+def model_name(arch: str, seed: int) -> str:
+    """A trained model's name in a study, ``<arch>-s<seed>`` (e.g. ``vgg11-s0``).
+
+    Its folder under ``models/`` and its value in every table's ``model`` column. Built
+    here only, and never parsed back: tables carry ``arch`` and ``seed`` beside it.
+    """
+    return f"{arch}-s{seed}"
 
 
 def error_row(

@@ -99,7 +99,8 @@ def test_the_core_below_the_pipeline_imports_neither_ray_nor_the_pipeline():
 
 def test_the_synthetic_corpus_and_the_config_schema_need_no_torch():
     code = (
-        "import sys; import citylens.data.synth, citylens.vocabulary, citylens.tables; "
+        "import sys; import citylens.data.synth, citylens.vocabulary, citylens.tables, "
+        "citylens.config; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

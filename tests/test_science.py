@@ -7,6 +7,7 @@ import torch
 
 from citylens.analysis.ratios import city_objects, sum_by_city
 from citylens.cam import grad_cam
+from citylens.config.schema import TrainSettings
 from citylens.data.images import load_batch, load_labels, normalize
 from citylens.data.manifest import image_id, make_manifest, probe, scan_city
 from citylens.data.scenes import CLASS
@@ -14,7 +15,7 @@ from citylens.data.synth import PLACE_REGEX, synthesize
 from citylens.masks import explanation
 from citylens.overlap import class_pixels, class_pixels_in_masks
 from citylens.storage import read_bytes
-from citylens.train import TensorBatches, TrainSettings, fit
+from citylens.train import TensorBatches, fit
 from citylens.vocabulary import ade20k
 
 CITIES = ("towerville", "signburg")

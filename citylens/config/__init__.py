@@ -4,9 +4,10 @@ Every field has a default (the paper's settings); with no ``cities`` the study r
 a synthetic corpus generated into its store. Validation happens before any Ray work
 and names the offending field, e.g. ``models.archs[1]: unknown architecture 'alexnet'``.
 
-Three modules, each importing only the one before it: :mod:`~citylens.config.schema`
-(the dataclasses), :mod:`~citylens.config.parse` (YAML and overrides into them) and
-:mod:`~citylens.config.validate` (values, then the world: sources, weights, the store).
+Three modules: :mod:`~citylens.config.schema` (the dataclasses, importing nothing of
+citylens), :mod:`~citylens.config.parse` (YAML and overrides into them) and
+:mod:`~citylens.config.validate` (values, then the world: sources, weights, the store);
+neither of the last two imports the other, and none imports torch until a check needs it.
 """
 
 from __future__ import annotations

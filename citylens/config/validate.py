@@ -12,10 +12,7 @@ import re
 import uuid
 import warnings
 
-import torch
-
 from citylens.config.schema import ConfigError, StudyConfig
-from citylens.models import ARCHITECTURES, GeometryError, build_model
 from citylens.storage import filesystem
 
 __all__ = ["check_sources", "preflight", "validate_config"]
@@ -145,6 +142,8 @@ def _check_synthetic(cfg: StudyConfig) -> None:
 
 def _check_models(cfg: StudyConfig) -> None:
     """The split and models fields."""
+    from citylens.models import ARCHITECTURES  # torch: imported when a study is checked
+
     for i, r in enumerate(cfg.split.ratios):
         _require(r > 0, f"split.ratios[{i}]", f"must be positive, got {r}")
 
@@ -170,6 +169,10 @@ def _check_models(cfg: StudyConfig) -> None:
 
 def _check_train(cfg: StudyConfig) -> None:
     """The training fields."""
+    import torch
+
+    from citylens.models import ARCHITECTURES, GeometryError, build_model
+
     t = cfg.train
     _require(t.epochs >= 1, "train.epochs", f"must be ≥ 1, got {t.epochs}")
     _require(
@@ -394,6 +397,10 @@ def _check_init_weights(cfg: StudyConfig) -> None:
     is built on the meta device: no memory, no FLOPs), so a bad file stops the study
     here, not in a training worker.
     """
+    import torch
+
+    from citylens.models import build_model
+
     for arch, uri in sorted(cfg.models.init_weights.items()):
         field = f"models.init_weights.{arch}"
         try:

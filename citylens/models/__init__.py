@@ -23,7 +23,6 @@ __all__ = [
     "GeometryError",
     "build_model",
     "load_state_dict",
-    "model_name",
 ]
 
 _Builder = Callable[[int, int, "dict[str, torch.Tensor] | None"], CityNet]
@@ -45,15 +44,6 @@ _REGISTRY: dict[str, _Builder] = {
     "simpler": _shallow("simpler", SIMPLER),
 }
 ARCHITECTURES: tuple[str, ...] = tuple(_REGISTRY)
-
-
-def model_name(arch: str, seed: int) -> str:
-    """A trained model's name in a study, ``<arch>-s<seed>`` (e.g. ``vgg11-s0``).
-
-    Its folder under ``models/`` and its value in every table's ``model`` column. Built
-    here only, and never parsed back: tables carry ``arch`` and ``seed`` beside it.
-    """
-    return f"{arch}-s{seed}"
 
 
 def load_state_dict(uri: str, storage_options: dict | None = None) -> dict[str, torch.Tensor]:

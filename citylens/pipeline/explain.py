@@ -240,6 +240,7 @@ def run_explain(ctx: Context) -> StageResult:
         test,
         lambda folder, todo: _explain(ctx, folder, todo, models, cities),
         counts={"models": len(models)},
+        processed="explained",
         batch_size=cfg.explain.batch_size,
         models=sorted(models),
     )

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from citylens.models import model_name
 from citylens.pipeline.committed import committed, read_manifest, read_overlaps
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.report_assets import ReportAssets
 from citylens.report.page import ReportSettings, ReportTables, build_report
 from citylens.storage import Store
-from citylens.tables import error_row, errors_table
+from citylens.tables import error_row, errors_table, model_name
 from citylens.vocabulary import Vocabulary
 
 __all__ = ["run_report"]

@@ -145,9 +145,10 @@ def run_segment(ctx: Context) -> StageResult:
         store.write_text(f"{folder}/vocabulary.csv", voc.to_csv())
         # A class map depends only on the image and the segmenter: when the study grew
         # (new images, a new city) and the segmenter is unchanged, earlier maps are reused.
-        if resumed:
+        if resumed and store.exists(f"{folder}/reused.json"):
             reused = store.read_json(f"{folder}/reused.json")["reused"]
         elif prev and prev.get("settings") == digest(settings) and not ctx.force:
+            # (again, if an interrupted attempt died while carrying over: copies are whole)
             ids = set(test["image_id"].to_pylist())
             reused = len(carry_over(store, prev["folder"], folder, ids))
             ctx.progress(f"segment: {reused} class maps reused from the previous run")
@@ -164,6 +165,7 @@ def run_segment(ctx: Context) -> StageResult:
         lambda folder, todo: _segment(ctx, folder, todo, classes),
         prepare=prepare,
         batch_size=_batch_size(cfg),
+        processed="segmented",
         segmenter=cfg.segmenter.backend,
         settings=digest(settings),
     )

@@ -153,6 +153,7 @@ def run_sharded(
     prepare: Callable[[str, bool], dict] | None = None,
     batch_size: int = 1,
     counts: dict | None = None,
+    processed: str = "done",
     **record,
 ) -> StageResult:
     """Run a sharded map stage whose key is not up to date, resumably, and commit it.
@@ -172,6 +173,7 @@ def run_sharded(
             an earlier run into ``folder``; its counts join the record's.
         batch_size: The stage's batch size (progress is printed about every 20 batches).
         counts: More counts of the stage's record (beside inputs, images, rows, errors).
+        processed: What the stage does to an image, for messages (``explained``).
         **record: More fields of the stage's record.
 
     Raises:
@@ -195,8 +197,9 @@ def run_sharded(
                 ctx.progress(f"{stage}: {seen}/{todo.num_rows} images")
     got = shard_counts(store, folder)
     if got.images + got.errors != n or len(got.covered) != n:
+        reused = f" (incl. {extra['reused']} reused)" if "reused" in extra else ""
         raise RuntimeError(
-            f"{stage}: {n} inputs but {got.images} done (incl. any reused) + {got.errors} "
+            f"{stage}: {n} inputs but {got.images} {processed}{reused} + {got.errors} "
             f"errors ({len(got.covered)} covered by shards)"
         )
     done_counts = {"inputs": n, "images": got.images, "rows": got.rows, "errors": got.errors}

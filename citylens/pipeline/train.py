@@ -25,14 +25,13 @@ import pyarrow.compute as pc
 import ray
 
 from citylens.config.schema import TrainSettings
-from citylens.models import model_name
 from citylens.pipeline import cluster
 from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
 from citylens.pipeline.trainer import fit_run
 from citylens.storage import digest
-from citylens.tables import error_row, errors_table
+from citylens.tables import error_row, errors_table, model_name
 
 __all__ = ["ModelPlan", "plan_runs", "run_name", "run_train"]
 

@@ -113,7 +113,8 @@ def _fit_model(config: dict, spec: dict, device: str, resume: dict | None) -> di
     """Fit one model of a run (see :func:`_train_loop`); returns its accuracies."""
     import ray.train
 
-    from citylens.train import TrainSettings, fit, save_checkpoint
+    from citylens.config.schema import TrainSettings
+    from citylens.train import fit, save_checkpoint
 
     bs, seed, name = config["batch_size"], spec["seed"], spec["name"]
     data = {k: BlockBatches(refs, bs, seed) for k, refs in config["blocks"].items()}

@@ -14,7 +14,6 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from citylens.models import model_name
 from citylens.report.figures import (
     agreement_curves,
     ar_distributions,
@@ -36,6 +35,7 @@ from citylens.report.selection import (
     urban_symbols,
 )
 from citylens.report.thumbs import explanation_thumbnail, heat_overlay, mosaic
+from citylens.tables import model_name
 
 __all__ = ["Assets", "ReportSettings", "ReportTables", "build_report"]
 
@@ -69,7 +69,7 @@ class ReportTables:
         accuracy, ar_pairs, ar_images, objects, top_objects, embeddings, agreement: The
             analyze stage's tables.
         showcase_overlaps: The showcase model's overlap rows at the smallest θ
-            (``image_id, city, class_pixels_in_mask``), for the galleries.
+            (``image_id, city, model, theta, class_pixels_in_mask``), for the galleries.
     """
 
     cities: list[str]
