@@ -24,7 +24,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from citylens.data.synth import synthesize
 
     t = time.time()
-    meta = synthesize(args.out, args.cities, args.places, args.views, args.size, args.seed)
+    meta = synthesize(
+        args.out,
+        args.cities,
+        args.places,
+        args.views,
+        args.size,
+        args.seed,
+        null_city=args.null_city,
+    )
     names = ", ".join(c["name"] for c in meta["cities"])
     print(f"wrote {meta['images']} images of {names} to {args.out} in {time.time() - t:.1f} s")
     return 0
@@ -202,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--views", type=int, default=4, help="views per place")
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--null-city",
+        action="store_true",
+        help="add 'nullham', a city of shared classes only (the causal check's known answer)",
+    )
     p.set_defaults(fn=_cmd_synth)
 
     for name, helptext in (

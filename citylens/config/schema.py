@@ -64,6 +64,7 @@ class SyntheticConfig:
     views: int = 4
     size: int = 128
     seed: int = 0
+    null_city: bool = False  # add ``nullham``: shared classes only (citylens.data.synth)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CLASS", "STYLES", "CityStyle", "render_scene", "style_for"]
+__all__ = ["CLASS", "NULL_STYLE", "STYLES", "CityStyle", "render_scene", "style_for"]
 
 # ADE20K class indices (objectInfo150.csv) used by the generator.
 CLASS = {
@@ -84,6 +84,10 @@ STYLES: tuple[CityStyle, ...] = (
     CityStyle("carford", ("car", "pole", "awning")),
     CityStyle("flagmoor", ("flag", "person", "streetlight")),
 )
+# A city of shared classes only (sky, buildings, road, sidewalk): nothing of its own to
+# be recognised by. Beside it, a model must find each other city by that city's own
+# objects; without it, a model may know one of two cities by the other's absence.
+NULL_STYLE = CityStyle("nullham", ())
 _POOL = (
     "skyscraper",
     "earth",

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from citylens.data.scenes import CityStyle, render_scene, style_for
+from citylens.data.scenes import NULL_STYLE, CityStyle, render_scene, style_for
 from citylens.vocabulary import ade20k
 
 __all__ = ["PLACE_REGEX", "render_place", "synthesize"]
@@ -80,6 +80,7 @@ def synthesize(
     seed: int = 0,
     quality: int = 90,
     workers: int | None = None,
+    null_city: bool = False,
 ) -> dict:
     """Write a synthetic corpus to a local folder.
 
@@ -94,6 +95,9 @@ def synthesize(
         seed: Seed; the corpus is a pure function of the arguments.
         quality: JPEG quality.
         workers: Processes (default: CPU count).
+        null_city: Add ``nullham``, a city of shared classes only (after the others;
+            theirs do not change): the known answer of the causal check, a city no
+            object of its own identifies.
 
     Returns:
         The corpus description also written to ``OUT/corpus.json``.
@@ -105,7 +109,7 @@ def synthesize(
     if views < 1 or size < 32:
         raise ValueError(f"need --views ≥ 1 and --size ≥ 32, got {views} and {size}")
     out = Path(out)
-    styles = [style_for(i) for i in range(cities)]
+    styles = [style_for(i) for i in range(cities)] + ([NULL_STYLE] if null_city else [])
     for st in styles:
         (out / st.name).mkdir(parents=True, exist_ok=True)
         (out / "labels" / st.name).mkdir(parents=True, exist_ok=True)

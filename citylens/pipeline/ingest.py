@@ -25,7 +25,7 @@ from citylens.data.manifest import (
     probe,
     scan_city,
 )
-from citylens.data.scenes import style_for
+from citylens.data.scenes import NULL_STYLE, style_for
 from citylens.data.synth import PLACE_REGEX, synthesize
 from citylens.errors import InputError
 from citylens.pipeline.context import Context, StageResult
@@ -42,6 +42,8 @@ def resolve_cities(ctx: Context) -> dict[str, CityConfig]:
     syn = ctx.cfg.synthetic
     store = ctx.store
     want = asdict(syn)
+    if not syn.null_city:  # corpora of studies from before the option stay as they were
+        del want["null_city"]
     if (
         not store.exists("corpus/synthetic.json")
         or store.read_json("corpus/synthetic.json") != want
@@ -51,14 +53,16 @@ def resolve_cities(ctx: Context) -> dict[str, CityConfig]:
             f"at {syn.size} px into {store.url('corpus')}"
         )
         store.rm("corpus")
+        args = (syn.cities, syn.places, syn.views, syn.size, syn.seed)
         if store.local:
-            synthesize(store.path("corpus"), syn.cities, syn.places, syn.views, syn.size, syn.seed)
+            synthesize(store.path("corpus"), *args, null_city=syn.null_city)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                synthesize(tmp, syn.cities, syn.places, syn.views, syn.size, syn.seed)
+                synthesize(tmp, *args, null_city=syn.null_city)
                 store.fs.put(tmp + "/", store.path("corpus"), recursive=True)
         store.write_json("corpus/synthetic.json", want)
     names = [style_for(i).name for i in range(syn.cities)]
+    names += [NULL_STYLE.name] if syn.null_city else []
     return {
         n: CityConfig(store.url(f"corpus/{n}"), PLACE_REGEX, store.url(f"corpus/labels/{n}"))
         for n in names

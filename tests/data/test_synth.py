@@ -106,3 +106,25 @@ def test_bad_arguments(tmp_path):
         synthesize(tmp_path, cities=1)
     with pytest.raises(ValueError, match="--places"):
         synthesize(tmp_path, places=2)
+
+
+def test_a_null_city_has_only_the_classes_every_city_shares(tmp_path, small_corpus):
+    out = tmp_path / "with_null"
+    meta = synthesize(out, cities=2, places=12, views=3, size=64, seed=5, workers=1, null_city=True)
+    assert [c["name"] for c in meta["cities"]] == ["towerville", "signburg", "nullham"]
+    assert meta["images"] == 3 * 12 * 3
+    own = {CLASS[o] for st in STYLES for o in st.objects}
+
+    def classes(city: str) -> set[int]:
+        found: set[int] = set()
+        for p in sorted((out / "labels" / city).glob("*.png")):
+            found |= set(np.unique(np.asarray(Image.open(p))).tolist())
+        return found
+
+    shared = classes("nullham")
+    assert shared and not shared & own  # nothing of any city's own
+    for city in ("towerville", "signburg"):
+        assert shared <= classes(city) | {0}  # and what it has, the others have too
+    # the other cities are exactly the corpus without the null city
+    for city in ("towerville", "signburg", "labels/towerville", "labels/signburg"):
+        assert _digest(out / city) == _digest(small_corpus / city)
