@@ -12,6 +12,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 __all__ = [
+    "ABLATIONS",
     "ACCURACY",
     "AGREEMENT",
     "AR_IMAGES",
@@ -87,6 +88,29 @@ OVERLAPS = pa.schema(
         pa.field("mask_pixels", pa.int64(), nullable=False),
         pa.field("class_pixels_in_mask", pa.list_(pa.int64()), nullable=False),
         pa.field("class_pixels", pa.list_(pa.int64()), nullable=False),
+    ]
+)
+
+# One row per (image, model): what removing each object costs the model, against a
+# control of equal area, and its explanation's deletion / insertion curves.
+ABLATIONS = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("city", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("target", pa.int16(), nullable=False),
+        pa.field("prob", pa.float32(), nullable=False),  # of the target, whole image
+        pa.field("logit", pa.float32(), nullable=False),
+        pa.field("classes", pa.list_(pa.int32()), nullable=False),  # objects removed
+        pa.field("pixels", pa.list_(pa.int64()), nullable=False),  # at the model's size
+        pa.field("prob_removed", pa.list_(pa.float32()), nullable=False),
+        pa.field("logit_removed", pa.list_(pa.float32()), nullable=False),
+        pa.field("prob_control", pa.list_(pa.float32()), nullable=False),  # NaN: none fit
+        pa.field("logit_control", pa.list_(pa.float32()), nullable=False),
+        pa.field("deletion", pa.list_(pa.float32()), nullable=False),  # prob per step
+        pa.field("insertion", pa.list_(pa.float32()), nullable=False),
+        pa.field("deletion_random", pa.list_(pa.float32()), nullable=False),
+        pa.field("insertion_random", pa.list_(pa.float32()), nullable=False),
     ]
 )
 
