@@ -17,9 +17,11 @@ __all__ = [
     "AGREEMENT",
     "AR_IMAGES",
     "AR_PAIRS",
+    "CAUSAL",
     "EMBEDDINGS",
     "ERRORS",
     "EXPLANATIONS",
+    "FAITHFULNESS",
     "MANIFEST",
     "OBJECTS",
     "OVERLAPS",
@@ -194,6 +196,47 @@ TOP_OBJECTS = pa.schema(
         ("class", pa.int64()),
         ("name", pa.string()),
         ("mean_in_mask", pa.float64()),
+    ]
+)
+
+# Per (model, city, object): what removing it costs the model, against its control.
+CAUSAL = pa.schema(
+    [
+        ("model", pa.string()),
+        ("arch", pa.string()),
+        ("seed", pa.int64()),
+        ("city", pa.string()),
+        ("class", pa.int64()),
+        ("name", pa.string()),
+        ("images", pa.int64()),  # images of the city with the object
+        ("places", pa.int64()),  # their places (the bootstrap's units)
+        ("controls", pa.int64()),  # images where a control fit
+        ("drop", pa.float64()),  # mean drop of the target probability, object removed
+        ("control_drop", pa.float64()),  # the same, control removed
+        ("effect", pa.float64()),  # mean of drop − control drop
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("p_value", pa.float64()),  # two-sided, effect = 0
+    ]
+)
+
+# Per (model, city): deletion / insertion areas, the explanation's order against random.
+FAITHFULNESS = pa.schema(
+    [
+        ("model", pa.string()),
+        ("city", pa.string()),
+        ("images", pa.int64()),
+        ("places", pa.int64()),
+        ("deletion", pa.float64()),
+        ("deletion_random", pa.float64()),
+        ("insertion", pa.float64()),
+        ("insertion_random", pa.float64()),
+        ("deletion_gain", pa.float64()),  # random − explanation: > 0 is faithful
+        ("deletion_gain_low", pa.float64()),
+        ("deletion_gain_high", pa.float64()),
+        ("insertion_gain", pa.float64()),  # explanation − random: > 0 is faithful
+        ("insertion_gain_low", pa.float64()),
+        ("insertion_gain_high", pa.float64()),
     ]
 )
 
