@@ -233,6 +233,8 @@ class AnalysisConfig:
         annotations: Optional CSV (path/URI) of human labels per image (columns
             ``image, label1, label2``) for the agreement curves (thesis Figs 11–12).
         agreement_thresholds: Second-label thresholds of those curves.
+        bootstrap: Place-clustered bootstrap resamples of the intervals (0: none).
+        ci: The intervals' coverage.
     """
 
     pca: tuple[int | float, ...] = (50, 0.9)
@@ -243,6 +245,8 @@ class AnalysisConfig:
     seed: int = 0
     annotations: str | None = None
     agreement_thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+    bootstrap: int = 1000
+    ci: float = 0.95
 
 
 @dataclass(frozen=True)

@@ -318,6 +318,9 @@ def _check_analysis(cfg: StudyConfig) -> None:
     for i, t in enumerate(a.agreement_thresholds):
         _require(0 <= t <= 1, f"analysis.agreement_thresholds[{i}]", f"must be in [0, 1], got {t}")
     _require(a.min_mean_pixels >= 0, "analysis.min_mean_pixels", "must be ≥ 0")
+    _require(a.bootstrap >= 0, "analysis.bootstrap", f"must be ≥ 0, got {a.bootstrap}")
+    _at_most(a.bootstrap, 100_000, "analysis.bootstrap", " resamples")
+    _require(0 < a.ci < 1, "analysis.ci", f"must be in (0, 1), got {a.ci}")
     _require(a.top_k >= 1, "analysis.top_k", f"must be ≥ 1, got {a.top_k}")
     _require(a.mosaic >= 0, "analysis.mosaic", f"must be ≥ 0, got {a.mosaic}")
     _at_most(a.mosaic, 100_000, "analysis.mosaic", " thumbnails")

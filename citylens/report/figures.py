@@ -18,6 +18,7 @@ __all__ = [
     "agreement_curves",
     "ar_distributions",
     "ar_heatmap",
+    "causal_bars",
     "city_colors",
     "image_grid",
     "r_p_bars",
@@ -327,4 +328,40 @@ def image_grid(
                 ax.set_title(col_labels[j], fontsize=8)
         axes[i, 0].set_ylabel(row_labels[i], fontsize=8, color=row_colors[i] if row_colors else "k")
     fig.suptitle(title)
+    return fig
+
+
+def causal_bars(causal: pd.DataFrame, colors: dict[str, tuple], top: int = 8) -> Figure:
+    """What removing each object costs each model beyond its control, per city.
+
+    One panel per city: the ``top`` objects by mean effect over models, bars grouped by
+    model, with each bar's place-clustered interval.
+    """
+    cities = sorted(causal.city.unique())
+    models = sorted(causal.model.unique())
+    fig, axes = plt.subplots(
+        len(cities), 1, figsize=(10, 3.2 * len(cities)), layout="constrained", squeeze=False
+    )
+    shades = plt.get_cmap("viridis")(np.linspace(0.1, 0.9, max(len(models), 1)))
+    width = 0.8 / max(len(models), 1)
+    for ax, city in zip(axes[:, 0], cities):
+        d = causal[causal.city == city]
+        names = d.groupby("name").effect.mean().sort_values(ascending=False).index[:top].tolist()
+        for k, model in enumerate(models):
+            dm = d[d.model == model].set_index("name")
+            vals = np.array([dm.effect.get(n, np.nan) for n in names], float)
+            low = np.array([dm.ci_low.get(n, np.nan) for n in names], float)
+            high = np.array([dm.ci_high.get(n, np.nan) for n in names], float)
+            err = np.nan_to_num(np.stack([vals - low, high - vals]), nan=0.0).clip(min=0)
+            x = np.arange(len(names)) + k * width
+            ax.bar(x, vals, width, yerr=err, capsize=2, label=model, color=shades[k])
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right")
+        ax.set_ylabel("drop − control drop")
+        ax.set_title(
+            f"{city}: what removing each object costs the model beyond removing as many "
+            "pixels elsewhere",
+            color=colors[city],
+        )
+    axes[0, 0].legend(ncol=min(len(models), 4), fontsize=8, loc="upper right")
     return fig
