@@ -125,7 +125,9 @@ def test_the_default_fill_changes_natural_image_statistics_least(shared_data):
     distance = {how: [] for how in FILLS}
     for path in sorted((root / "images").glob("*.jpg")):
         im = Image.open(path).convert("RGB").resize((224, 224), Image.BILINEAR)
-        lab = Image.open(root / "annotations" / f"{path.stem}.png").resize((224, 224))
+        lab = Image.open(root / "annotations" / f"{path.stem}.png").resize(
+            (224, 224), Image.NEAREST
+        )
         lab = np.asarray(lab)
         x = torch.from_numpy(np.array(im)).permute(2, 0, 1)[None]
         g0 = grads(x[0])
