@@ -98,6 +98,7 @@ def _faults_in_ray_data_thread(runtime_env: dict | None) -> int:
     return int(ds.take_all()[0]["faults"])
 
 
+@pytest.mark.slow  # 29 s: a Ray Data actor pool
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
 def test_ray_data_actor_threads_reuse_pages_with_the_worker_runtime_env():
     import ray

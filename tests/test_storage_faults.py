@@ -97,6 +97,7 @@ def test_a_read_only_s3_store_is_refused_before_any_work(
     assert s3_server.secret not in out.stdout + out.stderr
 
 
+@pytest.mark.slow  # 39 s: a whole study on a refusing store
 def test_a_store_that_refuses_a_write_mid_run_stops_it_clearly(
     s3_server, flaky_s3, small_corpus, tmp_path
 ):

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 _PROBE = """
 import sys
 import ray
@@ -46,6 +48,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.slow  # 46 s: two local Rays; keeps the fast suite under 10 min
 def test_two_local_rays_on_one_machine_each_see_only_their_own_cluster():
     """Ray Train's placement-group cleaner asks the state API whether its controller is
     alive; with a second Ray on the machine it used to ask the wrong one (or fail on
