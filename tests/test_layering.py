@@ -15,7 +15,7 @@ from pathlib import Path
 import citylens
 
 ROOT = Path(citylens.__file__).parent
-STAGES = ("ingest", "train", "explain", "segment", "overlap", "analyze", "report")
+STAGES = ("ingest", "train", "explain", "segment", "ablate", "overlap", "analyze", "report")
 
 
 def _module(path: Path) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from citylens.config.parse import apply_overrides, dump_config, load_yaml, parse_config
 from citylens.config.schema import (
+    AblateConfig,
     AnalysisConfig,
     CityConfig,
     ConfigError,
@@ -31,6 +32,7 @@ from citylens.config.schema import (
 from citylens.config.validate import validate_config
 
 __all__ = [
+    "AblateConfig",
     "AnalysisConfig",
     "CityConfig",
     "ConfigError",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "AblateConfig",
     "AnalysisConfig",
     "CityConfig",
     "ConfigError",
@@ -163,6 +164,31 @@ class ExplainConfig:
 
 
 @dataclass(frozen=True)
+class AblateConfig:
+    """The causal check (stage *ablate*): remove objects, measure what each model loses.
+
+    Attributes:
+        fill: How removed pixels are replaced: ``inpaint`` (default: nearest natural
+            image statistics), ``blur`` or ``mean`` (see :mod:`citylens.fills`).
+        min_pixels: An object is removed only where it has this many pixels at the
+            models' input size.
+        max_objects: At most this many objects per image, the largest.
+        classes: Only these objects (class names of the vocabulary); empty: any.
+        steps: Fractions of the image removed along the deletion / insertion curves.
+        seed: Seed of the controls' placement and the curves' random order.
+        batch_size: Images per batch (a speed knob; does not change results).
+    """
+
+    fill: str = "inpaint"
+    min_pixels: int = 64
+    max_objects: int = 8
+    classes: tuple[str, ...] = ()
+    steps: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4)
+    seed: int = 0
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
 class SegmenterConfig:
     """Which segmenter labels the pixels.
 
@@ -207,6 +233,8 @@ class AnalysisConfig:
         annotations: Optional CSV (path/URI) of human labels per image (columns
             ``image, label1, label2``) for the agreement curves (thesis Figs 11–12).
         agreement_thresholds: Second-label thresholds of those curves.
+        bootstrap: Place-clustered bootstrap resamples of the intervals (0: none).
+        ci: The intervals' coverage.
     """
 
     pca: tuple[int | float, ...] = (50, 0.9)
@@ -217,6 +245,8 @@ class AnalysisConfig:
     seed: int = 0
     annotations: str | None = None
     agreement_thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
+    bootstrap: int = 1000
+    ci: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -257,6 +287,7 @@ class StudyConfig:
         train: *train*'s settings and the input size every model sees.
         explain: *explain*'s Grad-CAM settings; its θ are *overlap*'s and *analyze*'s.
         segmenter: *segment*'s segmenter.
+        ablate: *ablate*'s causal check.
         analysis: *analyze*'s reducers and the *report*'s samples.
         run: Where the stages run (a Ray address, actors, GPUs) and the options of the
             store and the sources (credentials: never written to the store).
@@ -271,6 +302,7 @@ class StudyConfig:
     train: TrainConfig = TrainConfig()
     explain: ExplainConfig = ExplainConfig()
     segmenter: SegmenterConfig = SegmenterConfig()
+    ablate: AblateConfig = AblateConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     run: RunConfig = RunConfig()
 

@@ -99,6 +99,7 @@ def validate_config(cfg: StudyConfig) -> None:
     _check_train(cfg)
     _check_explain(cfg)
     _check_segmenter(cfg)
+    _check_ablate(cfg)
     _check_analysis(cfg)
 
 
@@ -274,6 +275,25 @@ def _check_segmenter(cfg: StudyConfig) -> None:
     _at_most(seg.batch_size, 4096, "segmenter.batch_size")
 
 
+def _check_ablate(cfg: StudyConfig) -> None:
+    """The causal check's fields."""
+    from citylens.fills import FILLS
+
+    a = cfg.ablate
+    _require(a.fill in FILLS, "ablate.fill", f"choose from {', '.join(FILLS)}, got {a.fill!r}")
+    _require(a.min_pixels >= 1, "ablate.min_pixels", f"must be ≥ 1, got {a.min_pixels}")
+    _require(a.max_objects >= 1, "ablate.max_objects", f"must be ≥ 1, got {a.max_objects}")
+    _at_most(a.max_objects, 150, "ablate.max_objects", " objects per image")
+    _unique(a.classes, "ablate.classes")
+    _require(len(a.steps) >= 2, "ablate.steps", "name at least two fractions")
+    _require(a.steps[0] == 0, "ablate.steps", f"start at 0 (the whole image), got {a.steps[0]}")
+    for i, f in enumerate(a.steps):
+        _require(0 <= f < 1, f"ablate.steps[{i}]", f"must be in [0, 1), got {f}")
+    _require(all(x < y for x, y in zip(a.steps, a.steps[1:])), "ablate.steps", "must be ascending")
+    _require(a.batch_size >= 1, "ablate.batch_size", f"must be ≥ 1, got {a.batch_size}")
+    _at_most(a.batch_size, 4096, "ablate.batch_size")
+
+
 def _check_analysis(cfg: StudyConfig) -> None:
     """The analysis and run fields."""
     a = cfg.analysis
@@ -298,6 +318,9 @@ def _check_analysis(cfg: StudyConfig) -> None:
     for i, t in enumerate(a.agreement_thresholds):
         _require(0 <= t <= 1, f"analysis.agreement_thresholds[{i}]", f"must be in [0, 1], got {t}")
     _require(a.min_mean_pixels >= 0, "analysis.min_mean_pixels", "must be ≥ 0")
+    _require(a.bootstrap >= 0, "analysis.bootstrap", f"must be ≥ 0, got {a.bootstrap}")
+    _at_most(a.bootstrap, 100_000, "analysis.bootstrap", " resamples")
+    _require(0 < a.ci < 1, "analysis.ci", f"must be in (0, 1), got {a.ci}")
     _require(a.top_k >= 1, "analysis.top_k", f"must be ≥ 1, got {a.top_k}")
     _require(a.mosaic >= 0, "analysis.mosaic", f"must be ≥ 0, got {a.mosaic}")
     _at_most(a.mosaic, 100_000, "analysis.mosaic", " thumbnails")

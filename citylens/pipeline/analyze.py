@@ -24,14 +24,15 @@ import ray
 
 from citylens.analysis.accuracy import accuracy_table
 from citylens.analysis.ar import add_pair_sums, pair_table
+from citylens.analysis.causal import causal_table, faithfulness_table, object_effects
 from citylens.analysis.embed import embedding_table
 from citylens.analysis.objects import add_pixel_sums, object_tables
 from citylens.analysis.reduce import ar_of_table, list_matrix, sums_of_table
 from citylens.pipeline.agree import study_agreement
-from citylens.pipeline.committed import committed, read_vocabulary
+from citylens.pipeline.committed import committed, read_manifest, read_vocabulary
 from citylens.pipeline.context import Context, StageResult
 from citylens.storage import Store, digest, read_bytes
-from citylens.tables import EMBEDDINGS
+from citylens.tables import ABLATIONS, EMBEDDINGS
 
 __all__ = ["ar_of_shard", "embed_model", "run_analyze", "sums_of_shard"]
 
@@ -85,6 +86,8 @@ def _settings(ctx: Context) -> tuple[dict, str | None]:
         "min_mean_pixels": a.min_mean_pixels,
         "top_k": a.top_k,
         "seed": a.seed,
+        "bootstrap": a.bootstrap,
+        "ci": a.ci,
     }
     if not a.annotations:
         return settings, None
@@ -108,6 +111,22 @@ def _embeddings(parts: list[pa.Table], tops: list[pa.Table], theta: float) -> pa
     return emb.sort_by(order).cast(EMBEDDINGS)
 
 
+def _causal(ctx: Context, folder: str, names, arch_of: dict, seed_of: dict) -> None:
+    """The causal check's tables: what removing each object costs, and faithfulness."""
+    store, a = ctx.store, ctx.cfg.analysis
+    table = store.read_table(f"{committed(store, 'ablate')['folder']}/data", schema=ABLATIONS)
+    manifest = read_manifest(store, ["image_id", "place"])
+    place_of = dict(zip(manifest["image_id"].to_pylist(), manifest["place"].to_pylist()))
+    effects = object_effects(table)
+    boot = {"n_boot": a.bootstrap, "ci": a.ci, "seed": a.seed}
+    causal = causal_table(effects, place_of, names, arch_of, seed_of, **boot)
+    store.write_table(f"{folder}/causal.parquet", causal)
+    steps = tuple(ctx.cfg.ablate.steps)
+    store.write_table(
+        f"{folder}/faithfulness.parquet", faithfulness_table(table, steps, place_of, **boot)
+    )
+
+
 def run_analyze(ctx: Context) -> StageResult:
     """Reduce a study's explanations and overlaps into the analysis tables.
 
@@ -115,7 +134,7 @@ def run_analyze(ctx: Context) -> StageResult:
     """
     cfg, store, a = ctx.cfg, ctx.store, ctx.cfg.analysis
     settings, annotations = _settings(ctx)
-    key = ctx.key("analyze", ctx.upstream("train", "explain", "overlap"), settings)
+    key = ctx.key("analyze", ctx.upstream("train", "explain", "ablate", "overlap"), settings)
     if rec := ctx.up_to_date("analyze", key):
         return StageResult("analyze", "skipped", rec)
     folder, started = ctx.begin("analyze")
@@ -170,6 +189,7 @@ def run_analyze(ctx: Context) -> StageResult:
     acc = accuracy_table(trained, preds, cfg.explain.target == "true")
     store.write_table(f"{folder}/accuracy.parquet", acc)
     store.write_text(f"{folder}/vocabulary.csv", voc.to_csv())
+    _causal(ctx, folder, voc.names, arch_of, seed_of)
     counts = {
         "inputs": int(exp_rec["counts"]["images"]),  # every explained image is reduced
         "images": int(exp_rec["counts"]["images"]),

@@ -62,6 +62,8 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         top_objects=_read(store, an, "top_objects"),
         embeddings=emb,
         agreement=_read(store, an, "agreement"),
+        causal=_read(store, an, "causal"),
+        faithfulness=_read(store, an, "faithfulness"),
         showcase_overlaps=showcase,
     )
 
@@ -85,7 +87,7 @@ def run_report(ctx: Context) -> StageResult:
         "showcase": settings.showcase,
         "mosaic": cfg.analysis.mosaic,
         "seed": cfg.analysis.seed,
-        "version": 3,  # bump when the report's content changes
+        "version": 4,  # bump when the report's content changes
     }
     key = ctx.key("report", ctx.upstream("ingest", "explain", "overlap", "analyze"), key_settings)
     if (rec := ctx.up_to_date("report", key)) and store.exists("report.html"):

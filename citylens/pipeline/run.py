@@ -14,6 +14,7 @@ __all__ = ["STAGES", "Interrupted", "check_stages", "run_study"]
 
 
 def _stages() -> dict[str, Callable[[Context], StageResult]]:
+    from citylens.pipeline.ablate import run_ablate
     from citylens.pipeline.analyze import run_analyze
     from citylens.pipeline.explain import run_explain
     from citylens.pipeline.ingest import run_ingest
@@ -27,13 +28,14 @@ def _stages() -> dict[str, Callable[[Context], StageResult]]:
         "train": run_train,
         "explain": run_explain,
         "segment": run_segment,
+        "ablate": run_ablate,
         "overlap": run_overlap,
         "analyze": run_analyze,
         "report": run_report,
     }
 
 
-STAGES = ("ingest", "train", "explain", "segment", "overlap", "analyze", "report")
+STAGES = ("ingest", "train", "explain", "segment", "ablate", "overlap", "analyze", "report")
 
 
 class Interrupted(KeyboardInterrupt):

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from citylens.report.causal import draw_causal
 from citylens.report.figures import (
     agreement_curves,
     ar_distributions,
@@ -66,8 +67,8 @@ class ReportTables:
         errors: stage -> inputs it recorded in its errors table.
         names: The vocabulary's class names.
         test_images: ``image_id, city`` of the test split.
-        accuracy, ar_pairs, ar_images, objects, top_objects, embeddings, agreement: The
-            analyze stage's tables.
+        accuracy, ar_pairs, ar_images, objects, top_objects, embeddings, agreement,
+            causal, faithfulness: The analyze stage's tables.
         showcase_overlaps: The showcase model's overlap rows at the smallest θ
             (``image_id, city, model, theta, class_pixels_in_mask``), for the galleries.
     """
@@ -84,6 +85,8 @@ class ReportTables:
     top_objects: pd.DataFrame | None = None
     embeddings: pd.DataFrame | None = None
     agreement: pd.DataFrame | None = None
+    causal: pd.DataFrame | None = None
+    faithfulness: pd.DataFrame | None = None
     showcase_overlaps: pd.DataFrame | None = None
 
 
@@ -149,6 +152,7 @@ def build_report(
     _mask_grid(out, t, s, assets, colors)
     _tsne(out, t, s, assets, colors)
     _objects(out, t, s, colors, unique)
+    draw_causal(out, t.causal, t.faithfulness, t.objects, t.cities, s.theta, colors)
     _galleries(out, t, s, assets, colors, unique)
     if assets.unreadable:
         out.page.p(
