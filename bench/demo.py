@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PeakMemory, emit, fmt_rate, machine, print_table, row  # noqa: E402
 
-STAGES = ["ingest", "train", "explain", "segment", "overlap", "analyze", "report"]
+STAGES = ["ingest", "train", "explain", "segment", "ablate", "overlap", "analyze", "report"]
 
 
 def _work(stage: str, rec: dict) -> tuple[int, str]:

@@ -18,6 +18,7 @@ __all__ = [
     "AR_IMAGES",
     "AR_PAIRS",
     "CAUSAL",
+    "CAUSAL_EXAMPLES",
     "EMBEDDINGS",
     "ERRORS",
     "EXPLANATIONS",
@@ -211,12 +212,26 @@ CAUSAL = pa.schema(
         ("images", pa.int64()),  # images of the city with the object
         ("places", pa.int64()),  # their places (the bootstrap's units)
         ("controls", pa.int64()),  # images where a control fit
+        ("pixels", pa.float64()),  # mean pixels removed (at the models' input size)
         ("drop", pa.float64()),  # mean drop of the target probability, object removed
         ("control_drop", pa.float64()),  # the same, control removed
         ("effect", pa.float64()),  # mean of drop − control drop
         ("ci_low", pa.float64()),
         ("ci_high", pa.float64()),
         ("p_value", pa.float64()),  # two-sided, effect = 0
+    ]
+)
+
+# The report's before/after pictures: an image, the object removed, what the model said.
+CAUSAL_EXAMPLES = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("city", pa.string()),
+        ("model", pa.string()),
+        ("class", pa.int64()),
+        ("prob", pa.float64()),  # of the true city, whole image
+        ("prob_removed", pa.float64()),  # the object removed
+        ("prob_control", pa.float64()),  # as many pixels removed elsewhere (NaN: none fit)
     ]
 )
 

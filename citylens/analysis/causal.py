@@ -30,9 +30,9 @@ from citylens.analysis.bootstrap import (
     two_sided_p,
 )
 from citylens.analysis.reduce import list_matrix
-from citylens.tables import CAUSAL, FAITHFULNESS
+from citylens.tables import CAUSAL, CAUSAL_EXAMPLES, FAITHFULNESS
 
-__all__ = ["causal_table", "faithfulness_table", "object_effects"]
+__all__ = ["causal_examples", "causal_table", "faithfulness_table", "object_effects"]
 
 
 def object_effects(ablations: pa.Table) -> dict[str, np.ndarray]:
@@ -42,7 +42,8 @@ def object_effects(ablations: pa.Table) -> dict[str, np.ndarray]:
         ablations: Rows of :data:`~citylens.tables.ABLATIONS`.
 
     Returns:
-        Columns ``image_id, city, model, class`` and float64 ``drop`` (whole-image minus
+        Columns ``image_id, city, model, class``, ``pixels`` (removed, at the models'
+        input size) and float64 ``prob`` (whole image), ``drop`` (whole-image minus
         object-removed probability), ``control_drop`` (NaN where no control fit) and
         ``effect`` (their difference).
     """
@@ -63,6 +64,8 @@ def object_effects(ablations: pa.Table) -> dict[str, np.ndarray]:
         "city": repeated("city"),
         "model": repeated("model"),
         "class": flat("classes", np.int64),
+        "pixels": flat("pixels", np.int64),
+        "prob": prob,
         "drop": drop,
         "control_drop": control,
         "effect": drop - control,
@@ -109,11 +112,13 @@ def causal_table(
         n_all = place_sums(idx, one_hot)
         n_ok = place_sums(idx, one_hot * ok[:, None])
         sums = {
+            "pixels": place_sums(idx, one_hot * e["pixels"][:, None]),
             "drop": place_sums(idx, one_hot * e["drop"][:, None]),
             "control_drop": place_sums(idx, one_hot * np.where(ok, e["control_drop"], 0)[:, None]),
             "effect": place_sums(idx, one_hot * np.where(ok, e["effect"], 0)[:, None]),
         }
         means = {
+            "pixels": sums["pixels"].sum(0) / n_all.sum(0),
             "drop": sums["drop"].sum(0) / n_all.sum(0),
             "control_drop": _safe(sums["control_drop"].sum(0), n_ok.sum(0)),
             "effect": _safe(sums["effect"].sum(0), n_ok.sum(0)),
@@ -138,6 +143,7 @@ def causal_table(
                     "images": int(n_all[:, j].sum()),
                     "places": int(places[j]),
                     "controls": int(n_ok[:, j].sum()),
+                    "pixels": float(means["pixels"][j]),
                     "drop": float(means["drop"][j]),
                     "control_drop": float(means["control_drop"][j]),
                     "effect": float(means["effect"][j]),
@@ -148,6 +154,52 @@ def causal_table(
             )
     rows.sort(key=lambda r: (r["model"], r["city"], -_nan_low(r["effect"]), r["class"]))
     return pa.Table.from_pylist(rows, schema=CAUSAL)
+
+
+def causal_examples(
+    effects: dict[str, np.ndarray], causal: pa.Table, model: str, per_city: int = 2
+) -> pa.Table:
+    """The report's before/after pictures: where the most decisive object cost most.
+
+    Per city, the images where removing the city's most decisive object (largest
+    effect for ``model``) cost ``model`` most.
+
+    Args:
+        effects: :func:`object_effects`.
+        causal: :func:`causal_table` (its order: effect, largest first, per city).
+        model: The model pictured.
+        per_city: Images per city.
+
+    Returns:
+        Columns ``image_id, city, model, class, prob, prob_removed, prob_control``
+        (``prob_control`` NaN where no control fit), cities in order, largest effect
+        first.
+    """
+    rows = []
+    c = causal.filter(pc.equal(causal["model"], model)).to_pylist()
+    best: dict[str, int] = {}
+    for r in c:  # the first row of a city is its largest effect
+        if r["city"] not in best and not np.isnan(r["effect"]):
+            best[r["city"]] = r["class"]
+    for city, cls in sorted(best.items()):
+        sel = np.flatnonzero(
+            (effects["model"] == model) & (effects["city"] == city) & (effects["class"] == cls)
+        )
+        score = np.where(np.isnan(effects["effect"][sel]), -np.inf, effects["effect"][sel])
+        for i in sel[np.argsort(-score, kind="stable")[:per_city]]:
+            prob = float(effects["prob"][i])
+            rows.append(
+                {
+                    "image_id": str(effects["image_id"][i]),
+                    "city": city,
+                    "model": model,
+                    "class": int(cls),
+                    "prob": prob,
+                    "prob_removed": prob - float(effects["drop"][i]),
+                    "prob_control": prob - float(effects["control_drop"][i]),
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=CAUSAL_EXAMPLES)
 
 
 def _safe(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -179,7 +179,7 @@ def _sky_and_buildings(cv: _Canvas, style: CityStyle, horizon: int) -> None:
 
 
 def _street(cv: _Canvas, style: CityStyle, horizon: int) -> None:
-    """Road in perspective, with sidewalk (or bare earth) strips on either side."""
+    """Road in perspective, sidewalks on either side (with patches of bare earth, if any)."""
     r = cv.rng
     cx = cv.w * r.uniform(0.4, 0.6)
     bottom = r.uniform(*style.road_width) * cv.w / 2
@@ -194,9 +194,17 @@ def _street(cv: _Canvas, style: CityStyle, horizon: int) -> None:
     side = ground & ~road
     left, right = side & (cv.xx < cx), side & (cv.xx >= cx)
     for strip in (left, right):
-        kind = "earth" if "earth" in style.objects and r.random() < 0.85 else "sidewalk"
-        cv.paint(strip, kind, _PALETTE[kind], 6)
-        cv.texture(strip, 10 if kind == "earth" else 3)
+        cv.paint(strip, "sidewalk", _PALETTE["sidewalk"], 6)
+        cv.texture(strip, 3)
+    if "earth" in style.objects:
+        # Patches of bare earth on the sidewalks, never instead of them: every city has
+        # the same sidewalks along its roads, so none is told by a shared class's absence.
+        for _ in range(r.integers(3, 6)):
+            cy = horizon + r.uniform(0.1, 0.9) * (cv.h - horizon)
+            cx_e = r.uniform(0, 1) * cv.w
+            m = cv.ellipse(cy, cx_e, r.uniform(0.03, 0.06) * cv.h, r.uniform(0.05, 0.1) * cv.w)
+            cv.paint(m & side, "earth", _PALETTE["earth"], 6)
+            cv.texture(m & side, 10)
     if "grass" in style.objects:
         cv.paint(side & (cv.yy < horizon + 0.12 * cv.h), "grass", _PALETTE["grass"], 8)
         cv.texture(side & (cv.lab == CLASS["grass"]), 12)

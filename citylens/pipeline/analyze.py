@@ -24,7 +24,12 @@ import ray
 
 from citylens.analysis.accuracy import accuracy_table
 from citylens.analysis.ar import add_pair_sums, pair_table
-from citylens.analysis.causal import causal_table, faithfulness_table, object_effects
+from citylens.analysis.causal import (
+    causal_examples,
+    causal_table,
+    faithfulness_table,
+    object_effects,
+)
 from citylens.analysis.embed import embedding_table
 from citylens.analysis.objects import add_pixel_sums, object_tables
 from citylens.analysis.reduce import ar_of_table, list_matrix, sums_of_table
@@ -32,7 +37,7 @@ from citylens.pipeline.agree import study_agreement
 from citylens.pipeline.committed import committed, read_manifest, read_vocabulary
 from citylens.pipeline.context import Context, StageResult
 from citylens.storage import Store, digest, read_bytes
-from citylens.tables import ABLATIONS, EMBEDDINGS
+from citylens.tables import ABLATIONS, EMBEDDINGS, model_name
 
 __all__ = ["ar_of_shard", "embed_model", "run_analyze", "sums_of_shard"]
 
@@ -121,6 +126,9 @@ def _causal(ctx: Context, folder: str, names, arch_of: dict, seed_of: dict) -> N
     boot = {"n_boot": a.bootstrap, "ci": a.ci, "seed": a.seed}
     causal = causal_table(effects, place_of, names, arch_of, seed_of, **boot)
     store.write_table(f"{folder}/causal.parquet", causal)
+    showcase = model_name(ctx.cfg.models.archs[0], ctx.cfg.models.seeds[0])
+    examples = causal_examples(effects, causal, showcase, per_city=2)
+    store.write_table(f"{folder}/causal_examples.parquet", examples)
     steps = tuple(ctx.cfg.ablate.steps)
     store.write_table(
         f"{folder}/faithfulness.parquet", faithfulness_table(table, steps, place_of, **boot)

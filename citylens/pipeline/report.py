@@ -1,8 +1,9 @@
 """Stage *report*: ``report.html`` plus the PNG and CSV of every figure and table.
 
 Consumes the committed ``analyze`` tables (accuracy, ar_pairs, ar_images, objects,
-top_objects, embeddings, agreement, vocabulary), the manifest, the showcase model's
-overlap rows and, for the pictures, a sample of images and their explanation masks.
+top_objects, embeddings, agreement, causal, causal_examples, faithfulness, vocabulary),
+the manifest, the showcase model's overlap rows and, for the pictures, a sample of
+images with their explanation masks and (removal pictures) their class maps.
 Writes ``report/<run>/`` (``report.html``, every figure's PNG and table's CSV, and an
 errors table of pictures whose image could not be read) and ``report.html`` at the
 store's root. The page itself is built by the pure :func:`citylens.report.page.build_report`.
@@ -63,6 +64,7 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         embeddings=emb,
         agreement=_read(store, an, "agreement"),
         causal=_read(store, an, "causal"),
+        causal_examples=_read(store, an, "causal_examples"),
         faithfulness=_read(store, an, "faithfulness"),
         showcase_overlaps=showcase,
     )
@@ -81,13 +83,14 @@ def run_report(ctx: Context) -> StageResult:
         showcase=model_name(cfg.models.archs[0], cfg.models.seeds[0]),  # the thesis: VGG11's
         mosaic=cfg.analysis.mosaic,
         seed=cfg.analysis.seed,
+        fill=cfg.ablate.fill,
     )
     key_settings = {
         "name": cfg.name,
         "showcase": settings.showcase,
         "mosaic": cfg.analysis.mosaic,
         "seed": cfg.analysis.seed,
-        "version": 4,  # bump when the report's content changes
+        "version": 5,  # bump when the report's content changes
     }
     key = ctx.key("report", ctx.upstream("ingest", "explain", "overlap", "analyze"), key_settings)
     if (rec := ctx.up_to_date("report", key)) and store.exists("report.html"):

@@ -56,6 +56,12 @@ class Assets(Protocol):
     def pair(self, image_id: str, model: str) -> tuple[np.ndarray, np.ndarray] | None:
         """``(image (S, S, 3) uint8, mask_norm (h, w))``, or None if either is missing."""
 
+    def load_labels(self, ids: set[str]) -> None:
+        """Read the class maps of ``ids`` and their images."""
+
+    def removed(self, image_id: str, cls: int, how: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(image, image with class cls filled by how)`` (S, S, 3) uint8, or None."""
+
 
 @dataclass(frozen=True)
 class ReportTables:
@@ -68,7 +74,7 @@ class ReportTables:
         names: The vocabulary's class names.
         test_images: ``image_id, city`` of the test split.
         accuracy, ar_pairs, ar_images, objects, top_objects, embeddings, agreement,
-            causal, faithfulness: The analyze stage's tables.
+            causal, causal_examples, faithfulness: The analyze stage's tables.
         showcase_overlaps: The showcase model's overlap rows at the smallest θ
             (``image_id, city, model, theta, class_pixels_in_mask``), for the galleries.
     """
@@ -86,6 +92,7 @@ class ReportTables:
     embeddings: pd.DataFrame | None = None
     agreement: pd.DataFrame | None = None
     causal: pd.DataFrame | None = None
+    causal_examples: pd.DataFrame | None = None
     faithfulness: pd.DataFrame | None = None
     showcase_overlaps: pd.DataFrame | None = None
 
@@ -103,6 +110,7 @@ class ReportSettings:
     showcase: str  # the model whose explanations the mosaic and galleries show
     mosaic: int  # explanations in the t-SNE mosaic
     seed: int  # sampling seed
+    fill: str = "inpaint"  # how ablate filled removed objects (its pictures redo it)
 
     @property
     def theta(self) -> float:
@@ -152,7 +160,7 @@ def build_report(
     _mask_grid(out, t, s, assets, colors)
     _tsne(out, t, s, assets, colors)
     _objects(out, t, s, colors, unique)
-    draw_causal(out, t.causal, t.faithfulness, t.objects, t.cities, s.theta, colors)
+    draw_causal(out, t, s, assets, colors)
     _galleries(out, t, s, assets, colors, unique)
     if assets.unreadable:
         out.page.p(

@@ -10,7 +10,12 @@ import pytest
 
 from citylens.ablation import curve_area
 from citylens.analysis.bootstrap import place_index, place_weights
-from citylens.analysis.causal import causal_table, faithfulness_table, object_effects
+from citylens.analysis.causal import (
+    causal_examples,
+    causal_table,
+    faithfulness_table,
+    object_effects,
+)
 from citylens.tables import ABLATIONS, CAUSAL, FAITHFULNESS
 
 STEPS = (0.0, 0.2, 0.4)
@@ -36,7 +41,7 @@ def _ablations(seed: int = 0) -> tuple[pa.Table, dict[str, str]]:
                     cols["prob"].append(prob)
                     cols["logit"].append(0.0)
                     cols["classes"].append(classes)
-                    cols["pixels"].append([100] * k)
+                    cols["pixels"].append(rng.integers(50, 500, k).tolist())
                     cols["prob_removed"].append((prob - rng.uniform(0, 0.4, k)).tolist())
                     cols["logit_removed"].append([0.0] * k)
                     control = (prob - rng.uniform(0, 0.1, k)).tolist()
@@ -79,6 +84,7 @@ def test_causal_means_and_intervals_equal_plain_loops():
         ok = sel & ~np.isnan(e["control_drop"])
         assert r["images"] == sel.sum() and r["controls"] == ok.sum()
         assert r["drop"] == pytest.approx(e["drop"][sel].mean())
+        assert r["pixels"] == pytest.approx(e["pixels"][sel].mean())
         assert r["control_drop"] == pytest.approx(e["control_drop"][ok].mean())
         assert r["effect"] == pytest.approx(e["effect"][ok].mean())
         # the interval: the same place resamples, a mean recomputed image by image
@@ -135,3 +141,34 @@ def test_faithfulness_areas_and_gains_equal_plain_loops():
         assert r["deletion_gain"] == pytest.approx((rand - dele).mean())
         assert r["deletion_gain_low"] <= r["deletion_gain"] <= r["deletion_gain_high"]
         assert r["images"] == len(rows) and r["places"] == 6
+
+
+def test_examples_are_each_citys_most_decisive_object_where_it_cost_most():
+    table, place_of = _ablations()
+    e = object_effects(table)
+    names = tuple(f"c{i}" for i in range(10))
+    causal = causal_table(e, place_of, names, {"m-s0": "m", "n-s0": "n"}, {"m-s0": 0, "n-s0": 0})
+    got = causal_examples(e, causal, "n-s0", per_city=3).to_pylist()
+    assert [r["city"] for r in got] == ["a"] * 3 + ["b"] * 3
+    c = causal.to_pandas()
+    for city in ("a", "b"):
+        d = c[(c.model == "n-s0") & (c.city == city)]
+        best = int(d.loc[d.effect.idxmax(), "class"])
+        mine = [r for r in got if r["city"] == city]
+        assert {r["class"] for r in mine} == {best}
+        # a plain loop over the rows: the three largest effects of that object
+        effects = []
+        for row in table.to_pylist():
+            if row["model"] != "n-s0" or row["city"] != city:
+                continue
+            for k, cls in enumerate(row["classes"]):
+                ctrl = row["prob_control"][k]
+                if cls == best and not np.isnan(ctrl):
+                    effects.append((ctrl - row["prob_removed"][k], row["image_id"], row))
+        effects.sort(key=lambda t: -t[0])
+        assert [r["image_id"] for r in mine] == [iid for _, iid, _ in effects[:3]]
+        for r, (_, _, row) in zip(mine, effects):
+            k = row["classes"].index(best)
+            assert r["prob"] == pytest.approx(row["prob"])
+            assert r["prob_removed"] == pytest.approx(row["prob_removed"][k])
+            assert r["prob_control"] == pytest.approx(row["prob_control"][k])

@@ -61,6 +61,15 @@ def test_each_city_has_its_own_objects(small_corpus):
     assert signs_only <= signs and not signs_only & tower
 
 
+def test_own_objects_never_take_the_place_of_a_shared_class(small_corpus):
+    """Bare earth lies on the sidewalks, not instead of them: every view of every city
+    has sidewalk, so no city can be told by a shared class's absence."""
+    for city in ("towerville", "signburg"):
+        for p in sorted((small_corpus / "labels" / city).glob("*.png")):
+            lab = np.asarray(Image.open(p))
+            assert (lab == CLASS["sidewalk"]).mean() > 0.03, (city, p.name)
+
+
 def test_identity_is_not_a_colour_cast(tmp_path):
     """Shared classes look the same in both cities: same palette, lighting and noise."""
     # Enough places that sampling noise (4 facade colours) is below the tolerance, and

@@ -212,3 +212,51 @@ def test_a_killed_explain_actor_is_replaced_and_every_image_explained_once(tmp_p
     # downstream stages read every explanation exactly once
     assert store.record("overlap")["counts"]["inputs"] == n_test * len(rec["models"])
     assert "explain" in out and killed
+
+
+def _ablations(store: Store) -> pd.DataFrame:
+    df = store.read_table(f"{store.record('ablate')['folder']}/data").to_pandas()
+    return df.sort_values(["image_id", "model"]).reset_index(drop=True)
+
+
+def test_killed_driver_resumes_ablate_and_the_table_is_an_uninterrupted_runs(tmp_path, tiny):
+    (tmp_path / "study.yaml").write_text("name: crash\n")
+    corpus = tmp_path / "corpus"
+    synthesize(corpus, cities=2, places=14, views=2, size=64, seed=4, workers=1)
+    killed = tmp_path / "killed"
+    stages = ["--stages", "ingest,train,explain,segment,ablate"]
+    small = ["ablate.batch_size=1", "ablate.max_objects=3", "train.input_size=96"]
+    cmd = [*_cli(killed, corpus, tiny), *small, *stages]
+    proc = _start(cmd)
+    _when(
+        proc,
+        lambda: list(killed.glob("ablate/*/data/*.parquet")),
+        "ablate wrote a shard",
+        lambda: _kill_group(proc),
+    )
+    store = Store(str(killed))
+    assert store.record("ablate") is None and store.exists("stages/ablate.pending.json")
+    n_before = len(list(killed.glob("ablate/*/data/*.parquet")))
+
+    out = _run(cmd)
+    assert "ablate: resuming" in out
+    done = int(out.split("ablate: resuming, ")[1].split(" ")[0])
+    n_test = store.record("ablate")["counts"]["inputs"]
+    assert n_before <= done < n_test  # resumed mid-way
+    resumed = _ablations(store)
+
+    # the same models and images, ablate run again from scratch, uninterrupted
+    out = _run([*cmd[: -len(stages)], "--stages", "ablate", "--force"])
+    whole = _ablations(store)
+    assert not resumed.duplicated(["image_id", "model"]).any()
+    assert len(resumed) == len(whole) == n_test * len(store.record("ablate")["models"])
+    assert resumed[["image_id", "model"]].equals(whole[["image_id", "model"]])
+    for col in ("classes", "pixels"):
+        assert resumed[col].map(list).tolist() == whole[col].map(list).tolist(), col
+    for col in ("prob", "prob_removed", "prob_control", "deletion", "insertion_random"):
+        np.testing.assert_allclose(
+            np.concatenate(resumed[col].map(np.atleast_1d).tolist()),
+            np.concatenate(whole[col].map(np.atleast_1d).tolist()),
+            atol=1e-5,
+            err_msg=col,
+        )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from citylens.pipeline.run import STAGES
 from citylens.storage import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,12 +103,12 @@ def test_submit_the_demo_study_as_a_job(ray_head, tmp_path):
         status = client.get_job_status(job)
     logs = client.get_job_logs(job)
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
-    assert "7 stage(s) ran" in logs and "Report:" in logs
+    assert "8 stage(s) ran" in logs and "Report:" in logs
     # no line per Ray Train report, no torch warning from the explain actor, no Ray Data
     # warning that a decode task used more memory than it asked for
     for noise in ("Reporting training result", "is not writable", "used up to"):
         assert noise not in logs, noise
     s = Store(str(store))
-    for stage in ("ingest", "train", "explain", "segment", "overlap", "analyze", "report"):
+    for stage in STAGES:
         assert s.record(stage) is not None, stage
     assert s.exists("models/resnet18-s0/model.pt") and s.exists("report.html")

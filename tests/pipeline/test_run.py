@@ -151,9 +151,11 @@ def test_report_renders_in_headless_chromium_with_every_image_and_section(study,
     assert found, dom[-2000:]
     check = json.loads(html_unescape(found.group(1)))
     assert check["broken"] == [] and check["images"] >= 10
-    for section in ("accuracy", "ar", "masks", "tsne", "objects", "galleries"):
+    for section in ("accuracy", "ar", "masks", "tsne", "objects", "causal", "galleries"):
         assert section in check["sections"]
-    for alt in ("t-SNE mosaic", "weighted masks", "AR distribution", "R_p per city, by seed"):
+    alts = ("t-SNE mosaic", "weighted masks", "AR distribution", "R_p per city, by seed")
+    alts += ("what removing each object costs", "images before and after removal")
+    for alt in alts:
         assert any(alt in a for a in check["alts"]), alt
     shot = tmp_path / "shot.png"
     subprocess.run(
@@ -164,6 +166,34 @@ def test_report_renders_in_headless_chromium_with_every_image_and_section(study,
     )
     pixels = np.asarray(Image.open(shot).convert("L"), np.float32)
     assert pixels.shape == (2400, 1280) and pixels.std() > 10  # not a blank page
+
+
+def test_removal_pictures_fill_the_object_and_keep_every_other_pixel(study):
+    from citylens.pipeline.report_assets import ReportAssets
+
+    _, store, _ = study
+    an = store.record("analyze")["folder"]
+    examples = store.read_table(f"{an}/causal_examples.parquet").to_pylist()
+    assert {r["city"] for r in examples} == {"towerville", "signburg"}
+    manifest = store.read_table(f"{store.record('ingest')['folder']}/manifest.parquet")
+    assets = ReportAssets(store, manifest, {})
+    r = examples[0]
+    assets.load_labels({r["image_id"]})
+    image, removed = assets.removed(r["image_id"], r["class"], "mean")
+    assert image.shape == removed.shape == (160, 160, 3) and removed.dtype == np.uint8
+    lab = torch.from_numpy(assets.labels[r["image_id"]].astype(np.float32))[None, None]
+    inside = (
+        torch.nn.functional.interpolate(lab, size=(160, 160), mode="nearest-exact")[0, 0]
+        == r["class"]
+    ).numpy()
+    assert inside.any() and (removed[~inside] == image[~inside]).all()
+    mean = image[~inside].astype(np.float64).mean(0)  # the mean fill: one colour inside
+    np.testing.assert_allclose(
+        removed[inside].astype(np.float64),
+        np.broadcast_to(np.round(mean), removed[inside].shape),
+        atol=0.51,
+    )
+    assert assets.removed("no-such-image", r["class"], "mean") is None
 
 
 def test_pixel_sums_of_a_shard_without_class_maps_are_empty(study, tmp_path):
@@ -262,6 +292,7 @@ def test_changing_theta_reruns_only_what_depends_on_it(study):
         "train": "skipped",
         "explain": "skipped",
         "segment": "skipped",
+        "ablate": "skipped",  # removal does not depend on θ
         "overlap": "ran",
         "analyze": "ran",
         "report": "ran",
