@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 
-from citylens.ablation import ablate_objects, objects_to_remove, target_scores
+from citylens.ablation import ablate_objects, ablation_rows, objects_to_remove
 from citylens.analysis.causal import causal_table, object_effects
 from citylens.config.schema import TrainSettings
 from citylens.data.images import load_batch, load_labels, normalize
@@ -101,23 +101,9 @@ def known_answer(
     objects = objects_to_remove(labels, min_pixels=20, max_objects=8)
     ids = test["image_id"].to_pylist()
     got = ablate_objects(model, xte, labels, yte, _prepare, objects, list(range(len(ids))))
-    prob, logit = target_scores(model, _prepare(xte), yte)
-    cols: dict[str, list] = {f.name: [] for f in ABLATIONS}
-    for j, iid in enumerate(ids):
-        r = got["image"] == j
-        cols["image_id"].append(iid)
-        cols["city"].append(test["city"][j].as_py())
-        cols["model"].append(name)
-        cols["target"].append(int(yte[j]))
-        cols["prob"].append(float(prob[j]))
-        cols["logit"].append(float(logit[j]))
-        cols["classes"].append(got["class"][r].tolist())
-        cols["pixels"].append(got["pixels"][r].tolist())
-        for k in ("prob_removed", "logit_removed", "prob_control", "logit_control"):
-            cols[k].append(got[k][r].tolist())
-        for k in ("deletion", "insertion", "deletion_random", "insertion_random"):
-            cols[k].append([0.0, 0.0])  # curves are not part of this check
-    table = pa.table(cols, schema=ABLATIONS)
+    cities = test["city"].to_pylist()
+    rows = ablation_rows(ids, cities, name, yte.numpy(), got, {}, (), "inpaint", SIZE)
+    table = pa.table(rows, schema=ABLATIONS)
     place_of = dict(zip(ids, test["place"].to_pylist()))
     causal = causal_table(
         object_effects(table), place_of, ade20k().names, {name: arch}, {name: seed}, n_boot=n_boot

@@ -24,7 +24,10 @@ from citylens.fills import DEFAULT_FILL, fill
 
 __all__ = [
     "STEPS",
+    "CURVES",
+    "ORDERS",
     "ablate_objects",
+    "ablation_rows",
     "control_masks",
     "curve_area",
     "deletion_curves",
@@ -33,6 +36,8 @@ __all__ = [
 ]
 
 STEPS = (0.0, 0.05, 0.1, 0.2, 0.4)  # fractions of the image removed along a curve
+CURVES = ("deletion", "insertion", "deletion_logit", "insertion_logit")
+ORDERS = ("mask", "random")  # a curve's order: the explanation's mask_norm, or random
 
 
 def _blob(free: np.ndarray, area: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -165,13 +170,13 @@ def deletion_curves(
         seed: Seed of the random order.
 
     Returns:
-        ``{"deletion": (B, len(steps)), "insertion": (B, len(steps))}`` float32
-        probabilities of the target class.
+        ``{"deletion", "insertion"}``: ``(B, len(steps))`` float32 probabilities of the
+        target class; ``{"deletion_logit", "insertion_logit"}``: its logits.
     """
     b, _, h, w = images.shape
     order = _ranked(saliency, random, seed)
     filled = fill(images, torch.ones(b, h, w, dtype=torch.bool), how)
-    out = {"deletion": [], "insertion": []}
+    out: dict[str, list] = {k: [] for k in CURVES}
     for f in steps:
         k = int(round(f * h * w))
         removed = torch.zeros(b, h * w, dtype=torch.bool)
@@ -181,7 +186,9 @@ def deletion_curves(
         deleted = fill(images, removed, how) if k else images
         inserted = torch.where(removed[:, None], images, filled)
         for name, x in (("deletion", deleted), ("insertion", inserted)):
-            out[name].append(target_scores(model, prepare(x), targets)[0].cpu())
+            p, z = target_scores(model, prepare(x), targets)
+            out[name].append(p.cpu())
+            out[f"{name}_logit"].append(z.cpu())
     return {name: torch.stack(v, 1) for name, v in out.items()}
 
 
@@ -261,13 +268,14 @@ def ablate_objects(
         ``class``, ``pixels``, ``prob``/``logit`` of the target on the whole image,
         ``prob_removed``/``logit_removed`` without the object, ``prob_control``/
         ``logit_control`` without the control, ``control_ok`` (False: no control fits;
-        its scores are NaN).
+        its scores are NaN); and, one per image, ``image_prob``/``image_logit`` (B,).
     """
     idx = [i for i, objs in enumerate(objects) for _ in objs]
     cls = [c for objs in objects for c, _ in objs]
     cols = {"image": np.asarray(idx, np.int64), "class": np.asarray(cls, np.int64)}
     cols["pixels"] = np.asarray([n for objs in objects for _, n in objs], np.int64)
     prob, logit = _scores(model, images, targets, prepare, batch_size)
+    cols["image_prob"], cols["image_logit"] = prob, logit
     cols["prob"], cols["logit"] = prob[idx], logit[idx]
     if not idx:
         for k in ("removed", "control"):
@@ -299,3 +307,120 @@ def _scores(model, images, targets, prepare, batch_size) -> tuple[np.ndarray, np
     if not probs:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     return torch.cat(probs).numpy(), torch.cat(logits).numpy()
+
+
+def ablation_rows(
+    image_ids: list[str],
+    cities: list[str],
+    model: str,
+    targets: np.ndarray,
+    removal: dict[str, np.ndarray],
+    curves: dict[str, dict[str, torch.Tensor]],
+    steps: tuple[float, ...],
+    how: str,
+    size: int,
+) -> dict[str, list]:
+    """One model's ablations of a batch as long-form rows (:data:`~citylens.tables.ABLATIONS`).
+
+    Per image: a row per removed object (``kind="object"``, ``class`` = ``of_class`` =
+    the object) and one for its control (``kind="control"``, ``class`` −1, ``of_class``
+    the object it stands for; NaN scores and 0 pixels where no control fit), then a row
+    per curve step (``kind`` deletion / insertion, ``order`` mask / random, ``class``
+    and ``of_class`` −1).
+
+    Args:
+        image_ids: The batch's image ids.
+        cities: Their cities.
+        model: The model's name.
+        targets: ``(B,)`` target classes.
+        removal: :func:`ablate_objects` of the batch.
+        curves: order -> :func:`deletion_curves` of the batch in that order (an order
+            left out adds no rows).
+        steps: The curves' steps.
+        how: The fill.
+        size: The models' input side (``step`` of an object row is its share of it).
+
+    Returns:
+        Columns of ABLATIONS as lists.
+    """
+    cols: dict[str, list] = {k: [] for k in _ROW_COLUMNS}
+    area = float(size * size)
+
+    def add(j, kind, order, cls, of, step, pixels, prob, logit):
+        for k, v in zip(
+            _ROW_COLUMNS,
+            (image_ids[j], cities[j], model, int(targets[j]), kind, order, cls, of, step),
+        ):
+            cols[k].append(v)
+        cols["fill"].append(how)
+        cols["pixels"].append(int(pixels))
+        cols["prob_before"].append(float(removal["image_prob"][j]))
+        cols["logit_before"].append(float(removal["image_logit"][j]))
+        cols["prob_after"].append(float(prob))
+        cols["logit_after"].append(float(logit))
+
+    at = {j: np.flatnonzero(removal["image"] == j) for j in range(len(image_ids))}
+    for j in range(len(image_ids)):
+        for r in at[j]:
+            cls, n, ok = (
+                int(removal["class"][r]),
+                int(removal["pixels"][r]),
+                removal["control_ok"][r],
+            )
+            add(
+                j,
+                "object",
+                None,
+                cls,
+                cls,
+                n / area,
+                n,
+                removal["prob_removed"][r],
+                removal["logit_removed"][r],
+            )
+            add(
+                j,
+                "control",
+                None,
+                -1,
+                cls,
+                n / area if ok else 0.0,
+                n if ok else 0,
+                removal["prob_control"][r],
+                removal["logit_control"][r],
+            )
+        for order in (o for o in ORDERS if o in curves):
+            c = curves[order]
+            for kind in ("deletion", "insertion"):
+                for i, f in enumerate(steps):
+                    add(
+                        j,
+                        kind,
+                        order,
+                        -1,
+                        -1,
+                        float(f),
+                        round(f * area),
+                        c[kind][j, i],
+                        c[f"{kind}_logit"][j, i],
+                    )
+    return cols
+
+
+_ROW_COLUMNS = (
+    "image_id",
+    "city",
+    "model",
+    "target",
+    "kind",
+    "order",
+    "class",
+    "of_class",
+    "step",
+    "fill",
+    "pixels",
+    "prob_before",
+    "logit_before",
+    "prob_after",
+    "logit_after",
+)

@@ -94,26 +94,29 @@ OVERLAPS = pa.schema(
     ]
 )
 
-# One row per (image, model): what removing each object costs the model, against a
-# control of equal area, and its explanation's deletion / insertion curves.
+# One row per (image, model, removal): what removing pixels costs the model. ``kind``:
+# ``object`` (one object's pixels; ``class`` = ``of_class`` = the object), ``control``
+# (as many pixels where the object is not; ``class`` -1, ``of_class`` the object it
+# stands for; NaN scores and 0 pixels where none fit), ``deletion`` / ``insertion``
+# (a curve's step, in ``order`` mask — the explanation's mask_norm — or random; class
+# and of_class -1). ``step``: the share of the image's pixels removed (or restored).
 ABLATIONS = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("city", pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("target", pa.int16(), nullable=False),
-        pa.field("prob", pa.float32(), nullable=False),  # of the target, whole image
-        pa.field("logit", pa.float32(), nullable=False),
-        pa.field("classes", pa.list_(pa.int32()), nullable=False),  # objects removed
-        pa.field("pixels", pa.list_(pa.int64()), nullable=False),  # at the model's size
-        pa.field("prob_removed", pa.list_(pa.float32()), nullable=False),
-        pa.field("logit_removed", pa.list_(pa.float32()), nullable=False),
-        pa.field("prob_control", pa.list_(pa.float32()), nullable=False),  # NaN: none fit
-        pa.field("logit_control", pa.list_(pa.float32()), nullable=False),
-        pa.field("deletion", pa.list_(pa.float32()), nullable=False),  # prob per step
-        pa.field("insertion", pa.list_(pa.float32()), nullable=False),
-        pa.field("deletion_random", pa.list_(pa.float32()), nullable=False),
-        pa.field("insertion_random", pa.list_(pa.float32()), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("order", pa.string(), nullable=True),  # curves only
+        pa.field("class", pa.int32(), nullable=False),
+        pa.field("of_class", pa.int32(), nullable=False),
+        pa.field("step", pa.float32(), nullable=False),
+        pa.field("fill", pa.string(), nullable=False),
+        pa.field("pixels", pa.int64(), nullable=False),  # at the models' input size
+        pa.field("prob_before", pa.float32(), nullable=False),  # of the target, whole image
+        pa.field("logit_before", pa.float32(), nullable=False),
+        pa.field("prob_after", pa.float32(), nullable=False),  # the pixels removed
+        pa.field("logit_after", pa.float32(), nullable=False),
     ]
 )
 

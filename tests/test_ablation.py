@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import scipy.ndimage as ndimage
 import torch
 
 from citylens.ablation import (
     ablate_objects,
+    ablation_rows,
     control_masks,
     curve_area,
     deletion_curves,
@@ -16,6 +18,7 @@ from citylens.ablation import (
     target_scores,
 )
 from citylens.fills import fill_mean
+from citylens.tables import ABLATIONS
 
 
 def _masks(b=3, h=24, w=20) -> torch.Tensor:
@@ -99,6 +102,10 @@ def test_deletion_and_insertion_curves_match_the_hand_computation():
     want_del = [sig(v) for v in (7.5, (np.arange(12).sum() + 4 * 6) / 16, (28 + 8 * 4) / 16)]
     np.testing.assert_allclose(got["deletion"][0].numpy(), want_del, rtol=1e-5)
     np.testing.assert_allclose(got["insertion"][0].numpy(), want_ins, rtol=1e-5)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731 (two classes, the other logit 0)
+    np.testing.assert_allclose(
+        got["deletion_logit"][0].numpy(), logit(np.array(want_del)), rtol=1e-4
+    )
     # removing the reddest first costs more than a random order, on average
     rand = deletion_curves(
         model, images, torch.tensor([0]), red, lambda x: x.float(), "mean", steps, random=True
@@ -170,4 +177,44 @@ def test_an_image_without_objects_adds_no_rows():
     got = ablate_objects(
         _RedMean(1.0), images, labels, torch.tensor([0, 1]), lambda x: x.float(), [[], []], [0, 1]
     )
-    assert all(len(v) == 0 for v in got.values())
+    assert all(len(v) == 0 for k, v in got.items() if not k.startswith("image_"))
+    assert len(got["image_prob"]) == 2  # the whole images are still scored
+
+
+def test_ablation_rows_are_one_per_object_control_and_curve_step():
+    images, labels = _scene()
+    model, prepare = _RedMean(0.05), lambda x: x.float()
+    targets = torch.tensor([0, 1])
+    objects = objects_to_remove(labels, 4, 8)
+    got = ablate_objects(model, images, labels, targets, prepare, objects, [11, 12], "mean", 2)
+    steps = (0.0, 0.5)
+    sal = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(0))
+    args = (model, images, targets, sal, prepare, "mean", steps)
+    curves = {"mask": deletion_curves(*args), "random": deletion_curves(*args, True, 3)}
+    rows = ablation_rows(
+        ["i0", "i1"], ["a", "b"], "m", targets.numpy(), got, curves, steps, "mean", 16
+    )
+    table = pa.table(rows, schema=ABLATIONS)
+    # image 0: two objects + two controls + 2 orders × 2 kinds × 2 steps; image 1: one object
+    assert table.num_rows == (4 + 8) + (2 + 8)
+    t = table.to_pylist()
+    objs = [r for r in t if r["kind"] == "object"]
+    assert [(r["image_id"], r["class"]) for r in objs] == [("i0", 6), ("i0", 4), ("i1", 6)]
+    for r, k in zip(objs, range(3)):
+        assert r["of_class"] == r["class"] and r["pixels"] == got["pixels"][k]
+        assert r["step"] == pytest.approx(got["pixels"][k] / 256)
+        assert r["prob_after"] == pytest.approx(float(got["prob_removed"][k]))
+        assert r["prob_before"] == pytest.approx(float(got["prob"][k]))
+    ctrl = [r for r in t if r["kind"] == "control"]
+    assert [(r["class"], r["of_class"]) for r in ctrl] == [(-1, 6), (-1, 4), (-1, 6)]
+    assert [r["prob_after"] for r in ctrl] == pytest.approx(got["prob_control"].tolist())
+    dele = [
+        r for r in t if r["kind"] == "deletion" and r["order"] == "random" and r["image_id"] == "i1"
+    ]
+    assert [r["step"] for r in dele] == [0.0, 0.5] and [r["pixels"] for r in dele] == [0, 128]
+    assert [r["prob_after"] for r in dele] == pytest.approx(
+        curves["random"]["deletion"][1].tolist()
+    )
+    assert {r["fill"] for r in t} == {"mean"} and {
+        r["target"] for r in t if r["image_id"] == "i1"
+    } == {1}

@@ -29,42 +29,49 @@ from citylens.analysis.bootstrap import (
     ratio_samples,
     two_sided_p,
 )
-from citylens.analysis.reduce import list_matrix
 from citylens.tables import CAUSAL, CAUSAL_EXAMPLES, FAITHFULNESS
 
 __all__ = ["causal_examples", "causal_table", "faithfulness_table", "object_effects"]
 
 
 def object_effects(ablations: pa.Table) -> dict[str, np.ndarray]:
-    """One entry per (image, model, removed object), long form.
+    """One entry per (image, model, removed object), its control beside it.
 
     Args:
-        ablations: Rows of :data:`~citylens.tables.ABLATIONS`.
+        ablations: Rows of :data:`~citylens.tables.ABLATIONS` (the object and control
+            rows are used; a control is matched to its object by image, model and
+            ``of_class``).
 
     Returns:
         Columns ``image_id, city, model, class``, ``pixels`` (removed, at the models'
         input size) and float64 ``prob`` (whole image), ``drop`` (whole-image minus
         object-removed probability), ``control_drop`` (NaN where no control fit) and
-        ``effect`` (their difference).
+        ``effect`` (their difference); sorted by image, model and class.
     """
-    counts = pc.list_value_length(ablations["classes"]).to_numpy().astype(np.int64)
+    keys = ["image_id", "model", "of_class"]
+    objects = ablations.filter(pc.equal(ablations["kind"], "object")).select(
+        [*keys, "city", "pixels", "prob_before", "prob_after"]
+    )
+    controls = ablations.filter(pc.equal(ablations["kind"], "control")).select(
+        [*keys, "prob_after"]
+    )
+    controls = controls.rename_columns([*keys, "prob_control"])
+    both = objects.join(controls, keys=keys, join_type="left outer").sort_by(
+        [(k, "ascending") for k in keys]
+    )
 
-    def repeated(col: str) -> np.ndarray:
-        return np.repeat(np.asarray(ablations[col].to_pylist(), dtype=object), counts)
+    def col(name: str, dtype=np.float64) -> np.ndarray:
+        return both[name].to_numpy(zero_copy_only=False).astype(dtype)
 
-    def flat(col: str, dtype=np.float64) -> np.ndarray:
-        values = pc.list_flatten(ablations[col])
-        return values.to_numpy(zero_copy_only=False).astype(dtype)
-
-    prob = np.repeat(ablations["prob"].to_numpy().astype(np.float64), counts)
-    drop = prob - flat("prob_removed")
-    control = prob - flat("prob_control")
+    prob = col("prob_before")
+    drop = prob - col("prob_after")
+    control = prob - col("prob_control")  # NaN where no control fit (or none was joined)
     return {
-        "image_id": repeated("image_id"),
-        "city": repeated("city"),
-        "model": repeated("model"),
-        "class": flat("classes", np.int64),
-        "pixels": flat("pixels", np.int64),
+        "image_id": np.asarray(both["image_id"].to_pylist(), dtype=object),
+        "city": np.asarray(both["city"].to_pylist(), dtype=object),
+        "model": np.asarray(both["model"].to_pylist(), dtype=object),
+        "class": col("of_class", np.int64),
+        "pixels": col("pixels", np.int64),
         "prob": prob,
         "drop": drop,
         "control_drop": control,
@@ -211,6 +218,33 @@ def _nan_low(x: float) -> float:
     return -np.inf if np.isnan(x) else x
 
 
+def _curves(ablations: pa.Table, n_steps: int) -> dict[str, np.ndarray]:
+    """Per (image, model): ``image_id, model, city`` and each curve as ``(n, n_steps)``.
+
+    Curves ``deletion``, ``insertion`` (in the explanation's order) and
+    ``deletion_random``, ``insertion_random``.
+    """
+    keys = ["model", "image_id"]
+    out: dict[str, np.ndarray] = {}
+    for kind in ("deletion", "insertion"):
+        for order, suffix in (("mask", ""), ("random", "_random")):
+            t = ablations.filter(
+                pc.and_(pc.equal(ablations["kind"], kind), pc.equal(ablations["order"], order))
+            ).select([*keys, "city", "step", "prob_after"])
+            t = t.sort_by([(k, "ascending") for k in [*keys, "step"]])
+            if t.num_rows % n_steps:
+                raise ValueError(f"{kind} curves ({order}) do not all have {n_steps} steps")
+            values = t["prob_after"].to_numpy().astype(np.float64).reshape(-1, n_steps)
+            out[kind + suffix] = values
+            first = t.take(np.arange(0, t.num_rows, n_steps))
+            for k in ("image_id", "model", "city"):
+                ids = np.asarray(first[k].to_pylist(), dtype=object)
+                if k in out and not np.array_equal(out[k], ids):
+                    raise ValueError(f"the {kind} curves ({order}) cover other images")
+                out[k] = ids
+    return out
+
+
 def faithfulness_table(
     ablations: pa.Table,
     steps: tuple[float, ...],
@@ -237,17 +271,11 @@ def faithfulness_table(
     Returns:
         A table with schema :data:`~citylens.tables.FAITHFULNESS`.
     """
-    areas = (
-        {
-            k: curve_area(steps, list_matrix(ablations[k], np.float64))
-            for k in ("deletion", "deletion_random", "insertion", "insertion_random")
-        }
-        if ablations.num_rows
-        else {}
-    )
-    model = np.asarray(ablations["model"].to_pylist(), dtype=object)
-    city = np.asarray(ablations["city"].to_pylist(), dtype=object)
-    ids = ablations["image_id"].to_pylist()
+    curves = _curves(ablations, len(steps))
+    areas = {
+        k: curve_area(steps, v) for k, v in curves.items() if k not in ("image_id", "model", "city")
+    }
+    model, city, ids = curves["model"], curves["city"], curves["image_id"].tolist()
     rows = []
     for c in sorted(set(city.tolist())):
         for m in sorted(set(model[city == c].tolist())):

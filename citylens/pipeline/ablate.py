@@ -5,8 +5,9 @@ each holding every model, reads the batch's class maps (segment shards) and
 explanation masks (explain shards), removes every chosen object with
 :func:`citylens.ablation.ablate_objects` — and, as its control, as many pixels where
 the object is not — runs each model again, traces each explanation's deletion and
-insertion curves, and writes one shard per batch (ABLATIONS: one row per image and
-model). Forward passes only, batched; resumable like explain.
+insertion curves, and writes one shard per batch (ABLATIONS: one row per image,
+model and removal: every object, its control, every curve step). Forward passes only,
+batched; resumable like explain.
 
 Consumes the manifest's test rows, the models (``train``), the explanation shards
 (``explain``) and the class maps (``segment``). Writes ``ablate/<run>/data/*.parquet``
@@ -24,7 +25,7 @@ import ray
 import torch
 import torch.nn.functional as F
 
-from citylens.ablation import ablate_objects, deletion_curves, objects_to_remove, target_scores
+from citylens.ablation import ablate_objects, ablation_rows, deletion_curves, objects_to_remove
 from citylens.data.images import load_labels, normalize
 from citylens.errors import InputError
 from citylens.masks import upsample_masks
@@ -168,35 +169,29 @@ class AblateWorker:
         targets = torch.as_tensor(np.asarray(batch["label"])[keep])
         objects = objects_to_remove(lab, s["min_pixels"], s["max_objects"], s["classes"])
         seeds = [zlib.crc32(ids[i].encode()) ^ s["seed"] for i in keep]
+        kept_ids = [ids[i] for i in keep]
+        cities = [batch["city"][i] for i in keep]
         for name, model in self.models.items():
             got = ablate_objects(model, x, lab, targets, self._prepare, objects, seeds, s["fill"])
             sal = torch.stack([masks[(ids[i], name)] for i in keep])
-            curves = deletion_curves(model, x, targets, sal, self._prepare, s["fill"], s["steps"])
-            rand = deletion_curves(
-                model, x, targets, sal, self._prepare, s["fill"], s["steps"], True, s["seed"]
+            args = (model, x, targets, sal, self._prepare, s["fill"], s["steps"])
+            curves = {
+                "mask": deletion_curves(*args),
+                "random": deletion_curves(*args, True, s["seed"]),
+            }
+            rows = ablation_rows(
+                kept_ids,
+                cities,
+                name,
+                targets.numpy(),
+                got,
+                curves,
+                s["steps"],
+                s["fill"],
+                x.shape[-1],
             )
-            prob, logit = _whole(model, x, targets, self._prepare)
-            for j, i in enumerate(keep):
-                r = got["image"] == j
-                cols["image_id"].append(ids[i])
-                cols["city"].append(batch["city"][i])
-                cols["model"].append(name)
-                cols["target"].append(int(targets[j]))
-                cols["prob"].append(float(prob[j]))
-                cols["logit"].append(float(logit[j]))
-                cols["classes"].append(got["class"][r].tolist())
-                cols["pixels"].append(got["pixels"][r].tolist())
-                for k in ("prob_removed", "logit_removed", "prob_control", "logit_control"):
-                    cols[k].append(got[k][r].tolist())
-                cols["deletion"].append(curves["deletion"][j].tolist())
-                cols["insertion"].append(curves["insertion"][j].tolist())
-                cols["deletion_random"].append(rand["deletion"][j].tolist())
-                cols["insertion_random"].append(rand["insertion"][j].tolist())
-
-
-def _whole(model, x, targets, prepare) -> tuple[np.ndarray, np.ndarray]:
-    p, z = target_scores(model, prepare(x), targets)
-    return p.cpu().numpy(), z.cpu().numpy()
+            for k, v in rows.items():
+                cols[k].extend(v)
 
 
 def _settings(ctx: Context) -> dict:

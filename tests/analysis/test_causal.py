@@ -21,10 +21,10 @@ from citylens.tables import ABLATIONS, CAUSAL, FAITHFULNESS
 STEPS = (0.0, 0.2, 0.4)
 
 
-def _ablations(seed: int = 0) -> tuple[pa.Table, dict[str, str]]:
+def _ablations(seed: int = 0) -> tuple[list[dict], dict[str, str]]:
+    """Per (image, model), what it lost: plain dicts, one list entry per object."""
     rng = np.random.default_rng(seed)
-    cols = {f.name: [] for f in ABLATIONS}
-    place_of = {}
+    rows, place_of = [], {}
     for city in ("a", "b"):
         for place in range(6):
             for view in range(2):
@@ -34,41 +34,99 @@ def _ablations(seed: int = 0) -> tuple[pa.Table, dict[str, str]]:
                     classes = [3, 5] if (place + view) % 3 else [5]
                     k = len(classes)
                     prob = float(rng.uniform(0.5, 1.0))
-                    cols["image_id"].append(iid)
-                    cols["city"].append(city)
-                    cols["model"].append(model)
-                    cols["target"].append(0 if city == "a" else 1)
-                    cols["prob"].append(prob)
-                    cols["logit"].append(0.0)
-                    cols["classes"].append(classes)
-                    cols["pixels"].append(rng.integers(50, 500, k).tolist())
-                    cols["prob_removed"].append((prob - rng.uniform(0, 0.4, k)).tolist())
-                    cols["logit_removed"].append([0.0] * k)
                     control = (prob - rng.uniform(0, 0.1, k)).tolist()
                     if view == 1 and place == 0:
                         control[0] = float("nan")  # no control fit
-                    cols["prob_control"].append(control)
-                    cols["logit_control"].append([0.0] * k)
+                    row = {
+                        "image_id": iid,
+                        "city": city,
+                        "model": model,
+                        "target": 0 if city == "a" else 1,
+                        "prob": prob,
+                        "classes": classes,
+                        "pixels": rng.integers(50, 500, k).tolist(),
+                        "prob_removed": (prob - rng.uniform(0, 0.4, k)).tolist(),
+                        "prob_control": control,
+                    }
                     for curve in ("deletion", "insertion", "deletion_random", "insertion_random"):
-                        cols[curve].append(rng.uniform(0, 1, len(STEPS)).tolist())
-    return pa.table(cols, schema=ABLATIONS), place_of
+                        row[curve] = rng.uniform(0, 1, len(STEPS)).tolist()
+                    rows.append(row)
+    return rows, place_of
 
 
-def test_object_effects_are_one_entry_per_removed_object():
-    table, _ = _ablations()
-    e = object_effects(table)
-    n = sum(len(c) for c in table["classes"].to_pylist())
+def _table(rows: list[dict]) -> pa.Table:
+    """The long-form ABLATIONS rows of :func:`_ablations`' dicts, by a plain loop."""
+    out = []
+    for r in rows:
+        base = {k: r[k] for k in ("image_id", "city", "model", "target")}
+        base |= {"fill": "mean", "prob_before": r["prob"], "logit_before": 0.0, "logit_after": 0.0}
+        for c, n, p, q in zip(r["classes"], r["pixels"], r["prob_removed"], r["prob_control"]):
+            out.append(
+                {
+                    **base,
+                    "kind": "object",
+                    "order": None,
+                    "class": c,
+                    "of_class": c,
+                    "step": n / 1e4,
+                    "pixels": n,
+                    "prob_after": p,
+                }
+            )
+            out.append(
+                {
+                    **base,
+                    "kind": "control",
+                    "order": None,
+                    "class": -1,
+                    "of_class": c,
+                    "step": n / 1e4,
+                    "pixels": n,
+                    "prob_after": q,
+                }
+            )
+        for kind in ("deletion", "insertion"):
+            for order, suffix in (("mask", ""), ("random", "_random")):
+                for f, p in zip(STEPS, r[kind + suffix]):
+                    out.append(
+                        {
+                            **base,
+                            "kind": kind,
+                            "order": order,
+                            "class": -1,
+                            "of_class": -1,
+                            "step": f,
+                            "pixels": 0,
+                            "prob_after": p,
+                        }
+                    )
+    rng = np.random.default_rng(0)
+    out = [out[i] for i in rng.permutation(len(out))]  # no reader may rely on row order
+    return pa.Table.from_pylist(out, schema=ABLATIONS)
+
+
+def test_object_effects_are_one_entry_per_removed_object_with_its_control():
+    rows, _ = _ablations()
+    e = object_effects(_table(rows))
+    n = sum(len(r["classes"]) for r in rows)
     assert all(len(v) == n for v in e.values())
-    row = table.slice(0, 1).to_pylist()[0]
-    assert e["class"][: len(row["classes"])].tolist() == row["classes"]
-    np.testing.assert_allclose(
-        e["drop"][: len(row["classes"])], row["prob"] - np.asarray(row["prob_removed"]), rtol=1e-6
-    )
+    want = {}
+    for r in rows:
+        for c, n_px, p, q in zip(r["classes"], r["pixels"], r["prob_removed"], r["prob_control"]):
+            want[(r["image_id"], r["model"], c)] = (n_px, r["prob"] - p, r["prob"] - q)
+    for i in range(n):
+        n_px, drop, control = want[(e["image_id"][i], e["model"][i], int(e["class"][i]))]
+        assert e["pixels"][i] == n_px
+        assert e["drop"][i] == pytest.approx(drop, abs=1e-6)
+        if np.isnan(control):
+            assert np.isnan(e["control_drop"][i]) and np.isnan(e["effect"][i])
+        else:
+            assert e["effect"][i] == pytest.approx(drop - control, abs=1e-6)
 
 
 def test_causal_means_and_intervals_equal_plain_loops():
-    table, place_of = _ablations()
-    e = object_effects(table)
+    rows, place_of = _ablations()
+    e = object_effects(_table(rows))
     got = causal_table(
         e,
         place_of,
@@ -105,16 +163,14 @@ def test_causal_means_and_intervals_equal_plain_loops():
 
 
 def test_a_clear_effect_has_an_interval_above_zero_and_a_small_p():
-    table, place_of = _ablations()
-    rows = table.to_pylist()
+    rows, place_of = _ablations()
     for row in rows:  # removing class 3 costs 0.3 more than its control, everywhere
         row["prob_control"] = [row["prob"] if np.isnan(p) else p for p in row["prob_control"]]
         row["prob_removed"] = [
             p - (0.3 if c == 3 else 0.0) for p, c in zip(row["prob_control"], row["classes"])
         ]
-    table = pa.Table.from_pylist(rows, schema=ABLATIONS)
     got = causal_table(
-        object_effects(table),
+        object_effects(_table(rows)),
         place_of,
         tuple(f"c{i}" for i in range(10)),
         {"m-s0": "m", "n-s0": "n"},
@@ -130,11 +186,11 @@ def test_a_clear_effect_has_an_interval_above_zero_and_a_small_p():
 
 
 def test_faithfulness_areas_and_gains_equal_plain_loops():
-    table, place_of = _ablations(1)
-    got = faithfulness_table(table, STEPS, place_of, n_boot=100)
+    wide, place_of = _ablations(1)
+    got = faithfulness_table(_table(wide), STEPS, place_of, n_boot=100)
     assert got.schema == FAITHFULNESS and got.num_rows == 4
     for r in got.to_pylist():
-        rows = [x for x in table.to_pylist() if x["city"] == r["city"] and x["model"] == r["model"]]
+        rows = [x for x in wide if x["city"] == r["city"] and x["model"] == r["model"]]
         dele = curve_area(STEPS, np.asarray([x["deletion"] for x in rows]))
         rand = curve_area(STEPS, np.asarray([x["deletion_random"] for x in rows]))
         assert r["deletion"] == pytest.approx(dele.mean())
@@ -144,8 +200,8 @@ def test_faithfulness_areas_and_gains_equal_plain_loops():
 
 
 def test_examples_are_each_citys_most_decisive_object_where_it_cost_most():
-    table, place_of = _ablations()
-    e = object_effects(table)
+    wide, place_of = _ablations()
+    e = object_effects(_table(wide))
     names = tuple(f"c{i}" for i in range(10))
     causal = causal_table(e, place_of, names, {"m-s0": "m", "n-s0": "n"}, {"m-s0": 0, "n-s0": 0})
     got = causal_examples(e, causal, "n-s0", per_city=3).to_pylist()
@@ -158,7 +214,7 @@ def test_examples_are_each_citys_most_decisive_object_where_it_cost_most():
         assert {r["class"] for r in mine} == {best}
         # a plain loop over the rows: the three largest effects of that object
         effects = []
-        for row in table.to_pylist():
+        for row in wide:
             if row["model"] != "n-s0" or row["city"] != city:
                 continue
             for k, cls in enumerate(row["classes"]):
@@ -172,3 +228,13 @@ def test_examples_are_each_citys_most_decisive_object_where_it_cost_most():
             assert r["prob"] == pytest.approx(row["prob"])
             assert r["prob_removed"] == pytest.approx(row["prob_removed"][k])
             assert r["prob_control"] == pytest.approx(row["prob_control"][k])
+
+
+def test_a_curve_missing_a_step_is_refused():
+    wide, place_of = _ablations(1)
+    table = _table(wide)
+    kinds = np.asarray(table["kind"].to_pylist())
+    keep = np.ones(table.num_rows, bool)
+    keep[np.flatnonzero(kinds == "insertion")[0]] = False
+    with pytest.raises(ValueError, match="insertion curves"):
+        faithfulness_table(table.filter(pa.array(keep)), STEPS, place_of, n_boot=0)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
 import pytest
 import torch
 import torch.nn.functional as F
 
-from citylens.ablation import ablate_objects, deletion_curves, objects_to_remove
+from citylens.ablation import ablate_objects, ablation_rows, deletion_curves, objects_to_remove
 from citylens.config import load_config
 from citylens.data.images import load_batch, load_labels, normalize
 from citylens.masks import upsample_masks
@@ -41,43 +42,51 @@ def test_the_stages_rows_equal_a_direct_computation(study):
     assert rec["counts"]["inputs"] == rec["counts"]["images"] + rec["counts"]["errors"]
     table = store.read_table(f"{rec['folder']}/data", schema=ABLATIONS)
     assert table.schema == ABLATIONS
-    assert table.num_rows == rec["counts"]["images"] * 2  # two models
+    df = table.to_pandas()
+    pairs = df.groupby(["image_id", "model"]).size()
+    assert len(pairs) == rec["counts"]["images"] * 2  # every image × both models
     manifest = store.read_table(f"{store.record('ingest')['folder']}/manifest.parquet")
     uri = dict(zip(manifest["image_id"].to_pylist(), manifest["uri"].to_pylist()))
     label_uri = dict(zip(manifest["image_id"].to_pylist(), manifest["label_uri"].to_pylist()))
     cities = store.record("ingest")["cities"]
     exp = store.read_table(f"{store.record('explain')['folder']}/data")
-    size = cfg.train.input_size
-    rows = table.sort_by("image_id").slice(0, 4).to_pylist()
-    for row in rows:
-        model, _ = load_checkpoint(store.url(f"models/{row['model']}"))
-        images, ok, _ = load_batch([uri[row["image_id"]]], size)
+    size, steps = cfg.train.input_size, tuple(cfg.ablate.steps)
+    for iid, name in sorted(pairs.index)[:4]:
+        mine = df[(df.image_id == iid) & (df.model == name)]
+        model, _ = load_checkpoint(store.url(f"models/{name}"))
+        images, ok, _ = load_batch([uri[iid]], size)
         assert ok == [0]
-        lab = torch.from_numpy(load_labels(read_bytes(label_uri[row["image_id"]])).astype(float))
+        lab = torch.from_numpy(load_labels(read_bytes(label_uri[iid])).astype(float))
         lab = F.interpolate(lab[None, None], size=(size, size), mode="nearest-exact")[0].long()
-        target = torch.tensor([cities.index(row["city"])])
+        city = mine.city.iloc[0]
+        target = torch.tensor([cities.index(city)])
         objects = objects_to_remove(lab, 16, 3)
-        seed = zlib.crc32(row["image_id"].encode()) ^ 0
+        seed = zlib.crc32(iid.encode()) ^ 0
 
         def prepare(x):
             return normalize(x).contiguous(memory_format=torch.channels_last)
 
         got = ablate_objects(model, images, lab, target, prepare, objects, [seed], "inpaint")
-        assert row["classes"] == got["class"].tolist()
-        np.testing.assert_allclose(row["prob_removed"], got["prob_removed"], atol=1e-5)
-        np.testing.assert_allclose(row["prob_control"], got["prob_control"], atol=1e-5)
         e = exp.filter(
-            pc.and_(
-                pc.equal(exp["image_id"], row["image_id"]), pc.equal(exp["model"], row["model"])
-            )
+            pc.and_(pc.equal(exp["image_id"], iid), pc.equal(exp["model"], name))
         ).to_pylist()[0]
         mask = np.asarray(e["mask"], np.float32).reshape(e["cam_h"], e["cam_w"])
         sal = upsample_masks(mask, (size, size))[None]
-        curves = deletion_curves(model, images, target, sal, prepare, "inpaint", cfg.ablate.steps)
-        np.testing.assert_allclose(row["deletion"], curves["deletion"][0].numpy(), atol=1e-5)
-        np.testing.assert_allclose(row["insertion"], curves["insertion"][0].numpy(), atol=1e-5)
-        assert row["prob"] == pytest.approx(row["deletion"][0], abs=1e-6)  # step 0: whole
-        assert len(row["deletion_random"]) == len(cfg.ablate.steps)
+        args = (model, images, target, sal, prepare, "inpaint", steps)
+        curves = {"mask": deletion_curves(*args), "random": deletion_curves(*args, True, 0)}
+        want = pd.DataFrame(
+            ablation_rows([iid], [city], name, target.numpy(), got, curves, steps, "inpaint", size)
+        )
+        key = ["kind", "order", "of_class", "step"]
+        a = mine.sort_values(key, na_position="first").reset_index(drop=True)
+        b = want.sort_values(key, na_position="first").reset_index(drop=True)
+        assert len(a) == len(b) == 2 * len(objects[0]) + 4 * len(steps)
+        for col in ("kind", "order", "class", "of_class", "pixels", "fill", "target"):
+            assert a[col].tolist() == b[col].tolist(), col
+        for col in ("step", "prob_before", "logit_before", "prob_after", "logit_after"):
+            np.testing.assert_allclose(a[col], b[col], atol=1e-5, err_msg=col)
+        deletion = a[(a.kind == "deletion") & (a.order == "mask")]
+        assert deletion.prob_after.iloc[0] == pytest.approx(a.prob_before.iloc[0], abs=1e-6)
 
 
 def test_an_up_to_date_ablate_is_skipped(study):
