@@ -31,6 +31,7 @@ SUITE = {
     "decode": ["--images", "48", "--repeats", "5"],
     "cam": ["--batch", "16", "--repeats", "3"],
     "pipeline": ["--images", "256"],  # eight batches: a steadier once-started rate
+    "ablate": ["--images", "64"],
     "segment": ["--models", "ade20k-ppm", "--no-multi", "--images", "2", "--repeats", "1"],
     "reducers": ["--images", "150000", "37500"],
     "tsne": ["--points", "5000", "20000", "50000", "--sklearn", "20000"],

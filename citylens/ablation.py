@@ -130,12 +130,19 @@ def target_scores(
     return logits.softmax(1).gather(1, t)[:, 0], logits.gather(1, t)[:, 0]
 
 
-def _ranked(saliency: torch.Tensor, random: bool, seed: int) -> torch.Tensor:
-    """``(B, H·W)`` pixel indices, most important first (ties by index), or shuffled."""
+def _ranked(saliency: torch.Tensor, random: bool, seed: int | list[int]) -> torch.Tensor:
+    """``(B, H·W)`` pixel indices, most important first (ties by index), or shuffled.
+
+    A shuffle draws from one generator per image: seeded ``seed[i]`` when ``seed`` is a
+    list (so an image's order does not depend on its batch), else from one stream.
+    """
     b, n = saliency.shape[0], saliency[0].numel()
     if random:
-        gen = torch.Generator().manual_seed(seed)
-        return torch.stack([torch.randperm(n, generator=gen) for _ in range(b)])
+        if isinstance(seed, (list, tuple)):
+            gens = [torch.Generator().manual_seed(int(s) & 0xFFFFFFFFFFFF) for s in seed]
+        else:
+            gens = [torch.Generator().manual_seed(seed)] * b
+        return torch.stack([torch.randperm(n, generator=g) for g in gens])
     flat = saliency.reshape(b, n).to(torch.float64)
     # stable descending sort: equal saliency keeps pixel order
     return torch.sort(-flat, dim=1, stable=True).indices
@@ -150,7 +157,7 @@ def deletion_curves(
     how: str = DEFAULT_FILL,
     steps: tuple[float, ...] = STEPS,
     random: bool = False,
-    seed: int = 0,
+    seed: int | list[int] = 0,
 ) -> dict[str, torch.Tensor]:
     """Target probability as pixels are removed (deletion) or restored (insertion).
 
@@ -167,7 +174,8 @@ def deletion_curves(
         how: The fill (:data:`FILLS`).
         steps: Fractions of the image removed, ascending, starting at 0.
         random: Remove in a random order instead of by saliency.
-        seed: Seed of the random order.
+        seed: Seed of the random order: one per image (its order then does not depend
+            on the batch), or one for the batch.
 
     Returns:
         ``{"deletion", "insertion"}``: ``(B, len(steps))`` float32 probabilities of the

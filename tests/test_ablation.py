@@ -218,3 +218,23 @@ def test_ablation_rows_are_one_per_object_control_and_curve_step():
     assert {r["fill"] for r in t} == {"mean"} and {
         r["target"] for r in t if r["image_id"] == "i1"
     } == {1}
+
+
+def test_a_random_order_seeded_per_image_does_not_depend_on_the_batch():
+    images, _ = _scene()
+    model, prepare = _RedMean(0.05), lambda x: x.float()
+    targets = torch.tensor([0, 0])
+    sal = torch.zeros(2, 16, 16)
+    steps = (0.0, 0.3, 0.6)
+
+    def curves(imgs, seeds):
+        n = len(imgs)
+        return deletion_curves(
+            model, imgs, targets[:n], sal[:n], prepare, "mean", steps, True, seeds
+        )
+
+    both = curves(images, [5, 9])
+    alone = curves(images[:1], [5])
+    torch.testing.assert_close(both["deletion"][:1], alone["deletion"])
+    other = curves(images[:1], [9])
+    assert not torch.equal(other["deletion"], alone["deletion"])  # the seed decides

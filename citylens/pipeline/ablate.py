@@ -177,7 +177,7 @@ class AblateWorker:
             args = (model, x, targets, sal, self._prepare, s["fill"], s["steps"])
             curves = {
                 "mask": deletion_curves(*args),
-                "random": deletion_curves(*args, True, s["seed"]),
+                "random": deletion_curves(*args, True, seeds),
             }
             rows = ablation_rows(
                 kept_ids,

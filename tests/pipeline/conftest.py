@@ -18,6 +18,10 @@ TINY = [
     "train.input_size=96",
     "explain.batch_size=8",
     "segmenter.batch_size=8",
+    # the causal check, small: 3 objects, 2-step curves (11 forwards per image and model)
+    "ablate.max_objects=3",
+    "ablate.steps=[0,0.2]",
+    "ablate.batch_size=8",
     "analysis.min_mean_pixels=5",
     "analysis.pca=[5]",
     "analysis.perplexity=3",

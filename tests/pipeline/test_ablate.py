@@ -29,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def study(local_ray, three_cities, tmp_path_factory):
     store = tmp_path_factory.mktemp("ablate")
     overrides = tiny_overrides(str(store), str(three_cities))
-    overrides += ["ablate.max_objects=3", "ablate.min_pixels=16", "ablate.batch_size=4"]
+    overrides += ["ablate.min_pixels=16", "ablate.batch_size=4", "ablate.steps=[0,0.1,0.3]"]
     cfg = load_config(None, overrides)
     stages = ["ingest", "train", "explain", "segment", "ablate"]
     run_study(cfg, stages=stages, progress=lambda s: None)
@@ -73,7 +73,7 @@ def test_the_stages_rows_equal_a_direct_computation(study):
         mask = np.asarray(e["mask"], np.float32).reshape(e["cam_h"], e["cam_w"])
         sal = upsample_masks(mask, (size, size))[None]
         args = (model, images, target, sal, prepare, "inpaint", steps)
-        curves = {"mask": deletion_curves(*args), "random": deletion_curves(*args, True, 0)}
+        curves = {"mask": deletion_curves(*args), "random": deletion_curves(*args, True, [seed])}
         want = pd.DataFrame(
             ablation_rows([iid], [city], name, target.numpy(), got, curves, steps, "inpaint", size)
         )

@@ -64,6 +64,9 @@ def _config(store, cities, *extra):
         "train.epochs=1",
         "train.input_size=96",
         "explain.batch_size=8",
+        "ablate.max_objects=3",
+        "ablate.steps=[0,0.2]",
+        "ablate.batch_size=8",
         "analysis.min_mean_pixels=5",
         "analysis.pca=[10,0.9]",
         "analysis.perplexity=5",
@@ -309,7 +312,11 @@ def test_agreement_with_annotations_derived_from_ground_truth(study, tmp_path):
     ann, out = tmp_path / "ann.csv", tmp_path / "agreement.csv"
     assert main(["annotate", str(study_yaml), "--model", "simple-s0", "--out", str(ann)]) == 0
     lines = ann.read_text().splitlines()
-    assert lines[0] == "image,label1,label2" and len(lines) > 10
+    # one line per test image whose explanation at θ covers some pixels
+    ov = _table(store, "overlap", "data").to_pandas()
+    ov = ov[(ov.model == "simple-s0") & ((ov.theta - min(cfg.explain.thetas)).abs() < 1e-6)]
+    covered = int((ov.class_pixels_in_mask.map(sum) > 0).sum())
+    assert lines[0] == "image,label1,label2" and len(lines) - 1 == covered >= 5
     assert main(["agree", str(study_yaml), str(ann), "--out", str(out)]) == 0
     import pandas as pd
 
