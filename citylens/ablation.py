@@ -182,12 +182,13 @@ def deletion_curves(
         target class; ``{"deletion_logit", "insertion_logit"}``: its logits.
     """
     b, _, h, w = images.shape
-    order = _ranked(saliency, random, seed)
-    filled = fill(images, torch.ones(b, h, w, dtype=torch.bool), how)
+    dev = images.device  # the fills run where the images are (a GPU's, in a GPU actor)
+    order = _ranked(saliency.cpu(), random, seed).to(dev)
+    filled = fill(images, torch.ones(b, h, w, dtype=torch.bool, device=dev), how)
     out: dict[str, list] = {k: [] for k in CURVES}
     for f in steps:
         k = int(round(f * h * w))
-        removed = torch.zeros(b, h * w, dtype=torch.bool)
+        removed = torch.zeros(b, h * w, dtype=torch.bool, device=dev)
         if k:
             removed.scatter_(1, order[:, :k], True)
         removed = removed.view(b, h, w)
@@ -290,10 +291,13 @@ def ablate_objects(
             cols[f"prob_{k}"] = cols[f"logit_{k}"] = np.zeros(0, np.float32)
         cols["control_ok"] = np.zeros(0, bool)
         return cols
-    sel = torch.as_tensor(idx)
-    masks = labels[sel] == torch.as_tensor(cls, dtype=labels.dtype)[:, None, None]
+    sel = torch.as_tensor(idx, device=images.device)
+    masks = (
+        labels[sel] == torch.as_tensor(cls, dtype=labels.dtype, device=labels.device)[:, None, None]
+    )
     pair_seeds = [[int(seeds[i]), c] for i, c in zip(idx, cls)]
-    controls, ok = control_masks(masks, pair_seeds)
+    controls, ok = control_masks(masks, pair_seeds)  # placed on the CPU
+    controls = controls.to(images.device)
     for name, m in (("removed", masks), ("control", controls)):
         p, z = _scores(model, fill(images[sel], m, how), targets[sel], prepare, batch_size)
         cols[f"prob_{name}"], cols[f"logit_{name}"] = p, z

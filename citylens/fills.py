@@ -87,7 +87,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
         float64 ``(B, C, H, W)``.
     """
     x = images.to(torch.float64)
-    k = _gaussian_kernel(sigma)
+    k = _gaussian_kernel(sigma).to(x.device)
     r = (len(k) - 1) // 2
     b, c, h, w = x.shape
     x = x.reshape(b * c, 1, h, w)
@@ -102,7 +102,7 @@ def _mirrored(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
     ``d c b a | a b c d | d c b a``, repeatedly when ``pad`` exceeds the size.
     """
     n = x.shape[dim]
-    i = torch.arange(-pad, n + pad) % (2 * n)
+    i = torch.arange(-pad, n + pad, device=x.device) % (2 * n)
     return x.index_select(dim, torch.where(i >= n, 2 * n - 1 - i, i))
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "AR_PAIRS",
     "CAUSAL",
     "CAUSAL_EXAMPLES",
+    "CURVES",
     "EMBEDDINGS",
     "ERRORS",
     "EXPLANATIONS",
@@ -255,6 +256,20 @@ FAITHFULNESS = pa.schema(
         ("insertion_gain", pa.float64()),  # explanation − random: > 0 is faithful
         ("insertion_gain_low", pa.float64()),
         ("insertion_gain_high", pa.float64()),
+    ]
+)
+
+# Per (model, city, curve, order, step): the mean target probability along the
+# deletion / insertion curves (the report's curves figure).
+CURVES = pa.schema(
+    [
+        ("model", pa.string()),
+        ("city", pa.string()),
+        ("kind", pa.string()),  # deletion | insertion
+        ("order", pa.string()),  # mask | random
+        ("step", pa.float64()),  # share of the image removed (restored)
+        ("prob", pa.float64()),  # mean target probability over the city's images
+        ("images", pa.int64()),
     ]
 )
 

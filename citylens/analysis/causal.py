@@ -29,9 +29,15 @@ from citylens.analysis.bootstrap import (
     ratio_samples,
     two_sided_p,
 )
-from citylens.tables import CAUSAL, CAUSAL_EXAMPLES, FAITHFULNESS
+from citylens.tables import CAUSAL, CAUSAL_EXAMPLES, CURVES, FAITHFULNESS
 
-__all__ = ["causal_examples", "causal_table", "faithfulness_table", "object_effects"]
+__all__ = [
+    "causal_examples",
+    "causal_table",
+    "curve_table",
+    "faithfulness_table",
+    "object_effects",
+]
 
 
 def object_effects(ablations: pa.Table) -> dict[str, np.ndarray]:
@@ -310,3 +316,23 @@ def faithfulness_table(
                 }
             )
     return pa.Table.from_pylist(rows, schema=FAITHFULNESS)
+
+
+def curve_table(ablations: pa.Table) -> pa.Table:
+    """Mean target probability per (model, city, curve, order, step).
+
+    Args:
+        ablations: Rows of :data:`~citylens.tables.ABLATIONS` (the curve rows are used).
+
+    Returns:
+        A table with schema :data:`~citylens.tables.CURVES`, sorted by its keys.
+    """
+    keys = ["model", "city", "kind", "order", "step"]
+    curves = ablations.filter(pc.is_in(ablations["kind"], pa.array(["deletion", "insertion"])))
+    t = (
+        curves.select([*keys, "prob_after"])
+        .group_by(keys)
+        .aggregate([("prob_after", "mean"), ("prob_after", "count")])
+    )
+    t = t.rename_columns([*keys, "prob", "images"]).sort_by([(k, "ascending") for k in keys])
+    return t.select([f.name for f in CURVES]).cast(CURVES)

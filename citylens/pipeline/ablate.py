@@ -163,17 +163,18 @@ class AblateWorker:
         return summary(shard, len(keep), table.num_rows, len(errors))
 
     def _ablate(self, batch, keep, images, labels, masks, cols) -> None:
-        s, ids = self.s, list(batch["image_id"])
-        x = images[keep]
-        lab = torch.stack([labels[ids[i]] for i in keep])
-        targets = torch.as_tensor(np.asarray(batch["label"])[keep])
+        s, ids, dev = self.s, list(batch["image_id"]), self.device
+        x = images[keep].to(dev)  # fills and forwards on the actor's device
+        lab = torch.stack([labels[ids[i]] for i in keep]).to(dev)
+        labels_of_batch = np.asarray(batch["label"])[keep]
+        targets = torch.as_tensor(labels_of_batch).to(dev)
         objects = objects_to_remove(lab, s["min_pixels"], s["max_objects"], s["classes"])
         seeds = [zlib.crc32(ids[i].encode()) ^ s["seed"] for i in keep]
         kept_ids = [ids[i] for i in keep]
         cities = [batch["city"][i] for i in keep]
         for name, model in self.models.items():
             got = ablate_objects(model, x, lab, targets, self._prepare, objects, seeds, s["fill"])
-            sal = torch.stack([masks[(ids[i], name)] for i in keep])
+            sal = torch.stack([masks[(ids[i], name)] for i in keep]).to(dev)
             args = (model, x, targets, sal, self._prepare, s["fill"], s["steps"])
             curves = {
                 "mask": deletion_curves(*args),
@@ -183,7 +184,7 @@ class AblateWorker:
                 kept_ids,
                 cities,
                 name,
-                targets.numpy(),
+                labels_of_batch,
                 got,
                 curves,
                 s["steps"],

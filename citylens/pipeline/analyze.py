@@ -27,6 +27,7 @@ from citylens.analysis.ar import add_pair_sums, pair_table
 from citylens.analysis.causal import (
     causal_examples,
     causal_table,
+    curve_table,
     faithfulness_table,
     object_effects,
 )
@@ -129,6 +130,7 @@ def _causal(ctx: Context, folder: str, names, arch_of: dict, seed_of: dict) -> N
     showcase = model_name(ctx.cfg.models.archs[0], ctx.cfg.models.seeds[0])
     examples = causal_examples(effects, causal, showcase, per_city=2)
     store.write_table(f"{folder}/causal_examples.parquet", examples)
+    store.write_table(f"{folder}/curves.parquet", curve_table(table))
     steps = tuple(ctx.cfg.ablate.steps)
     store.write_table(
         f"{folder}/faithfulness.parquet", faithfulness_table(table, steps, place_of, **boot)

@@ -1,7 +1,8 @@
 """Stage *report*: ``report.html`` plus the PNG and CSV of every figure and table.
 
 Consumes the committed ``analyze`` tables (accuracy, ar_pairs, ar_images, objects,
-top_objects, embeddings, agreement, causal, causal_examples, faithfulness, vocabulary),
+top_objects, embeddings, agreement, causal, causal_examples, faithfulness, curves,
+vocabulary),
 the manifest, the showcase model's overlap rows and, for the pictures, a sample of
 images with their explanation masks and (removal pictures) their class maps.
 Writes ``report/<run>/`` (``report.html``, every figure's PNG and table's CSV, and an
@@ -66,6 +67,7 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         causal=_read(store, an, "causal"),
         causal_examples=_read(store, an, "causal_examples"),
         faithfulness=_read(store, an, "faithfulness"),
+        curves=_read(store, an, "curves"),
         showcase_overlaps=showcase,
     )
 

@@ -10,7 +10,7 @@ import html
 
 import pandas as pd
 
-from citylens.report.figures import causal_bars, image_grid
+from citylens.report.figures import causal_bars, faithfulness_curves, image_grid
 
 __all__ = [
     "absence_lines",
@@ -141,7 +141,7 @@ def draw_causal(out, t, s, assets, colors) -> None:
     Args:
         out: The page and its files (:class:`citylens.report.page._Output`).
         t: The report's tables (:class:`citylens.report.page.ReportTables`): causal,
-            causal_examples, faithfulness, objects, cities, names.
+            causal_examples, faithfulness, curves, objects, cities, names.
         s: The report's settings (θ of R_p's selection, the fill).
         assets: Images and class maps on demand (:class:`citylens.report.page.Assets`).
         colors: city -> colour.
@@ -184,4 +184,6 @@ def draw_causal(out, t, s, assets, colors) -> None:
             "means the explanation finds what the model needs.",
             "note",
         )
+        if t.curves is not None and len(t.curves):
+            out.figure("curves", faithfulness_curves(t.curves), "deletion and insertion curves")
         out.table("faithfulness", faithfulness)

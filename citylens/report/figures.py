@@ -365,3 +365,44 @@ def causal_bars(causal: pd.DataFrame, colors: dict[str, tuple], top: int = 8) ->
         )
     axes[0, 0].legend(ncol=min(len(models), 4), fontsize=8, loc="upper right")
     return fig
+
+
+def faithfulness_curves(curves: pd.DataFrame) -> Figure:
+    """Deletion and insertion curves per model (mean over its cities' images).
+
+    One panel per model: the target probability as pixels are removed (deletion) or
+    restored into a filled image (insertion), in the explanation's order (solid) and a
+    random one (dashed).
+    """
+    models = sorted(curves.model.unique())
+    cols = min(len(models), 4)
+    rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(3.2 * cols, 2.6 * rows),
+        layout="constrained",
+        squeeze=False,
+        sharey=True,
+    )
+    style = {"deletion": "tab:red", "insertion": "tab:blue"}
+    for ax, model in zip(axes.flat, models):
+        d = curves[curves.model == model]
+        for (kind, order), g in d.groupby(["kind", "order"], sort=True):
+            # the mean over cities, each city weighted by its images
+            m = g.groupby("step").apply(lambda x: np.average(x.prob, weights=x.images))
+            ax.plot(
+                m.index,
+                m.values,
+                color=style[kind],
+                ls="-" if order == "mask" else "--",
+                label=f"{kind}, {'explanation' if order == 'mask' else 'random'}",
+            )
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("share of the image")
+        ax.set_ylim(0, 1)
+    for ax in axes.flat[len(models) :]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("P(true city)")
+    axes[0, 0].legend(fontsize=7)
+    return fig

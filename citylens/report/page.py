@@ -74,7 +74,7 @@ class ReportTables:
         names: The vocabulary's class names.
         test_images: ``image_id, city`` of the test split.
         accuracy, ar_pairs, ar_images, objects, top_objects, embeddings, agreement,
-            causal, causal_examples, faithfulness: The analyze stage's tables.
+            causal, causal_examples, faithfulness, curves: The analyze stage's tables.
         showcase_overlaps: The showcase model's overlap rows at the smallest θ
             (``image_id, city, model, theta, class_pixels_in_mask``), for the galleries.
     """
@@ -93,6 +93,7 @@ class ReportTables:
     agreement: pd.DataFrame | None = None
     causal: pd.DataFrame | None = None
     causal_examples: pd.DataFrame | None = None
+    curves: pd.DataFrame | None = None
     faithfulness: pd.DataFrame | None = None
     showcase_overlaps: pd.DataFrame | None = None
 

@@ -13,6 +13,7 @@ from citylens.analysis.bootstrap import place_index, place_weights
 from citylens.analysis.causal import (
     causal_examples,
     causal_table,
+    curve_table,
     faithfulness_table,
     object_effects,
 )
@@ -238,3 +239,15 @@ def test_a_curve_missing_a_step_is_refused():
     keep[np.flatnonzero(kinds == "insertion")[0]] = False
     with pytest.raises(ValueError, match="insertion curves"):
         faithfulness_table(table.filter(pa.array(keep)), STEPS, place_of, n_boot=0)
+
+
+def test_curve_means_equal_a_plain_loop():
+    wide, _ = _ablations(2)
+    got = curve_table(_table(wide)).to_pylist()
+    assert len(got) == 2 * 2 * 2 * 2 * len(STEPS)  # models × cities × kinds × orders × steps
+    for r in got:
+        suffix = "" if r["order"] == "mask" else "_random"
+        rows = [x for x in wide if x["model"] == r["model"] and x["city"] == r["city"]]
+        values = [x[r["kind"] + suffix][STEPS.index(pytest.approx(r["step"]))] for x in rows]
+        assert r["images"] == len(rows)
+        assert r["prob"] == pytest.approx(np.mean(values), rel=1e-6)

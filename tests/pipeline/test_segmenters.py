@@ -55,6 +55,7 @@ def test_demo_study_runs_with_ade20k_ppm_on_random_weights(local_ray, tmp_path):
     again = {r.stage: r.status for r in run_study(back, progress=lambda s: None)}
     assert [s for s, v in again.items() if v == "ran"] == [
         "segment",
+        "ablate",  # it removes the segmenter's objects
         "overlap",
         "analyze",
         "report",
