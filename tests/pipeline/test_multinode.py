@@ -64,4 +64,7 @@ def test_two_nodes_share_the_work_and_give_the_one_node_tables(three_cities, tin
     got, want = tiny.tables(store), tiny.tables(Store(str(tmp_path / "one")))
     assert set(got) == set(want) >= {"ar_pairs.parquet", "objects.parquet", "embeddings.parquet"}
     for name in want:
-        pd.testing.assert_frame_equal(got[name], want[name], check_exact=False, rtol=1e-6)
+        # probabilities (the causal tables) agree to 1e-6 absolute: batches differ by run
+        pd.testing.assert_frame_equal(
+            got[name], want[name], check_exact=False, rtol=1e-6, atol=1e-6
+        )
