@@ -1,4 +1,5 @@
-"""Stage ablate on a real local Ray: its rows equal a direct single-process computation."""
+"""Stage ablate on a real local Ray: its rows equal a direct single-process computation
+(slow)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from citylens.train import load_checkpoint
 
 from .conftest import tiny_overrides
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# slow: a study of its own (~90 s); the fast suite's full study runs ablate too
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")

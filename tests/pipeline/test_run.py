@@ -351,6 +351,7 @@ def test_agreement_with_annotations_derived_from_ground_truth(study, tmp_path):
     run_study(cfg, progress=lambda s: None)  # back to the module's settings
 
 
+@pytest.mark.slow  # a second whole study (~110 s): the fast suite stays under 10 minutes
 def test_adding_images_to_one_city_redoes_ingest_and_what_depends_on_it(study, cities):
     cfg, store, _ = study
     messages: list[str] = []
