@@ -95,5 +95,5 @@ class ReportAssets:
         at = torch.from_numpy(lab.astype(np.float32))[None, None]
         at = torch.nn.functional.interpolate(at, size=img.shape[:2], mode="nearest-exact")
         mask = at[0].long() == cls
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+        x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None]  # a writable copy
         return img, fill(x, mask, how)[0].permute(1, 2, 0).numpy()
