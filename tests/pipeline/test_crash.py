@@ -227,6 +227,7 @@ def test_killed_driver_resumes_ablate_and_the_table_is_an_uninterrupted_runs(tmp
     killed = tmp_path / "killed"
     stages = ["--stages", "ingest,train,explain,segment,ablate"]
     small = ["ablate.batch_size=1", "ablate.max_objects=3", "train.input_size=96"]
+    small += ["models.archs=[simple]", "models.seeds=[0]"]  # one cheap model
     cmd = [*_cli(killed, corpus, tiny), *small, *stages]
     proc = _start(cmd)
     _when(

@@ -24,7 +24,10 @@ def test_demo_study_reproduces_the_papers_findings(tmp_path):
     )
     try:
         demo = resources.files("citylens.studies").joinpath("demo.yaml")
-        cfg = load_config(demo, [f"store={tmp_path / 'demo'}"])
+        # the removal check trimmed (3 objects, 2-step curves): its numbers are not what
+        # this test checks, and the shipped demo's ~27 forwards per image cost CI minutes
+        trim = ["ablate.max_objects=3", "ablate.steps=[0,0.2]"]
+        cfg = load_config(demo, [f"store={tmp_path / 'demo'}", *trim])
         results = run_study(cfg, progress=lambda s: None)
     finally:
         ray.shutdown()
