@@ -92,7 +92,7 @@ def test_submit_the_demo_study_as_a_job(ray_head, tmp_path):
     entrypoint = (
         f"python jobs/run_study.py demo store={store} synthetic.places=8 synthetic.views=2 "
         "models.archs=[resnet18,simple] models.seeds=[0] train.epochs=1 "
-        "analysis.perplexity=5"
+        "analysis.perplexity=5 ablate.max_objects=2 ablate.steps=[0,0.2]"
     )
     job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
     deadline = time.time() + 900
