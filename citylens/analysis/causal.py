@@ -14,8 +14,6 @@ From the ablations table (one row per image and model, a list per removed object
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +25,7 @@ from citylens.analysis.bootstrap import (
     place_sums,
     place_weights,
     ratio_samples,
+    safe_ratio,
     two_sided_p,
 )
 from citylens.tables import CAUSAL, CAUSAL_EXAMPLES, CURVES, FAITHFULNESS
@@ -133,11 +132,11 @@ def causal_table(
         means = {
             "pixels": sums["pixels"].sum(0) / n_all.sum(0),
             "drop": sums["drop"].sum(0) / n_all.sum(0),
-            "control_drop": _safe(sums["control_drop"].sum(0), n_ok.sum(0)),
-            "effect": _safe(sums["effect"].sum(0), n_ok.sum(0)),
+            "control_drop": safe_ratio(sums["control_drop"].sum(0), n_ok.sum(0)),
+            "effect": safe_ratio(sums["effect"].sum(0), n_ok.sum(0)),
         }
         if n_boot:
-            w = place_weights(idx, n_boot, seed ^ zlib.crc32(city.encode()))
+            w = place_weights(idx, n_boot, seed)  # the city's own stream
             samples = ratio_samples(w, sums["effect"], n_ok)
             low, high = percentile_interval(samples, ci)
             p = two_sided_p(samples)
@@ -215,11 +214,6 @@ def causal_examples(
     return pa.Table.from_pylist(rows, schema=CAUSAL_EXAMPLES)
 
 
-def _safe(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-
-
 def _nan_low(x: float) -> float:
     return -np.inf if np.isnan(x) else x
 
@@ -293,7 +287,7 @@ def faithfulness_table(
             )
             num, den = place_sums(idx, gains), place_sums(idx, np.ones((len(sel), 1)))
             if n_boot:
-                w = place_weights(idx, n_boot, seed ^ zlib.crc32(f"{c}/{m}".encode()))
+                w = place_weights(idx, n_boot, seed)  # every model: the same resamples
                 low, high = percentile_interval(ratio_samples(w, num, den), ci)
             else:
                 low = high = np.full(2, np.nan)

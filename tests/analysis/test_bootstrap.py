@@ -8,11 +8,13 @@ import pytest
 from scipy import stats
 
 from citylens.analysis.bootstrap import (
+    expanded_tail,
     percentile_interval,
     place_index,
     place_sums,
     place_weights,
     ratio_samples,
+    row_weights,
     two_sided_p,
 )
 
@@ -30,7 +32,7 @@ def test_places_are_resampled_within_their_city_and_a_city_keeps_its_count():
     idx = _index({"a": 5, "b": 3})
     assert idx.n_places == 8 and idx.cities == ["a", "b"]
     w = place_weights(idx, 200, seed=1)
-    assert w.shape == (200, 8) and w.dtype == np.int64
+    assert w.shape == (200, 8) and w.dtype == np.uint8
     a = idx.city_of_place == "a"
     assert (w[:, a].sum(1) == 5).all() and (w[:, ~a].sum(1) == 3).all()
     assert np.array_equal(w, place_weights(idx, 200, seed=1))
@@ -95,3 +97,41 @@ def test_two_sided_p_of_a_difference():
     assert two_sided_p(shifted) == pytest.approx(2 * stats.norm.cdf(-2.0), abs=0.01)
     with pytest.raises(ValueError):
         percentile_interval(shifted, 1.0)
+
+
+def test_row_weights_make_a_resampled_sum_one_product_and_cities_have_their_own_stream():
+    # hand-computed: 3 places of city a with 2 views each, values 1..6
+    idx = place_index(["a"] * 6, ["p0", "p0", "p1", "p1", "p2", "p2"])
+    x = np.arange(1.0, 7.0)
+    w = np.array([[2, 0, 1], [0, 3, 0]], np.uint8)
+    got = row_weights(w, idx.of_row) @ x
+    # resample 1: p0 twice (1+2)·2, p2 once (5+6) → 17; resample 2: p1 three times → 21
+    assert got.tolist() == [17.0, 21.0]
+    np.testing.assert_allclose(got, w @ place_sums(idx, x))
+    # a city's weights do not depend on which other cities the study has
+    both = _index({"a": 4, "b": 6})
+    alone = _index({"a": 4})
+    wa = place_weights(both, 50, seed=7)[:, both.city_of_place == "a"]
+    assert np.array_equal(wa, place_weights(alone, 50, seed=7))
+
+
+def test_expanded_intervals_and_p_values_follow_students_t_for_few_places():
+    # the tail cut off each side: Φ(−sqrt(n/(n−1))·t_{n−1, 0.975}) (Hesterberg 2015)
+    for n in (3, 12, 40):
+        want = stats.norm.cdf(-np.sqrt(n / (n - 1)) * stats.t.ppf(0.975, n - 1))
+        assert expanded_tail(0.05, n) == pytest.approx(want)
+    assert expanded_tail(0.05, 10**6) == pytest.approx(0.025, abs=1e-5)
+    assert np.isnan(expanded_tail(0.05, 1))
+    rng = np.random.default_rng(8)
+    samples = rng.normal(0.3, 0.1, (2000, 2))
+    plain = percentile_interval(samples)
+    wide = percentile_interval(samples, 0.95, np.array([5, 10**6]))
+    assert wide[0][0] < plain[0][0] and wide[1][0] > plain[1][0]  # few places: wider
+    assert wide[0][1] == pytest.approx(plain[0][1], abs=2e-3)  # many: the same
+    # the p-value: a t-test on the bootstrap's standard error, expanded alike
+    se = samples[:, 0].std(ddof=1) * np.sqrt(12 / 11)
+    want = 2 * stats.t.sf(0.3 / se, 11)
+    assert two_sided_p(samples[:, 0], 12, 0.3) == pytest.approx(want)
+    sure = rng.normal(0.3, 0.03, 2000)  # every resample above 0
+    assert two_sided_p(sure, 12, 0.3) < 1e-6 < 2 / 2001 == two_sided_p(sure)  # finer than 1/B
+    assert np.isnan(two_sided_p(samples[:, 0], 1, 0.3))
