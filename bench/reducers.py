@@ -1,12 +1,14 @@
 """The analyze stage's reducers (AR, R_p) over a large synthetic corpus: seconds and memory.
 
-    python bench/reducers.py [--images 150000 37500] [--shard 1024] [--grid 224]
+    python bench/reducers.py [--images 150000 37500] [--shard 1024] [--grid 224] [--boot 1000]
 
 For each corpus size, writes synthetic shards to a temporary store — explanations of two
 models per image (VGG11's 14×14 and ResNet18's 7×7 masks) and overlap rows (one θ,
 150 ADE20K classes) — then runs the stage's own Ray tasks (``ar_of_shard``,
 ``sums_of_shard``) over every shard on a local Ray with all cores, and adds the partial
-sums up as the stage does. Peak memory is the resident memory of the whole process tree
+sums up as the stage does: once without the bootstrap, once with ``--boot`` place
+resamples (4 views a place), whose added time the target compares with the reducers'
+own. Peak memory (with the bootstrap) is the resident memory of the whole process tree
 (driver and Ray workers) while reducing; comparing two corpus sizes shows whether it
 grows with the corpus.
 """
@@ -55,6 +57,7 @@ def write_corpus(store: Store, images: int, shard: int, seed: int = 0) -> tuple[
                         "image_id": ids,
                         "city": cities,
                         "model": [model] * n,
+                        "pred": pa.array(rng.integers(0, 2, n), pa.int16()),
                         "cam_h": pa.array([side] * n, pa.int16()),
                         "cam_w": pa.array([side] * n, pa.int16()),
                         "mask": _lists(masks, pa.float32()),
@@ -84,36 +87,50 @@ def write_corpus(store: Store, images: int, shard: int, seed: int = 0) -> tuple[
     return exp_files, ov_files
 
 
-def reduce_all(store: Store, exp_files: list, ov_files: list, grid: int) -> tuple[float, float]:
-    """Seconds of the AR reducer and of the R_p reducer over every shard, on Ray."""
+CITIES = ["signburg", "towerville"]
+
+
+def resamples_of(images: int, n_boot: int, views: int = 4):
+    """The study's place resamples for the synthetic corpus: ``views`` images a place."""
+    from citylens.analysis.bootstrap import Resamples, place_index
+
+    ids = [f"{i:064x}" for i in range(images)]
+    cities = [CITIES[i % 2] for i in range(images)]
+    index = place_index(cities, [i // (2 * views) for i in range(images)])
+    return Resamples(index, ids, n_boot, 0)
+
+
+def reduce_all(
+    store: Store, exp_files: list, ov_files: list, grid: int, resamples=None
+) -> tuple[float, float]:
+    """Seconds of the AR (+ accuracy) reducer and of the R_p reducer over every shard,
+    on Ray, the partial sums added up as the stage adds them."""
     import ray
 
+    from citylens.analysis.reduce import add_sums
     from citylens.pipeline.analyze import ar_of_shard, sums_of_shard
 
     t = time.perf_counter()
-    pairs = 0
+    res_ref = ray.put(resamples)
     refs = [
-        ar_of_shard.remote(store, f, grid, f"analyze/ar/{i:05d}.parquet")
+        ar_of_shard.remote(store, f, grid, f"analyze/ar/{i:05d}.parquet", CITIES, res_ref)
         for i, f in enumerate(exp_files)
     ]
-    for part in ray.get(refs):
-        pairs += sum(v[2] for v in part.values())
+    pair_sums: dict = {}
+    for ref in refs:
+        add_sums(pair_sums, ray.get(ref)[0])
     t_ar = time.perf_counter() - t
     t = time.perf_counter()
     totals: dict = {}
-    for sums, _ in ray.get([sums_of_shard.remote(store, f) for f in ov_files]):
-        for k, (m, n, c) in sums.items():
-            acc = totals.setdefault(k, [0, 0, 0])
-            acc[0] = acc[0] + m
-            acc[1] = acc[1] + n
-            acc[2] += c
+    for ref in [sums_of_shard.remote(store, f, res_ref) for f in ov_files]:
+        add_sums(totals, ray.get(ref)[0])
     t_rp = time.perf_counter() - t
-    if pairs == 0:
+    if not pair_sums:
         raise RuntimeError("the AR reducer compared no images")
     return t_ar, t_rp
 
 
-def measure(sizes: list[int], shard: int, grid: int) -> list[dict]:
+def measure(sizes: list[int], shard: int, grid: int, n_boot: int) -> list[dict]:
     import ray
 
     rows = []
@@ -124,20 +141,34 @@ def measure(sizes: list[int], shard: int, grid: int) -> list[dict]:
             with tempfile.TemporaryDirectory() as tmp:
                 store = Store(tmp)
                 exp_files, ov_files = write_corpus(store, images, shard)
-                with PeakMemory(tree=True) as mem:
-                    t_ar, t_rp = reduce_all(store, exp_files, ov_files, grid)
-                peaks[images] = mem.peak_mb
+                t_ar, t_rp = reduce_all(store, exp_files, ov_files, grid)
                 total = t_ar + t_rp
                 rows.append(
                     row(
                         "reducers",
                         f"AR + R_p, {images:,} images × 2 models, grid {grid}",
                         images / total,
-                        peak_mb=mem.peak_mb,
                         reference="60 s for 150k images",
                         ratio=60.0 * images / 150_000 / total,
                         target=1.0,
                         note=f"AR {t_ar:.1f} s, R_p {t_rp:.1f} s",
+                    )
+                )
+                resamples = resamples_of(images, n_boot)
+                with PeakMemory(tree=True) as mem:
+                    b_ar, b_rp = reduce_all(store, exp_files, ov_files, grid, resamples)
+                peaks[images] = mem.peak_mb
+                added = b_ar + b_rp - total
+                rows.append(
+                    row(
+                        "reducers",
+                        f"+ bootstrap B={n_boot}, {images:,} images × 2 models",
+                        images / (b_ar + b_rp),
+                        peak_mb=mem.peak_mb,
+                        reference=f"reducers alone {total:.1f} s",
+                        ratio=total / max(added, 1e-9),
+                        target=1.0,
+                        note=f"adds {added:.1f} s (AR {b_ar:.1f} s, R_p {b_rp:.1f} s)",
                     )
                 )
     finally:
@@ -166,16 +197,17 @@ def main() -> None:
     ap.add_argument("--images", nargs="+", type=int, default=[150_000, 37_500])
     ap.add_argument("--shard", type=int, default=1024, help="images per shard")
     ap.add_argument("--grid", type=int, default=224)
+    ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples B")
     ap.add_argument("--json", action="store_true", help="rows for bench/all.py")
     args = ap.parse_args()
-    rows = measure(args.images, args.shard, args.grid)
+    rows = measure(args.images, args.shard, args.grid, args.boot)
     if args.json:
         emit(rows)
         return
     print(f"reducers; {machine()}\n")
     print_table(
         ["case", "images/s", "peak MB", "note"],
-        [[r["case"], fmt_rate(r["rate"]), f"{r['peak_mb']:.0f}", r["note"]] for r in rows],
+        [[r["case"], fmt_rate(r["rate"]), f"{r['peak_mb'] or 0:.0f}", r["note"]] for r in rows],
     )
 
 

@@ -16,22 +16,26 @@ __all__ = [
     "ACCURACY",
     "AGREEMENT",
     "AR_IMAGES",
+    "AR_KINDS",
     "AR_PAIRS",
     "CAUSAL",
     "CAUSAL_EXAMPLES",
     "CURVES",
+    "DISTINCTIVE",
     "EMBEDDINGS",
     "ERRORS",
     "EXPLANATIONS",
     "FAITHFULNESS",
     "MANIFEST",
     "OBJECTS",
+    "OBJECT_MEANS",
     "OVERLAPS",
     "PROBES",
     "SEGMENTS",
     "SPLITS",
     "TOPS",
     "TOP_OBJECTS",
+    "TOP_SETTLED",
     "error_row",
     "errors_table",
     "model_name",
@@ -170,6 +174,9 @@ AR_PAIRS = pa.schema(
         ("mean_ar", pa.float64()),
         ("std_ar", pa.float64()),
         ("images", pa.int64()),
+        ("ci_low", pa.float64()),  # place-bootstrap percentile interval of mean_ar
+        ("ci_high", pa.float64()),
+        ("n_places", pa.int64()),
     ]
 )
 
@@ -188,6 +195,82 @@ OBJECTS = pa.schema(
         ("mean_in_image", pa.float64()),
         ("selected", pa.bool_()),
         ("images", pa.int64()),
+        ("ci_low", pa.float64()),  # place-bootstrap percentile interval of r_p
+        ("ci_high", pa.float64()),
+        ("n_places", pa.int64()),  # the city's test places (the resampled units)
+    ]
+)
+
+# Mean AR of architecture pairs and of seed pairs, and the paired difference (the
+# paper's Table 2 claim), each with a place-bootstrap interval.
+AR_KINDS = pa.schema(
+    [
+        ("kind", pa.string()),  # "architectures", "seeds" or "architectures - seeds"
+        ("pairs", pa.int64()),
+        ("mean_ar", pa.float64()),  # mean over pairs of mean AR (the difference's row: diff)
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("p_value", pa.float64()),  # the difference's row only: two-sided, diff = 0
+        ("n_places", pa.int64()),
+    ]
+)
+
+# R_p^c averaged over the models of a scope ("models": all; an architecture: its seeds).
+OBJECT_MEANS = pa.schema(
+    [
+        ("scope", pa.string()),
+        ("city", pa.string()),
+        ("theta", pa.float64()),
+        ("class", pa.int64()),
+        ("name", pa.string()),
+        ("models", pa.int64()),
+        ("r_p", pa.float64()),  # mean over the scope's models
+        ("sd", pa.float64()),  # spread across them (NaN for one model)
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("mean_in_mask", pa.float64()),  # averaged over the models
+        ("selected", pa.bool_()),
+        ("n_places", pa.int64()),
+    ]
+)
+
+# Is an object's R_p^c (averaged over models) above every other city's? One row per
+# tested (city, θ, object); Benjamini–Hochberg over all rows.
+DISTINCTIVE = pa.schema(
+    [
+        ("city", pa.string()),
+        ("theta", pa.float64()),
+        ("class", pa.int64()),
+        ("name", pa.string()),
+        ("r_p", pa.float64()),
+        ("against", pa.string()),  # the other city with the highest R_p; null: none has it
+        ("baseline", pa.float64()),  # its R_p (or the city's explained share of pixels)
+        ("only_here", pa.bool_()),
+        ("diff", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("p_value", pa.float64()),
+        ("q_value", pa.float64()),
+        ("passes", pa.bool_()),  # diff > 0 and q_value ≤ 0.05
+    ]
+)
+
+# Per (model, city, θ): the top object by R_p, the runner-up, and whether the ranking
+# is settled (the interval of their paired difference excludes 0).
+TOP_SETTLED = pa.schema(
+    [
+        ("model", pa.string()),
+        ("city", pa.string()),
+        ("theta", pa.float64()),
+        ("top_class", pa.int64()),
+        ("top_name", pa.string()),
+        ("top_r_p", pa.float64()),
+        ("second_class", pa.int64()),
+        ("second_name", pa.string()),
+        ("second_r_p", pa.float64()),
+        ("diff_low", pa.float64()),
+        ("diff_high", pa.float64()),
+        ("settled", pa.bool_()),
     ]
 )
 
@@ -283,6 +366,12 @@ ACCURACY = pa.schema(
         ("test_acc", pa.float64()),
         ("explained_acc", pa.float64()),  # null unless explain.target is "true" (and ran)
         ("explained", pa.int64()),
+        # accuracy on the explained test images (= test_acc when every one decoded),
+        # its place-bootstrap interval and the places resampled
+        ("acc", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("n_places", pa.int64()),
     ]
 )
 

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from citylens.analysis.bootstrap import percentile_interval, safe_ratio
 from citylens.tables import ACCURACY
 
 __all__ = ["accuracy_table"]
 
 
 def accuracy_table(
-    trained: dict[str, dict], predictions: pa.Table | None, explained_true: bool
+    trained: dict[str, dict],
+    sums: dict | None,
+    explained_true: bool,
+    ci: float = 0.95,
+    places: int | None = None,
 ) -> pa.Table:
     """One row per model.
 
     Args:
         trained: model name -> its training record (``arch``, ``seed``, ``val_acc``,
             ``test_acc``; the accuracies may be missing).
-        predictions: ``model, target, pred`` of every explanation row, or None.
+        sums: ``{model: [correct, n, Σ_w correct (B,), Σ_w n (B,)]}`` over the explained
+            test images (:func:`citylens.analysis.reduce.accuracy_sums`; the resampled
+            entries may be missing: no interval), or None.
         explained_true: Whether explanations target the true city (``explain.target:
-            true``); only then is ``explained_acc`` the accuracy on the explained images.
+            true``); only then is ``explained_acc`` (the share of explanations of the
+            class the model predicted) filled: it is then ``acc``.
+        ci: Interval coverage.
+        places: Test places resampled (``n_places``).
 
     Returns:
         A table with schema :data:`~citylens.tables.ACCURACY`, models in sorted order.
@@ -36,10 +44,14 @@ def accuracy_table(
             "val_acc": rec.get("val_acc"),
             "test_acc": rec.get("test_acc"),
         }
-        if predictions is not None and explained_true:
-            sel = predictions.filter(pc.equal(predictions["model"], name))
-            hits = int(np.sum(sel["target"].to_numpy() == sel["pred"].to_numpy()))
-            row["explained_acc"] = hits / max(sel.num_rows, 1)
-            row["explained"] = sel.num_rows
+        if sums and name in sums:
+            hits = sums[name]
+            row["acc"] = hits[0] / max(hits[1], 1)
+            low = high = float("nan")
+            if len(hits) > 2 and len(hits[2]):
+                low, high = percentile_interval(safe_ratio(hits[2], hits[3]), ci, places)
+            row.update(ci_low=float(low), ci_high=float(high), n_places=places)
+            if explained_true:
+                row.update(explained_acc=row["acc"], explained=int(hits[1]))
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=ACCURACY)

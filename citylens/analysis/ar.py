@@ -31,10 +31,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from citylens.analysis.bootstrap import percentile_interval, safe_ratio
 from citylens.masks import bilinear_matrix, constant_positive
 from citylens.tables import AR_PAIRS
 
-__all__ = ["add_pair_sums", "average_residual", "normalized_small", "pair_table", "pairwise_ar"]
+__all__ = ["average_residual", "normalized_small", "pair_table", "pairwise_ar"]
 
 _CHUNK = 64  # images per product: a few MB at 224×224, cache-sized
 
@@ -139,29 +140,30 @@ def pairwise_ar(
     }
 
 
-def add_pair_sums(total: dict, part: dict) -> dict:
-    """Add one shard's ``{(m1, m2): [Σ AR, Σ AR², n]}`` into ``total`` (returned)."""
-    for pair, (s, s2, n) in part.items():
-        acc = total.setdefault(pair, [0.0, 0.0, 0])
-        acc[0] += s
-        acc[1] += s2
-        acc[2] += n
-    return total
-
-
-def pair_table(sums: dict, arch_of: dict[str, str]) -> pa.Table:
-    """Mean AR per model pair (paper Table 2) from ``{(m1, m2): [Σ AR, Σ AR², n]}``.
+def pair_table(sums: dict, arch_of: dict[str, str], ci: float = 0.95, places=None) -> pa.Table:
+    """Mean AR per model pair (paper Table 2) from ``{(m1, m2): [Σ AR, Σ AR², n, ...]}``.
 
     ``kind`` is ``seeds`` for two seeds of one architecture, else ``architectures``.
+
+    Args:
+        sums: Per pair ``[Σ AR, Σ AR², n]``, optionally followed by the resampled
+            ``Σ_w AR (B,)`` and ``Σ_w n (B,)`` (then ``ci_low, ci_high`` are filled).
+        arch_of: model -> architecture.
+        ci: Interval coverage.
+        places: The number of test places resampled (``n_places``).
 
     Returns:
         A table with schema :data:`~citylens.tables.AR_PAIRS`, pairs in sorted order.
     """
     rows = []
-    for (a, b), (s, s2, n) in sorted(sums.items()):
+    for (a, b), values in sorted(sums.items()):
+        s, s2, n = values[:3]
         mean = s / n
         std = float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
         same = arch_of[a] == arch_of[b]
+        low = high = np.nan
+        if len(values) > 3 and len(values[3]):
+            low, high = percentile_interval(safe_ratio(values[3], values[4]), ci, places)
         rows.append(
             {
                 "model_a": a,
@@ -172,6 +174,9 @@ def pair_table(sums: dict, arch_of: dict[str, str]) -> pa.Table:
                 "mean_ar": float(mean),
                 "std_ar": std,
                 "images": int(n),
+                "ci_low": float(low),
+                "ci_high": float(high),
+                "n_places": places,
             }
         )
     return pa.Table.from_pylist(rows, schema=AR_PAIRS)

@@ -10,21 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from citylens.analysis.bootstrap import percentile_interval, safe_ratio
 from citylens.analysis.ratios import city_objects, top_objects
 from citylens.tables import OBJECTS, TOP_OBJECTS
 
-__all__ = ["add_pixel_sums", "object_tables"]
-
-
-def add_pixel_sums(total: dict, part: dict) -> dict:
-    """Add one shard's ``{(model, city, θ): [Σ M, Σ N, images]}`` into ``total`` (returned)."""
-    for key, (m, n, count) in part.items():
-        if key not in total:
-            total[key] = [np.zeros_like(m), np.zeros_like(n), 0]
-        total[key][0] += m
-        total[key][1] += n
-        total[key][2] += count
-    return total
+__all__ = ["object_tables"]
 
 
 def object_tables(
@@ -34,6 +24,8 @@ def object_tables(
     seed_of: dict[str, int],
     min_mean_pixels: float,
     top_k: int,
+    ci: float = 0.95,
+    places_of_city: dict[str, int] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """R_p^c of every object present in a city, and each city's top objects.
 
@@ -46,14 +38,24 @@ def object_tables(
         min_mean_pixels: An object is *selected* when more than this many of its pixels
             per image lie inside explanations.
         top_k: Objects per (model, city, θ) in the top-objects table.
+        ci: Coverage of the intervals (from the resampled sums, when ``totals`` has
+            them: ``[..., Σ_w M (B, C), Σ_w N (B, C), Σ_w images (B,)]``; else NaN).
+        places_of_city: city -> its number of test places (``n_places``).
 
     Returns:
         ``(objects with schema OBJECTS, top objects with schema TOP_OBJECTS)``; one
         objects row per class that occurs in the city (``other`` excepted).
     """
     obj_rows, top_rows = [], []
-    for (model, city, theta), (m, n, count) in sorted(totals.items()):
+    for (model, city, theta), sums in sorted(totals.items()):
+        m, n, count = sums[:3]
         co = city_objects(m, n, count, min_mean_pixels)
+        if len(sums) > 3 and len(sums[3]):
+            low, high = percentile_interval(
+                safe_ratio(sums[3], sums[4]), ci, (places_of_city or {}).get(city)
+            )
+        else:
+            low = high = np.full(len(names), np.nan)
         for p in range(1, len(names)):
             if co.mean_in_image[p] == 0:
                 continue
@@ -71,6 +73,9 @@ def object_tables(
                     "mean_in_image": float(co.mean_in_image[p]),
                     "selected": bool(co.selected[p]),
                     "images": count,
+                    "ci_low": float(low[p]),
+                    "ci_high": float(high[p]),
+                    "n_places": (places_of_city or {}).get(city),
                 }
             )
         for rank, p in enumerate(top_objects(co.mean_in_mask, top_k), start=1):

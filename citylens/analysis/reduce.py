@@ -14,9 +14,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from citylens.analysis.ar import pairwise_ar
+from citylens.analysis.bootstrap import Resamples
 from citylens.tables import AR_IMAGES, TOPS
 
-__all__ = ["ar_of_table", "list_matrix", "masks_of_model", "sums_of_table"]
+__all__ = [
+    "accuracy_sums",
+    "add_sums",
+    "ar_of_table",
+    "list_matrix",
+    "masks_of_model",
+    "sums_of_table",
+]
+
+
+def add_sums(total: dict, part: dict) -> dict:
+    """Add one shard's partial sums into ``total`` (returned), key by key.
+
+    Each value is a list of numbers and arrays (``[Σ AR, Σ AR², n, ...]``,
+    ``[Σ M, Σ N, images, ...]``), added element by element; ``part`` is not changed.
+    """
+    for key, values in part.items():
+        if key not in total:
+            total[key] = [
+                np.array(v, copy=True) if isinstance(v, np.ndarray) else v for v in values
+            ]
+            continue
+        acc = total[key]
+        if len(acc) != len(values):
+            raise ValueError(f"{key}: partial sums of different shapes")
+        for i, v in enumerate(values):
+            acc[i] = acc[i] + v
+    return total
 
 
 def list_matrix(column: pa.ChunkedArray | pa.Array, dtype=None) -> np.ndarray:
@@ -58,12 +86,16 @@ def masks_of_model(t: pa.Table, model: str) -> tuple[np.ndarray, np.ndarray, np.
     return ids, cities, masks
 
 
-def ar_of_table(t: pa.Table, grid: int) -> tuple[pa.Table, dict]:
+def ar_of_table(
+    t: pa.Table, grid: int, resamples: Resamples | None = None
+) -> tuple[pa.Table, dict]:
     """Per-image AR for every model pair of one explanations shard.
 
     Args:
         t: rows with ``image_id, city, model, cam_h, cam_w, mask``.
         grid: side of the common grid the masks are compared on.
+        resamples: The study's place resamples; with them each pair's sums go on with
+            ``Σ_w AR (B,)`` and ``Σ_w n (B,)``.
 
     Returns:
         ``(rows with schema AR_IMAGES, {(m1, m2): [Σ AR, Σ AR², n]})``; pairs in sorted
@@ -92,21 +124,55 @@ def ar_of_table(t: pa.Table, grid: int) -> tuple[pa.Table, dict]:
             )
         )
         sums[(a, b)] = [float(ars.sum()), float((ars * ars).sum()), len(ars)]
+        if resamples is not None:
+            w = resamples.rows(common.tolist())
+            sums[(a, b)] += [w @ ars, w.sum(1)]
     table = pa.concat_tables(parts) if parts else AR_IMAGES.empty_table()
     return table, sums
 
 
-def sums_of_table(t: pa.Table) -> tuple[dict, pa.Table]:
+def accuracy_sums(
+    t: pa.Table, cities: list[str], resamples: Resamples | None = None
+) -> dict[str, list]:
+    """Correct predictions per model over one explanations shard.
+
+    Args:
+        t: rows with ``image_id, city, model, pred``.
+        cities: The study's cities in class order (``pred`` indexes them).
+        resamples: The study's place resamples (adds ``Σ_w correct (B,)``, ``Σ_w n (B,)``).
+
+    Returns:
+        ``{model: [correct, n]}`` (and the resampled sums), models sorted.
+    """
+    label = {c: i for i, c in enumerate(cities)}
+    truth = np.asarray([label[c] for c in t["city"].to_pylist()], np.int64)
+    correct = (t["pred"].to_numpy().astype(np.int64) == truth).astype(np.float64)
+    model = np.asarray(t["model"].to_pylist(), dtype=object)
+    w = resamples.rows(t["image_id"]) if resamples is not None and t.num_rows else None
+    out = {}
+    for name in sorted(set(model.tolist())):
+        sel = model == name
+        out[name] = [int(correct[sel].sum()), int(sel.sum())]
+        if w is not None:
+            out[name] += [w[:, sel] @ correct[sel], w[:, sel].sum(1)]
+    return out
+
+
+def sums_of_table(t: pa.Table, resamples: Resamples | None = None) -> tuple[dict, pa.Table]:
     """Pixel sums per (model, city, θ) and each row's top class inside its explanation.
 
     Args:
         t: an overlaps table (``model, city, theta, image_id, class_pixels_in_mask,
             class_pixels``).
+        resamples: The study's place resamples; with them each key also gets the sums
+            under every resample.
 
     Returns:
         ``({(model, city, θ rounded to 1e-6): [Σ M (C,) int64, Σ N (C,) int64, images]},
-        rows with schema TOPS)``. The top class is the class with most pixels inside the
-        explanation, ``other`` (0) excepted; 0 when no object is inside.
+        rows with schema TOPS)``; with ``resamples`` each list goes on with ``Σ_w M
+        (B, C)``, ``Σ_w N (B, C)`` and ``Σ_w images (B,)``, float64. The top class is the
+        class with most pixels inside the explanation, ``other`` (0) excepted; 0 when
+        no object is inside.
     """
     if t.num_rows == 0:
         return {}, TOPS.empty_table()
@@ -137,6 +203,12 @@ def sums_of_table(t: pa.Table) -> tuple[dict, pa.Table]:
         (models[mi], cities[ci], float(theta_values[ti])): [m_sum[g], n_sum[g], int(images[g])]
         for g, (mi, ci, ti) in enumerate(uniq)
     }
+    if resamples is not None:
+        w = resamples.rows(t["image_id"])[:, order]
+        ends = np.append(starts[1:], len(order))
+        for g, key in enumerate(sums):
+            rows, wg = order[starts[g] : ends[g]], w[:, starts[g] : ends[g]]
+            sums[key] += [wg @ m[rows], wg @ n[rows], wg.sum(1)]
     inside = m.copy()
     inside[:, 0] = -1  # 'other' is never an image's top object
     top = np.where(m[:, 1:].sum(1) > 0, inside.argmax(1), 0)

@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 import ray
 
 from citylens.analysis.accuracy import accuracy_table
-from citylens.analysis.ar import add_pair_sums, pair_table
+from citylens.analysis.ar import pair_table
+from citylens.analysis.bootstrap import Resamples, place_index
 from citylens.analysis.causal import (
     causal_examples,
     causal_table,
@@ -31,9 +32,16 @@ from citylens.analysis.causal import (
     faithfulness_table,
     object_effects,
 )
+from citylens.analysis.claims import ar_kinds, distinctive_objects, object_means, top_settled
 from citylens.analysis.embed import embedding_table
-from citylens.analysis.objects import add_pixel_sums, object_tables
-from citylens.analysis.reduce import ar_of_table, list_matrix, sums_of_table
+from citylens.analysis.objects import object_tables
+from citylens.analysis.reduce import (
+    accuracy_sums,
+    add_sums,
+    ar_of_table,
+    list_matrix,
+    sums_of_table,
+)
 from citylens.pipeline.agree import study_agreement
 from citylens.pipeline.committed import committed, read_manifest, read_vocabulary
 from citylens.pipeline.context import Context, StageResult
@@ -44,21 +52,26 @@ __all__ = ["ar_of_shard", "embed_model", "run_analyze", "sums_of_shard"]
 
 
 @ray.remote
-def ar_of_shard(store: Store, rel: str, grid: int, out: str) -> dict:
-    """Per-image AR for every model pair over one explanation shard.
+def ar_of_shard(
+    store: Store, rel: str, grid: int, out: str, cities: list[str], resamples=None
+) -> tuple[dict, dict]:
+    """Per-image AR for every model pair, and correct predictions, over one shard.
 
-    Writes the per-image rows to ``out`` and returns ``{(m1, m2): [Σ AR, Σ AR², n]}``.
+    Writes the per-image rows to ``out`` and returns ``({(m1, m2): [Σ AR, Σ AR², n,
+    ...]}, {model: [correct, n, ...]})``, with the sums under every resample when
+    ``resamples`` is given (:class:`~citylens.analysis.bootstrap.Resamples`).
     """
-    t = store.read_table(rel, columns=["image_id", "city", "model", "cam_h", "cam_w", "mask"])
-    table, sums = ar_of_table(t, grid)
+    cols = ["image_id", "city", "model", "pred", "cam_h", "cam_w", "mask"]
+    t = store.read_table(rel, columns=cols)
+    table, sums = ar_of_table(t, grid, resamples)
     store.write_table(out, table)
-    return sums
+    return sums, accuracy_sums(t, cities, resamples)
 
 
 @ray.remote
-def sums_of_shard(store: Store, rel: str) -> tuple[dict, pa.Table]:
+def sums_of_shard(store: Store, rel: str, resamples=None) -> tuple[dict, pa.Table]:
     """Pixel sums per (model, city, θ) and each row's top class inside its explanation."""
-    return sums_of_table(store.read_table(rel))
+    return sums_of_table(store.read_table(rel), resamples)
 
 
 @ray.remote
@@ -117,6 +130,55 @@ def _embeddings(parts: list[pa.Table], tops: list[pa.Table], theta: float) -> pa
     return emb.sort_by(order).cast(EMBEDDINGS)
 
 
+def _each(refs: list):
+    """Each task's result in turn, each reference dropped once read.
+
+    The driver holds one partial result at a time, however many shards there are.
+    """
+    while refs:
+        yield ray.get(refs.pop(0))
+
+
+def _ar_tables(store: Store, folder: str, refs: list, arch_of: dict, ci: float, places):
+    """Add up the AR tasks' results, write the AR tables; return the accuracy sums."""
+    pair_sums: dict = {}
+    acc_sums: dict = {}
+    for pairs, hits in _each(refs):
+        add_sums(pair_sums, pairs)
+        add_sums(acc_sums, hits)
+    if pair_sums:
+        store.write_table(f"{folder}/ar_pairs.parquet", pair_table(pair_sums, arch_of, ci, places))
+        store.write_table(f"{folder}/ar_kinds.parquet", ar_kinds(pair_sums, arch_of, ci, places))
+    return acc_sums
+
+
+def _resamples(ctx: Context) -> Resamples | None:
+    """The study's place resamples over the test split (None with bootstrap 0)."""
+    a = ctx.cfg.analysis
+    if not a.bootstrap:
+        return None
+    m = read_manifest(ctx.store, ["image_id", "city", "place", "split"])
+    m = m.filter(pc.equal(m["split"], "test"))
+    index = place_index(m["city"].to_pylist(), m["place"].to_pylist())
+    return Resamples(index, m["image_id"].to_pylist(), a.bootstrap, a.seed)
+
+
+def _claims(store: Store, folder: str, totals: dict, names, arch_of: dict, a, by_city) -> None:
+    """The averaged R_p, the distinctive-object tests and the settled top objects."""
+    store.write_table(
+        f"{folder}/object_means.parquet",
+        object_means(totals, names, arch_of, a.min_mean_pixels, a.ci, by_city),
+    )
+    store.write_table(
+        f"{folder}/distinctive.parquet",
+        distinctive_objects(totals, names, a.min_mean_pixels, a.ci, 0.05, by_city),
+    )
+    store.write_table(
+        f"{folder}/top_settled.parquet",
+        top_settled(totals, names, a.min_mean_pixels, a.ci, by_city),
+    )
+
+
 def _causal(ctx: Context, folder: str, names, arch_of: dict, seed_of: dict) -> None:
     """The causal check's tables: what removing each object costs, and faithfulness."""
     store, a = ctx.store, ctx.cfg.analysis
@@ -159,44 +221,41 @@ def run_analyze(ctx: Context) -> StageResult:
         f"{len(models) * 2} embeddings"
     )
     grid = settings["grid"]
+    resamples = _resamples(ctx)
+    places = sum(resamples.places_of_city.values()) if resamples else None
+    by_city = resamples.places_of_city if resamples else None
+    res_ref = ray.put(resamples)
+    cities = committed(store, "ingest")["cities"]
     ar_refs = [
-        ar_of_shard.remote(store, f, grid, f"{folder}/ar_images/{f.rsplit('/', 1)[1]}")
+        ar_of_shard.remote(
+            store, f, grid, f"{folder}/ar_images/{f.rsplit('/', 1)[1]}", cities, res_ref
+        )
         for f in exp_files
     ]
-    sum_refs = [sums_of_shard.remote(store, f) for f in ov_files]
+    sum_refs = [sums_of_shard.remote(store, f, res_ref) for f in ov_files]
     emb_refs = [
         embed_model.remote(store, exp_files, m, d, list(a.pca), a.perplexity, a.seed)
         for m in sorted(models)
         for d in ("d_cam", "d_short")
     ]
     arch_of = {n: m["arch"] for n, m in models.items()}
-    pair_sums: dict = {}
-    for part in ray.get(ar_refs):
-        add_pair_sums(pair_sums, part)
-    if pair_sums:
-        store.write_table(f"{folder}/ar_pairs.parquet", pair_table(pair_sums, arch_of))
-    totals: dict = {}
-    tops = []
-    for sums, top in ray.get(sum_refs):
+    acc_sums = _ar_tables(store, folder, ar_refs, arch_of, a.ci, places)
+    totals, tops = {}, []
+    for sums, top in _each(sum_refs):
         tops.append(top)
-        add_pixel_sums(totals, sums)
+        add_sums(totals, sums)
     seed_of = {n: m["seed"] for n, m in models.items()}
     objects, top_objects = object_tables(
-        totals, voc.names, arch_of, seed_of, a.min_mean_pixels, a.top_k
+        totals, voc.names, arch_of, seed_of, a.min_mean_pixels, a.top_k, a.ci, by_city
     )
     store.write_table(f"{folder}/objects.parquet", objects)
     store.write_table(f"{folder}/top_objects.parquet", top_objects)
+    _claims(store, folder, totals, voc.names, arch_of, a, by_city)
     emb = _embeddings(ray.get(emb_refs), tops, min(cfg.explain.thetas))
     if emb is not None:
         store.write_table(f"{folder}/embeddings.parquet", emb)
-    cols = ["model", "target", "pred"]
-    preds = (
-        pa.concat_tables([store.read_table(f, columns=cols) for f in exp_files])
-        if exp_files
-        else None
-    )
     trained = {n: {**m, **(store.record(f"train/{n}") or {})} for n, m in models.items()}
-    acc = accuracy_table(trained, preds, cfg.explain.target == "true")
+    acc = accuracy_table(trained, acc_sums, cfg.explain.target == "true", a.ci, places)
     store.write_table(f"{folder}/accuracy.parquet", acc)
     store.write_text(f"{folder}/vocabulary.csv", voc.to_csv())
     _causal(ctx, folder, voc.names, arch_of, seed_of)

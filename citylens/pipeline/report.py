@@ -1,8 +1,8 @@
 """Stage *report*: ``report.html`` plus the PNG and CSV of every figure and table.
 
-Consumes the committed ``analyze`` tables (accuracy, ar_pairs, ar_images, objects,
-top_objects, embeddings, agreement, causal, causal_examples, faithfulness, curves,
-vocabulary),
+Consumes the committed ``analyze`` tables (accuracy, ar_pairs, ar_kinds, ar_images,
+objects, object_means, distinctive, top_settled, top_objects, embeddings, agreement,
+causal, causal_examples, faithfulness, curves, vocabulary),
 the manifest, the showcase model's overlap rows and, for the pictures, a sample of
 images with their explanation masks and (removal pictures) their class maps.
 Writes ``report/<run>/`` (``report.html``, every figure's PNG and table's CSV, and an
@@ -69,6 +69,10 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         faithfulness=_read(store, an, "faithfulness"),
         curves=_read(store, an, "curves"),
         showcase_overlaps=showcase,
+        ar_kinds=_read(store, an, "ar_kinds"),
+        object_means=_read(store, an, "object_means"),
+        distinctive=_read(store, an, "distinctive"),
+        top_settled=_read(store, an, "top_settled"),
     )
 
 

@@ -36,12 +36,21 @@ def city_colors(cities: list[str]) -> dict[str, tuple]:
 
 
 def ar_heatmap(pairs: pd.DataFrame) -> Figure:
-    """Mean AR between every two models (paper Table 2) as an annotated heatmap."""
+    """Mean AR between every two models (paper Table 2) as an annotated heatmap.
+
+    Each cell shows its place-bootstrap interval when the table has one.
+    """
     models = sorted(set(pairs.model_a) | set(pairs.model_b))
     idx = {m: i for i, m in enumerate(models)}
     mat = np.full((len(models), len(models)), np.nan)
+    ci = {}
     for r in pairs.itertuples():
         mat[idx[r.model_a], idx[r.model_b]] = mat[idx[r.model_b], idx[r.model_a]] = r.mean_ar
+        if not pd.isna(getattr(r, "ci_low", np.nan)):
+            ci[(idx[r.model_a], idx[r.model_b])] = ci[(idx[r.model_b], idx[r.model_a])] = (
+                r.ci_low,
+                r.ci_high,
+            )
     np.fill_diagonal(mat, 0.0)
     size = 1.0 + 0.75 * len(models)
     fig, ax = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
@@ -51,13 +60,15 @@ def ar_heatmap(pairs: pd.DataFrame) -> Figure:
     for i in range(len(models)):
         for j in range(len(models)):
             if i != j and not np.isnan(mat[i, j]):
+                low_high = ci.get((i, j))
                 ax.text(
                     j,
                     i,
-                    f"{mat[i, j]:.3f}",
+                    f"{mat[i, j]:.3f}"
+                    + (f"\n[{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else ""),
                     ha="center",
                     va="center",
-                    fontsize=8,
+                    fontsize=8 if not low_high else 6.5,
                     color="white" if mat[i, j] < 0.3 else "black",
                 )
     fig.colorbar(im, ax=ax, label="mean AR over test images")
@@ -65,8 +76,21 @@ def ar_heatmap(pairs: pd.DataFrame) -> Figure:
     return fig
 
 
+def _yerr(rows: pd.DataFrame, names: list[str]) -> np.ndarray | None:
+    """``(2, n)`` error-bar lengths of ``r_p`` from ``ci_low/ci_high`` (None without)."""
+    if "ci_low" not in rows or rows.ci_low.isna().all():
+        return None
+    r = np.array([rows.r_p.get(n, np.nan) for n in names], np.float64)
+    lo = np.array([rows.ci_low.get(n, np.nan) for n in names], np.float64)
+    hi = np.array([rows.ci_high.get(n, np.nan) for n in names], np.float64)
+    return np.nan_to_num(np.clip(np.stack([r - lo, hi - r]), 0, None))
+
+
 def r_p_bars(objects: pd.DataFrame, theta: float, colors: dict[str, tuple]) -> Figure:
-    """R_p^c of the selected objects, one panel per city, bars grouped by model."""
+    """R_p^c of the selected objects, one panel per city, bars grouped by model.
+
+    The place-bootstrap intervals are error bars (when the table has them).
+    """
     sel = objects[(objects.theta.round(6) == round(theta, 6)) & objects.selected]
     cities = sorted(objects.city.unique())
     fig, axes = plt.subplots(
@@ -81,7 +105,15 @@ def r_p_bars(objects: pd.DataFrame, theta: float, colors: dict[str, tuple]) -> F
         for k, model in enumerate(models):
             dm = d[d.model == model].set_index("name")
             vals = [dm.r_p.get(n, np.nan) for n in names]
-            ax.bar(np.arange(len(names)) + k * width, vals, width, label=model, color=shades[k])
+            ax.bar(
+                np.arange(len(names)) + k * width,
+                vals,
+                width,
+                label=model,
+                color=shades[k],
+                yerr=_yerr(dm, names),
+                error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.25"},
+            )
         ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right")
         ax.set_ylabel("$R_p^c$")
         ax.set_ylim(0, 1)
@@ -252,13 +284,16 @@ def r_p_by_seed(objects: pd.DataFrame, theta: float, colors: dict[str, tuple]) -
             width = 0.8 / max(len(seeds), 1)
             for k, seed in enumerate(seeds):
                 dm = sel[(sel.city == city) & (sel.arch == arch) & (sel.seed == seed)]
-                vals = [dm.set_index("name").r_p.get(n, np.nan) for n in names]
+                dm = dm.set_index("name")
+                vals = [dm.r_p.get(n, np.nan) for n in names]
                 ax.bar(
                     np.arange(len(names)) + k * width,
                     vals,
                     width,
                     color=shades[k],
                     label=f"seed {seed}",
+                    yerr=_yerr(dm, names),
+                    error_kw={"elinewidth": 0.7, "capsize": 1.5, "ecolor": "0.2"},
                 )
             ax.set_xticks(
                 np.arange(len(names)) + 0.4 - width / 2, names, rotation=40, ha="right", fontsize=7

@@ -27,6 +27,14 @@ from citylens.report.figures import (
     tsne_by_city,
     tsne_by_class,
 )
+from citylens.report.findings import (
+    accuracy_line,
+    ar_claim,
+    distinctive_lines,
+    fmt_interval,
+    passing,
+    top_lines,
+)
 from citylens.report.html import Page, jpeg_bytes, png_array_bytes, png_bytes
 from citylens.report.selection import (
     architecture_styles,
@@ -74,7 +82,8 @@ class ReportTables:
         names: The vocabulary's class names.
         test_images: ``image_id, city`` of the test split.
         accuracy, ar_pairs, ar_images, objects, top_objects, embeddings, agreement,
-            causal, causal_examples, faithfulness, curves: The analyze stage's tables.
+            causal, causal_examples, faithfulness, curves, ar_kinds, object_means,
+            distinctive, top_settled: The analyze stage's tables.
         showcase_overlaps: The showcase model's overlap rows at the smallest θ
             (``image_id, city, model, theta, class_pixels_in_mask``), for the galleries.
     """
@@ -96,6 +105,10 @@ class ReportTables:
     curves: pd.DataFrame | None = None
     faithfulness: pd.DataFrame | None = None
     showcase_overlaps: pd.DataFrame | None = None
+    ar_kinds: pd.DataFrame | None = None
+    object_means: pd.DataFrame | None = None
+    distinctive: pd.DataFrame | None = None
+    top_settled: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +169,11 @@ def build_report(
     out = _Output(f"citylens — {s.name}")
     colors = city_colors(t.cities)
     unique = unique_objects(t.objects, s.theta) if _present(t.objects) else {}
+    if _present(t.distinctive):  # only what passes the test is named as distinctive
+        passed = passing(t.distinctive, s.theta)
+        unique = {c: [n for n in names if n in passed.get(c, [])] for c, names in unique.items()}
     _summary(out, t, s, colors)
+    _findings(out, t, s)
     _accuracy_and_ar(out, t)
     _mask_grid(out, t, s, assets, colors)
     _tsne(out, t, s, assets, colors)
@@ -211,6 +228,26 @@ def _summary(out: _Output, t: ReportTables, s: ReportSettings, colors: dict) -> 
     out.page.raw('<div class="summary">' + "".join(f"<p>{x}</p>" for x in lines) + "</div>")
 
 
+def _findings(out: _Output, t: ReportTables, s: ReportSettings) -> None:
+    """The findings box: each headline claim with its interval and test."""
+    lines = [
+        x
+        for x in (
+            accuracy_line(t.accuracy),
+            ar_claim(t.ar_kinds),
+            *distinctive_lines(t.distinctive, s.theta),
+            *top_lines(t.top_settled, s.theta),
+        )
+        if x
+    ]
+    if not lines:
+        return
+    out.page.h2("Findings", "findings")
+    out.page.raw(
+        '<div class="findings">' + "".join(f"<p>{html.escape(x)}</p>" for x in lines) + "</div>"
+    )
+
+
 def _heads(t: ReportTables, theta: float) -> list[str]:
     """Per city, its three objects of highest R_p (mean over models) at θ."""
     tops, objects, heads = t.top_objects, t.objects, []
@@ -223,13 +260,27 @@ def _heads(t: ReportTables, theta: float) -> list[str]:
                 & (objects.theta.round(6) == round(theta, 6))
             ]
             best = o.groupby("name").r_p.mean().sort_values(ascending=False).head(3)
+            ci = _mean_intervals(t.object_means, city, theta)
             heads.append(
                 f"<b>{html.escape(city)}</b>: "
-                + ", ".join(f"{html.escape(n)} ({v:.2f})" for n, v in best.items())
+                + ", ".join(
+                    f"{html.escape(n)} ({v:.2f}{fmt_interval(*ci.get(n, (None, None)))})"
+                    for n, v in best.items()
+                )
             )
         elif len(d):
             heads.append(f"<b>{html.escape(city)}</b>: {html.escape(d.name.iloc[0])}")
     return heads
+
+
+def _mean_intervals(means: pd.DataFrame | None, city: str, theta: float) -> dict:
+    """Object name -> (ci_low, ci_high) of its R_p averaged over every model."""
+    if means is None or not len(means):
+        return {}
+    d = means[
+        (means.scope == "models") & (means.city == city) & (means.theta.round(6) == round(theta, 6))
+    ]
+    return {r.name: (r.ci_low, r.ci_high) for r in d.itertuples()}
 
 
 def _accuracy_and_ar(out: _Output, t: ReportTables) -> None:
@@ -243,12 +294,15 @@ def _accuracy_and_ar(out: _Output, t: ReportTables) -> None:
     if not _present(pairs):
         return
     out.figure("ar_heatmap", ar_heatmap(pairs), "mean AR between models")
-    kinds = pairs.groupby("kind").mean_ar.mean()
-    out.page.p(
-        "Mean AR between different architectures: "
-        f"{kinds.get('architectures', float('nan')):.3f}; between seeds of one "
-        f"architecture: {kinds.get('seeds', float('nan')):.3f}."
-    )
+    claim = ar_claim(t.ar_kinds)
+    if claim is None:
+        kinds = pairs.groupby("kind").mean_ar.mean()
+        claim = (
+            "Mean AR between different architectures: "
+            f"{kinds.get('architectures', float('nan')):.3f}; between seeds of one "
+            f"architecture: {kinds.get('seeds', float('nan')):.3f}."
+        )
+    out.page.p(html.escape(claim))
     out.table("ar_pairs", pairs, f"AR of all {len(pairs)} model pairs")
     if _present(t.ar_images):
         kind_of = dict(zip(zip(pairs.model_a, pairs.model_b), pairs.kind))
@@ -346,6 +400,15 @@ def _objects(out: _Output, t: ReportTables, s: ReportSettings, colors: dict, uni
         return
     for line in describe_unique(unique, objects, s.theta):
         out.page.p(html.escape(line))
+    if _present(t.distinctive):
+        out.page.p(
+            "Objects named as one city's own are those that pass the distinctive-object "
+            "test (Findings); the others may differ by chance.",
+            "note",
+        )
+        out.table("distinctive", t.distinctive, "the distinctive-object tests")
+    if _present(t.object_means):
+        out.table("object_means", t.object_means, "R_p averaged over models and over seeds")
     out.figure("r_p", r_p_bars(objects, s.theta, colors), "R_p per city, by model")
     out.figure("r_p_seeds", r_p_by_seed(objects, s.theta, colors), "R_p per city, by seed")
     sel = objects[objects.selected].sort_values(

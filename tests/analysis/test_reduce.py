@@ -7,7 +7,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from citylens.analysis.reduce import ar_of_table, list_matrix, sums_of_table
+from citylens.analysis.bootstrap import Resamples, place_index
+from citylens.analysis.reduce import (
+    accuracy_sums,
+    add_sums,
+    ar_of_table,
+    list_matrix,
+    sums_of_table,
+)
 from citylens.tables import AR_IMAGES, TOPS
 
 
@@ -156,3 +163,72 @@ def test_list_matrix_reads_sliced_chunked_columns_and_refuses_ragged_rows():
     assert list_matrix(col.slice(1, 2), np.float32).tolist() == [[3, 4], [5, 6]]
     with pytest.raises(ValueError, match="differ in length"):
         list_matrix(pa.array([[1, 2], [3]]))
+
+
+def _resamples(rows, n_boot=40, seed=3):
+    """The test images' places: image ``iK`` of city ``c`` is at place ``K // 2`` (two views)."""
+    ids = sorted({(r[0], r[1]) for r in rows})
+    index = place_index([c for _, c in ids], [int(i[1:]) // 2 for i, _ in ids])
+    return Resamples(index, [i for i, _ in ids], n_boot, seed), dict(ids)
+
+
+def _place_loop(res, image_ids, values):
+    """Σ_w values by a plain loop: for each resample, each image weighs its place's draw."""
+    pos = {i: k for k, i in enumerate(res.image_ids.to_pylist())}
+    out = np.zeros((res.n_boot, *np.shape(values)[1:]))
+    for b in range(res.n_boot):
+        for i, v in zip(image_ids, values):
+            out[b] += res.weights[b, res.place_of_image[pos[i]]] * np.asarray(v, float)
+    return out
+
+
+def test_resampled_pixel_sums_equal_a_loop_over_places():
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(60):
+        n = rng.integers(0, 30, 5)
+        rows.append((f"i{i}", f"c{i % 2}", f"m{i % 3 % 2}", 0.6, (n // 2).tolist(), n.tolist()))
+    res, _ = _resamples(rows)
+    sums, _ = sums_of_table(_overlaps(rows), res)
+    for key, (_, _, _, m_b, n_b, count_b) in sums.items():
+        sel = [r for r in rows if (r[2], r[1]) == key[:2]]
+        ids = [r[0] for r in sel]
+        np.testing.assert_allclose(m_b, _place_loop(res, ids, [r[4] for r in sel]))
+        np.testing.assert_allclose(n_b, _place_loop(res, ids, [r[5] for r in sel]))
+        np.testing.assert_allclose(count_b, _place_loop(res, ids, np.ones(len(sel))))
+    # without resamples: the same point sums, three entries
+    plain, _ = sums_of_table(_overlaps(rows))
+    for key, values in plain.items():
+        assert len(values) == 3 and values[0].tolist() == sums[key][0].tolist()
+    # a shard's partial sums add up to the whole table's
+    total: dict = {}
+    for part in (rows[:25], rows[25:]):
+        add_sums(total, sums_of_table(_overlaps(part), res)[0])
+    for key, values in sums.items():
+        for got, want in zip(total[key], values):
+            np.testing.assert_allclose(got, want)
+
+
+def test_resampled_ar_and_accuracy_sums_equal_a_loop_over_places():
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(16):
+        for model in ("a", "b"):
+            rows.append((f"i{i}", f"c{i % 2}", model, rng.random((3, 3)).astype(np.float32)))
+    t = _explanations(rows)
+    res, city_of = _resamples(rows, n_boot=30)
+    table, sums = ar_of_table(t, 6, res)
+    s, s2, n, ar_b, n_b = sums[("a", "b")]
+    ids = table["image_id"].to_pylist()
+    np.testing.assert_allclose(ar_b, _place_loop(res, ids, table["ar"].to_numpy()))
+    np.testing.assert_allclose(n_b, _place_loop(res, ids, np.ones(len(ids))))
+    preds = [int(rng.integers(0, 2)) for _ in rows]
+    t = t.append_column("pred", pa.array(preds, pa.int16()))
+    hits = accuracy_sums(t, ["c0", "c1"], res)
+    for model in ("a", "b"):
+        sel = [(r[0], p) for r, p in zip(rows, preds) if r[2] == model]
+        correct = [float(p == int(city_of[i][1])) for i, p in sel]
+        assert hits[model][:2] == [int(sum(correct)), len(sel)]
+        np.testing.assert_allclose(hits[model][2], _place_loop(res, [i for i, _ in sel], correct))
+    with pytest.raises(ValueError, match="not in the resampled test split"):
+        res.rows(["nowhere"])

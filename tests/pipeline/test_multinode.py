@@ -17,11 +17,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
 # Grad-CAM batches that take longer than decoding one, so batches queue up and both
 # actors get a share (with the tiny model the first actor finishes each batch before
 # the next arrives, and rightly takes them all).
+# The tiny study's models (the pool of two 2-CPU actors puts one on each node whatever
+# the model costs), in small batches so both actors get several.
 _SETTINGS = [
-    "models.archs=[resnet18]",
-    "train.input_size=160",
     "explain.batch_size=2",
     "segmenter.batch_size=2",
+    "ablate.batch_size=2",
 ]
 
 

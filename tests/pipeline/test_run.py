@@ -154,8 +154,13 @@ def test_report_renders_in_headless_chromium_with_every_image_and_section(study,
     assert found, dom[-2000:]
     check = json.loads(html_unescape(found.group(1)))
     assert check["broken"] == [] and check["images"] >= 10
-    for section in ("accuracy", "ar", "masks", "tsne", "objects", "causal", "galleries"):
+    sections = ("findings", "accuracy", "ar", "masks", "tsne", "objects", "causal", "galleries")
+    for section in sections:
         assert section in check["sections"]
+    # the findings box: accuracy with its interval, the architectures-vs-seeds test
+    box = dom[dom.index('class="findings"') :]
+    assert "Test accuracy (explained test images): resnet18-s0 " in box
+    assert "Mean AR between architectures" in box and "p " in box
     alts = ("t-SNE mosaic", "weighted masks", "AR distribution", "R_p per city, by seed")
     alts += ("what removing each object costs", "images before and after removal")
     alts += ("deletion and insertion curves",)
