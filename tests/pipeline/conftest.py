@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from citylens.config import load_config
 from citylens.data.synth import synthesize
 from citylens.pipeline.cluster import start_local
+from citylens.pipeline.run import run_study
 from citylens.storage import Store
 
 TINY = [
@@ -46,6 +49,35 @@ def three_cities(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("three")
     synthesize(out, cities=3, places=8, views=2, size=64, seed=11, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_study(three_cities, tmp_path_factory) -> Path:
+    """The tiny two-city study (towerville, signburg), every stage, run once a session.
+
+    Tests that need a finished study to start from, or to compare with, copy its store
+    (:func:`copy_store`) instead of training the same two models again; a copy's stages
+    are up to date, so a changed setting re-runs only what depends on it.
+    """
+    import ray
+
+    store = tmp_path_factory.mktemp("tiny-study") / "store"
+    cfg = load_config(None, tiny_overrides(str(store), str(three_cities)))
+    started = not ray.is_initialized()
+    if started:
+        start_local(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_study(cfg, progress=lambda s: None)
+    finally:
+        if started:
+            ray.shutdown()
+    return store
+
+
+def copy_store(src: Path, dst: Path) -> Path:
+    """A copy of a finished study's store (records, shards and models)."""
+    shutil.copytree(src, dst)
+    return dst
 
 
 def tiny_overrides(store: str, root: str, cities=("towerville", "signburg")) -> list[str]:
@@ -96,4 +128,6 @@ def tiny():
     """The helpers above, for test modules (conftest is not importable by name)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(overrides=tiny_overrides, tables=analysis_tables, pids_of=pids_of)
+    return SimpleNamespace(
+        overrides=tiny_overrides, tables=analysis_tables, pids_of=pids_of, copy=copy_store
+    )

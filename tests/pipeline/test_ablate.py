@@ -21,20 +21,22 @@ from citylens.storage import Store, read_bytes
 from citylens.tables import ABLATIONS
 from citylens.train import load_checkpoint
 
-from .conftest import tiny_overrides
+from .conftest import copy_store, tiny_overrides
 
 # slow: a study of its own (~90 s); the fast suite's full study runs ablate too
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")
-def study(local_ray, three_cities, tmp_path_factory):
-    store = tmp_path_factory.mktemp("ablate")
+def study(tiny_study, local_ray, three_cities, tmp_path_factory):
+    # the session's finished tiny study; the settings below re-run its ablate stage only
+    store = copy_store(tiny_study, tmp_path_factory.mktemp("ablate") / "store")
     overrides = tiny_overrides(str(store), str(three_cities))
     overrides += ["ablate.min_pixels=16", "ablate.batch_size=4", "ablate.steps=[0,0.1,0.3]"]
     cfg = load_config(None, overrides)
     stages = ["ingest", "train", "explain", "segment", "ablate"]
-    run_study(cfg, stages=stages, progress=lambda s: None)
+    ran = {r.stage: r.status for r in run_study(cfg, stages=stages, progress=lambda s: None)}
+    assert ran == {**dict.fromkeys(stages[:-1], "skipped"), "ablate": "ran"}
     return cfg, Store(str(store))
 
 

@@ -20,11 +20,11 @@ def _test_split(store: Store) -> dict[str, str]:
 
 
 def test_a_new_city_reuses_ingest_and_class_maps_and_retrains(
-    local_ray, three_cities, tiny, tmp_path
+    tiny_study, local_ray, three_cities, tiny, tmp_path
 ):
-    store_uri = str(tmp_path / "store")
+    store_uri = str(tiny.copy(tiny_study, tmp_path / "store"))  # a finished two-city study
     two = load_config(None, tiny.overrides(store_uri, str(three_cities)))
-    run_study(two, progress=lambda s: None)
+    assert {r.status for r in run_study(two, progress=lambda s: None)} == {"skipped"}
     store = Store(store_uri)
     before = {s: store.record(s) for s in ("ingest", "segment")}
     old_test = _test_split(store)

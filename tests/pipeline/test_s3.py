@@ -29,7 +29,7 @@ def s3_ray(s3_server):
 
 
 def test_study_on_s3_equals_the_study_on_disk_and_leaks_no_secret(
-    s3_server, flaky_s3, s3_ray, three_cities, tiny, tmp_path, capfd
+    tiny_study, s3_server, flaky_s3, s3_ray, three_cities, tiny, capfd
 ):
     cities = s3_server.bucket("city-photos")
     studies = s3_server.bucket("citylens-studies")
@@ -44,12 +44,10 @@ def test_study_on_s3_equals_the_study_on_disk_and_leaks_no_secret(
     on_s3 = load_config(None, [*tiny.overrides(f"{studies}/tiny", cities), endpoint])
     results = run_study(on_s3, progress=messages.append)
     assert [r.status for r in results] == ["ran"] * len(STAGES)
-    on_disk = load_config(None, tiny.overrides(str(tmp_path / "store"), str(three_cities)))
-    run_study(on_disk, progress=messages.append)
 
     assert all(n > 0 for n in flaky_s3.faults.values()), flaky_s3.faults
     s3_store = Store(f"{studies}/tiny", s3_server.options)
-    disk_store = Store(str(tmp_path / "store"))
+    disk_store = Store(str(tiny_study))  # the same study on disk, run once a session
     manifest = s3_store.read_table(f"{s3_store.record('ingest')['folder']}/manifest.parquet")
     assert all(u.startswith("s3://city-photos/") for u in manifest["uri"].to_pylist())
     assert s3_store.exists("models/simpler-s1/model.pt") and s3_store.exists("report.html")
