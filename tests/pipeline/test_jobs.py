@@ -91,7 +91,7 @@ def test_submit_the_demo_study_as_a_job(ray_head, tmp_path):
     store = tmp_path / "store"
     entrypoint = (
         f"python jobs/run_study.py demo store={store} synthetic.places=8 synthetic.views=2 "
-        "models.archs=[resnet18,simple] models.seeds=[0] train.epochs=1 "
+        "models.archs=[simpler,simple] models.seeds=[0] train.epochs=1 "
         "analysis.perplexity=5 ablate.max_objects=2 ablate.steps=[0,0.2]"
     )
     job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
@@ -111,4 +111,4 @@ def test_submit_the_demo_study_as_a_job(ray_head, tmp_path):
     s = Store(str(store))
     for stage in STAGES:
         assert s.record(stage) is not None, stage
-    assert s.exists("models/resnet18-s0/model.pt") and s.exists("report.html")
+    assert s.exists("models/simpler-s0/model.pt") and s.exists("report.html")
