@@ -1,5 +1,4 @@
-"""The packaged demo study end to end on a smaller corpus, and the paper's findings on it
-(slow, ~10 min)."""
+"""The packaged demo study end to end, and the paper's findings on it (slow, ~12 min)."""
 
 from __future__ import annotations
 
@@ -25,11 +24,11 @@ def test_demo_study_reproduces_the_papers_findings(tmp_path):
     )
     try:
         demo = resources.files("citylens.studies").joinpath("demo.yaml")
-        # The demo's settings on a smaller corpus (20 places per city, not 28: training is
-        # most of CI's slowest test), and the removal check trimmed (3 objects, 2-step
-        # curves): the findings asserted below must hold on it too. README quotes the
-        # shipped demo's own numbers.
-        trim = ["synthetic.places=20", "ablate.max_objects=3", "ablate.steps=[0,0.2]"]
+        # the removal check trimmed (3 objects, 2-step curves): its numbers are not what
+        # this test checks, and the shipped demo's ~27 forwards per image cost CI minutes.
+        # (A smaller corpus does not hold the findings: at 20 places per city ResNet18's
+        # test accuracy fell to 0.66 on 4 test places per city.)
+        trim = ["ablate.max_objects=3", "ablate.steps=[0,0.2]"]
         cfg = load_config(demo, [f"store={tmp_path / 'demo'}", *trim])
         results = run_study(cfg, progress=lambda s: None)
     finally:
