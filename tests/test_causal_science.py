@@ -9,7 +9,8 @@ not asserted: that no removal in the null city stands out from its control — a
 city is known by its ordinary street, and a street with its road (or a building) filled
 in is one no model saw in training; its control, as many pixels elsewhere, breaks the
 scene less. ``bench/known_answer.py`` runs the check for every architecture and seed;
-this test runs the two shallow nets (the README quotes the whole run).
+this test runs Simple (the README quotes the whole run; Simpler, tested here before,
+left CI for its minutes).
 """
 
 import sys
@@ -28,7 +29,7 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["simple", "simpler"])
+@pytest.mark.parametrize("arch", ["simple"])
 def test_removing_a_citys_own_objects_costs_the_model_and_a_null_city_has_none(data, arch):
     torch.set_num_threads(2)
     acc, causal = known_answer(data, arch, 0)

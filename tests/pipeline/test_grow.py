@@ -1,9 +1,11 @@
-"""A finished two-city study grows a third city: only what depends on it is redone (slow)."""
+"""A finished two-city study grows: a third city, or new images in one city; only what
+depends on them is redone (slow)."""
 
 from __future__ import annotations
 
 import pyarrow.compute as pc
 import pytest
+from PIL import Image
 
 from citylens.config import load_config
 from citylens.pipeline.run import run_study
@@ -68,3 +70,26 @@ def test_a_new_city_reuses_ingest_and_class_maps_and_retrains(
     # Run again unchanged: nothing at all is recomputed.
     again = {r.stage: r.status for r in run_study(three, progress=lambda s: None)}
     assert set(again.values()) == {"skipped"}
+
+
+def test_adding_images_to_one_city_redoes_ingest_and_what_depends_on_it(
+    tiny_study, local_ray, three_cities, tiny, tmp_path
+):
+    store_uri = str(tiny.copy(tiny_study, tmp_path / "store"))  # a finished two-city study
+    cfg = load_config(None, tiny.overrides(store_uri, str(three_cities)))
+    messages: list[str] = []
+    # A new place: a mirrored copy of an existing view, so its bytes (and id) are new.
+    src = sorted((three_cities / "signburg").glob("*.*"))[0]
+    extra = three_cities / "signburg" / f"zz_new_00{src.suffix}"
+    Image.open(src).transpose(Image.FLIP_LEFT_RIGHT).save(extra)
+    try:
+        results = {r.stage: r.status for r in run_study(cfg, progress=messages.append)}
+        assert results["ingest"] == "ran" and results["train"] == "ran"
+        assert any("towerville: unchanged" in m for m in messages)
+        assert any("signburg: hashing and probing 17 images" in m for m in messages)
+        m = Store(store_uri).read_table(
+            f"{Store(store_uri).record('ingest')['folder']}/manifest.parquet"
+        )
+        assert m.num_rows == 33 and any("zz_new_00" in u for u in m["uri"].to_pylist())
+    finally:
+        extra.unlink()

@@ -356,25 +356,6 @@ def test_agreement_with_annotations_derived_from_ground_truth(study, tmp_path):
     run_study(cfg, progress=lambda s: None)  # back to the module's settings
 
 
-@pytest.mark.slow  # a second whole study (~110 s): the fast suite stays under 10 minutes
-def test_adding_images_to_one_city_redoes_ingest_and_what_depends_on_it(study, cities):
-    cfg, store, _ = study
-    messages: list[str] = []
-    # A new place: a mirrored copy of an existing view, so its bytes (and id) are new.
-    extra = cities / "signburg" / "zz_new_00.jpg"
-    src = sorted((cities / "signburg").glob("*.jpg"))[0]
-    Image.open(src).transpose(Image.FLIP_LEFT_RIGHT).save(extra, quality=91)
-    try:
-        results = {r.stage: r.status for r in run_study(cfg, progress=messages.append)}
-        assert results["ingest"] == "ran" and results["train"] == "ran"
-        assert any("towerville: unchanged" in m for m in messages)
-        assert any("signburg: hashing and probing 37 images" in m for m in messages)
-        manifest = _table(store, "ingest", "manifest.parquet")
-        assert manifest.num_rows == 73
-    finally:
-        extra.unlink()
-
-
 def test_decoding_jpegs_in_the_actors_gives_the_same_explanations(study):
     """``explain.decode_on=gpu`` on a CPU-only Ray: the JPEGs cross Ray Data encoded and
     the actors decode them (on CPU here, the same libjpeg-turbo): same rows, new key."""

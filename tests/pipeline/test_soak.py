@@ -1,4 +1,4 @@
-"""Soak: the explain stage over 20k images with driver and actor memory sampled (slow).
+"""Soak: the explain stage over 10k images with driver and actor memory sampled (slow).
 
 Memory must stay flat as images go through: rows stream from the actors straight to
 shards in the store, and only one-row summaries reach the driver.
@@ -52,9 +52,11 @@ def _growth(done: np.ndarray, rss: np.ndarray) -> float:
     return float(np.median(late) - np.median(early))
 
 
-def test_explain_memory_stays_flat_over_20k_images(tmp_path, tiny):
+def test_explain_memory_stays_flat_over_10k_images(tmp_path, tiny):
     corpus = tmp_path / "corpus"
-    synthesize(corpus, cities=2, places=2700, views=4, size=64, seed=8, workers=2)
+    # 10.8k images, ~10k explained in ~160 shards: enough for a trend in memory (CI's
+    # minutes kept it from the 20k of earlier sessions)
+    synthesize(corpus, cities=2, places=1350, views=4, size=64, seed=8, workers=2)
     store_dir = tmp_path / "store"
     cli = [sys.executable, "-m", "citylens.cli", "run", "demo", f"store={store_dir}", *_STUDY]
     for city in ("towerville", "signburg"):
@@ -89,7 +91,7 @@ def test_explain_memory_stays_flat_over_20k_images(tmp_path, tiny):
     watcher.join()
     assert proc.returncode == 0, out[-3000:]
     rec = Store(str(store_dir)).record("explain")
-    assert rec["counts"]["inputs"] >= 20_000
+    assert rec["counts"]["inputs"] >= 10_000
     assert rec["counts"]["images"] + rec["counts"]["errors"] == rec["counts"]["inputs"]
 
     data = np.array(samples)
