@@ -104,6 +104,9 @@ def ar_of_table(
     models = sorted(set(t["model"].to_pylist()))
     per = {m: masks_of_model(t, m) for m in models}
     parts, sums = [], {}
+    if resamples is not None and models:  # weights of the shard's images, once for all pairs
+        shard_ids = np.unique(np.concatenate([per[m][0] for m in models]).astype(str))
+        shard_w = resamples.rows(shard_ids.tolist())
     for a, b in itertools.combinations(models, 2):
         ids_a, cities_a, masks_a = per[a]
         ids_b, _, masks_b = per[b]
@@ -125,7 +128,7 @@ def ar_of_table(
         )
         sums[(a, b)] = [float(ars.sum()), float((ars * ars).sum()), len(ars)]
         if resamples is not None:
-            w = resamples.rows(common.tolist())
+            w = shard_w[:, np.searchsorted(shard_ids, common.astype(str))]
             sums[(a, b)] += [w @ ars, w.sum(1)]
     table = pa.concat_tables(parts) if parts else AR_IMAGES.empty_table()
     return table, sums
