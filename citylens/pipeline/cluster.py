@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import time
+from collections.abc import Callable
 
 import ray
 
@@ -13,10 +17,13 @@ from citylens.config import StudyConfig
 __all__ = [
     "actor_count",
     "blocks",
+    "child_pids",
     "connect",
     "gpus",
     "node_cpus",
     "start_local",
+    "start_retrying",
+    "stop_pids",
     "total_cpus",
 ]
 
@@ -58,7 +65,7 @@ _LOOPBACK_ENV = {
 }
 
 
-def start_local(include_dashboard: bool = True, **init_args) -> None:
+def start_local(include_dashboard: bool = True, attempts: int = 3, **init_args) -> None:
     """Start a local Ray of our own that another local Ray on the machine cannot disturb.
 
     ``address="local"`` makes a new cluster, never a ``ray start`` cluster that happens to
@@ -74,13 +81,23 @@ def start_local(include_dashboard: bool = True, **init_args) -> None:
     * Every server binds to 127.0.0.1 (:data:`_LOOPBACK_ENV`): a local cluster has no
       business on the network, and its metrics endpoints have no authentication.
 
+    Ray gives its raylet a fixed 30 s to register; on a machine busy with another study
+    it can take longer. A start that times out is stopped (:func:`start_retrying`) and
+    tried again, up to ``attempts`` times.
+
     Args:
         include_dashboard: Start the dashboard (on 127.0.0.1). Without it the state API
             is off: the cleaner's checks fail (it logs a warning and keeps its placement
             group), which is harmless; tests start no dashboard.
+        attempts: Starts to try before the last timeout is raised.
         **init_args: More ``ray.init`` arguments (``num_cpus``, ``object_store_memory``).
     """
-    port = _free_port()
+    init_args.setdefault("logging_level", logging.WARNING)
+    start_retrying(lambda: _init_local(include_dashboard, init_args), attempts=attempts)
+
+
+def _init_local(include_dashboard: bool, init_args: dict) -> None:
+    port = _free_port()  # a new one each try: a stopped try's dashboard may linger
     saved = {k: os.environ.get(k) for k in (*_LOOPBACK_ENV, "RAY_API_SERVER_ADDRESS")}
     os.environ.update(_LOOPBACK_ENV)
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
@@ -88,7 +105,6 @@ def start_local(include_dashboard: bool = True, **init_args) -> None:
 
     was, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
     try:
-        init_args.setdefault("logging_level", logging.WARNING)
         ray.init(
             address="local",
             include_dashboard=include_dashboard,
@@ -106,6 +122,87 @@ def start_local(include_dashboard: bool = True, **init_args) -> None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+# What Ray's node start raises when the raylet did not register in time.
+_STARTUP_TIMEOUT = "timed out during startup"
+
+
+def start_retrying(start: Callable[[], None], attempts: int = 3) -> None:
+    """Call ``start``; when it times out starting Ray, stop what it started and retry.
+
+    A timed-out start leaves its GCS, raylet and dashboard running as children of this
+    process (Ray shares their fate with the driver, so they would live as long as it
+    does and compete with the next try): the children that appeared during the try are
+    stopped before the next one. Other errors are raised at once.
+
+    Args:
+        start: Starts Ray (``ray.init``); raises on failure.
+        attempts: Tries before the last timeout is raised (at least 1).
+    """
+    for attempt in range(1, max(1, attempts) + 1):
+        before = child_pids()
+        try:
+            start()
+            return
+        except Exception as e:
+            if _STARTUP_TIMEOUT not in str(e) or attempt >= attempts:
+                raise
+            log.warning(
+                "the local Ray did not start in Ray's 30 s (a busy machine?): "
+                "stopping it and trying again (%d of %d)", attempt + 1, attempts
+            )
+            stop_pids(child_pids() - before)
+            if ray.is_initialized():
+                ray.shutdown()
+
+
+def child_pids() -> set[int]:
+    """Process ids whose parent is this process (Linux ``/proc``; empty elsewhere)."""
+    me, found = os.getpid(), set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me:
+            found.add(int(entry))
+    return found
+
+
+def stop_pids(pids: set[int], grace_s: float = 5.0) -> None:
+    """SIGTERM ``pids``, SIGKILL those still running after ``grace_s``, and reap them."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while pids and time.monotonic() < deadline:
+            pids = {p for p in pids if not _reaped(p)}
+            if pids:
+                time.sleep(0.05)
+        if not pids:
+            return
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not ours to wait for, or already reaped
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    return done == pid
 
 
 def blocks(table, rows_per_block: int) -> ray.data.Dataset:

@@ -80,3 +80,62 @@ def test_two_local_rays_on_one_machine_each_see_only_their_own_cluster():
     for line in (lines[2], "LISTEN " + got["LISTEN"]):
         addresses = line.split()[1:]
         assert addresses and set(addresses) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, line
+
+
+def _timed_out_start(tries: list, children: list, fail_times: int):
+    """A start that, like Ray's, leaves a child process behind when it times out."""
+
+    def start():
+        tries.append(1)
+        children.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+        if len(tries) <= fail_times:
+            raise Exception("The current node timed out during startup. This could happen")
+
+    return start
+
+
+def test_a_start_that_times_out_is_stopped_and_tried_again():
+    from citylens.pipeline.cluster import start_retrying
+
+    tries, children = [], []
+    start_retrying(_timed_out_start(tries, children, fail_times=1), attempts=3)
+    assert len(tries) == 2
+    # the timed-out try's process was stopped and reaped, the good try's is running
+    assert children[0].poll() is not None
+    assert children[1].poll() is None
+    children[1].kill()
+    children[1].wait()
+
+
+def test_the_last_timeout_and_any_other_error_are_raised():
+    from citylens.pipeline.cluster import start_retrying
+
+    tries, children = [], []
+    with pytest.raises(Exception, match="timed out during startup"):
+        start_retrying(_timed_out_start(tries, children, fail_times=5), attempts=2)
+    assert len(tries) == 2
+    assert children[0].poll() is not None  # stopped before the second try
+    for c in children:
+        c.kill()
+        c.wait()
+
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise ValueError("object_store_memory must be positive")
+
+    with pytest.raises(ValueError, match="object_store_memory"):
+        start_retrying(broken, attempts=3)
+    assert calls == [1]
+
+
+def test_child_pids_are_this_process_children_only():
+    from citylens.pipeline.cluster import child_pids, stop_pids
+
+    before = child_pids()
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    assert child_pids() - before == {p.pid}
+    assert os.getpid() not in child_pids() and os.getppid() not in child_pids()
+    stop_pids({p.pid}, grace_s=5.0)
+    assert p.poll() is not None
