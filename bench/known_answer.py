@@ -1,4 +1,4 @@
-"""The causal check's known answer, per architecture and seed (a science run, no Ray).
+"""The causal check's and R_p's known answer, per architecture and seed (no Ray).
 
     python bench/known_answer.py [--archs vgg11,resnet18,simple,simpler] [--seeds 0,1]
 
@@ -9,13 +9,20 @@ from the others only by its own objects; the null city has none), trains each
 :func:`citylens.analysis.causal.causal_table`. Prints, per model, its test accuracy,
 each city's most decisive own object with its effect and interval, the largest effect
 of removing sky or road, and the null city's largest effect — the numbers the README's
-known-answer paragraph quotes. ``tests/test_causal_science.py`` runs one model of it.
+known-answer paragraph quotes. Then the coverage side: each model's Grad-CAM
+explanations of the true city at θ = 0.6 give pixel sums per object (as the overlap
+stage's), and :func:`citylens.analysis.claims.object_means` averages R_p over the models
+run, with place-bootstrap intervals: each non-null city's own objects should lie above
+every shared object (:func:`rp_verdict`); per model, :func:`citylens.analysis.claims.
+top_settled` says whether its top object is settled. ``tests/test_causal_science.py``
+runs part of it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +33,18 @@ import torch
 import torch.nn.functional as F
 
 from citylens.ablation import ablate_objects, ablation_rows, objects_to_remove
+from citylens.analysis.bootstrap import Resamples, place_index
 from citylens.analysis.causal import causal_table, object_effects
+from citylens.analysis.claims import object_means, top_settled
+from citylens.analysis.reduce import add_sums, sums_of_table
+from citylens.cam import grad_cam
 from citylens.config.schema import TrainSettings
 from citylens.data.images import load_batch, load_labels, normalize
 from citylens.data.manifest import image_id, make_manifest, probe, scan_city
 from citylens.data.scenes import CLASS, STYLES
 from citylens.data.synth import PLACE_REGEX, synthesize
+from citylens.masks import explanation
+from citylens.overlap import class_pixels, class_pixels_in_masks
 from citylens.storage import read_bytes
 from citylens.tables import ABLATIONS, model_name
 from citylens.train import TensorBatches, fit
@@ -41,6 +54,8 @@ CITIES = ("towerville", "signburg", "nullham")
 OWN = {st.name: {CLASS[o] for o in st.objects} for st in STYLES[:2]}
 SHARED = {CLASS["sky"], CLASS["road"]}
 SIZE = 96
+THETA = 0.6
+MIN_MEAN_PIXELS = 20  # the demo's selection threshold at 96 px
 
 
 def corpus(root: Path, places: int = 40, seed: int = 3) -> dict:
@@ -77,10 +92,75 @@ def _prepare(x: torch.Tensor) -> torch.Tensor:
     return normalize(x).contiguous(memory_format=torch.channels_last)
 
 
+@dataclass
+class Answer:
+    """One model's known answer: test accuracy, causal table and coverage sums."""
+
+    name: str
+    acc: float
+    causal: pd.DataFrame
+    coverage: dict  # (model, city, θ) -> overlap sums (reduce.sums_of_table)
+
+
+def resamples(data: dict, n_boot: int = 500, seed: int = 0) -> Resamples:
+    """The test split's place resamples, as a study's analyze stage draws them."""
+    test = data["test"][2]
+    index = place_index(test["city"].to_pylist(), test["place"].to_pylist())
+    return Resamples(index, test["image_id"].to_pylist(), n_boot, seed)
+
+
+def _test_labels(data: dict) -> torch.Tensor:
+    if "labels" not in data:
+        labels = []
+        for uri in data["test"][2]["label_uri"].to_pylist():
+            lab = torch.from_numpy(load_labels(read_bytes(uri)).astype(np.float32))[None, None]
+            lab = F.interpolate(lab, size=(SIZE, SIZE), mode="nearest-exact")[0, 0].long()
+            labels.append(lab)
+        data["labels"] = torch.stack(labels)
+    return data["labels"]
+
+
+def coverage(model, name: str, data: dict, boot: Resamples | None) -> dict:
+    """Pixels per object inside ``model``'s Grad-CAM explanations of the true city.
+
+    Returns:
+        ``{(name, city, θ): [Σ M, Σ N, images, Σ_w M, Σ_w N, Σ_w images]}`` as the
+        analyze stage adds them up from the overlap shards.
+    """
+    x, y, test = data["test"]
+    labels = _test_labels(data).numpy()
+    names = ade20k().names
+    res = grad_cam(model, _prepare(x), y)
+    inside = explanation(res.mask.cpu(), (SIZE, SIZE), THETA).numpy()
+    rows = {"model": [], "city": [], "theta": [], "image_id": []}
+    m_rows, n_rows = [], []
+    for i, (iid, city) in enumerate(zip(test["image_id"].to_pylist(), test["city"].to_pylist())):
+        rows["model"].append(name)
+        rows["city"].append(city)
+        rows["theta"].append(THETA)
+        rows["image_id"].append(iid)
+        m_rows.append(class_pixels_in_masks(labels[i], inside[i : i + 1], len(names))[0])
+        n_rows.append(class_pixels(labels[i], len(names)))
+    table = pa.table(
+        {
+            **rows,
+            "class_pixels_in_mask": pa.array([r.tolist() for r in m_rows], pa.list_(pa.int64())),
+            "class_pixels": pa.array([r.tolist() for r in n_rows], pa.list_(pa.int64())),
+        }
+    )
+    return sums_of_table(table, boot)[0]
+
+
 def known_answer(
-    data: dict, arch: str, seed: int, epochs: int = 8, n_boot: int = 500
-) -> tuple[float, pd.DataFrame]:
-    """Train ``(arch, seed)`` on :func:`corpus`'s splits; its test accuracy and causal table."""
+    data: dict,
+    arch: str,
+    seed: int,
+    epochs: int = 8,
+    n_boot: int = 500,
+    boot: Resamples | None = None,
+) -> Answer:
+    """Train ``(arch, seed)`` on :func:`corpus`'s splits; its accuracy, causal table and
+    coverage sums (resampled with ``boot`` when given)."""
     (xtr, ytr, _), (xva, yva, _), (xte, yte, test) = data["train"], data["val"], data["test"]
     result = fit(
         arch,
@@ -93,11 +173,7 @@ def known_answer(
         settings=TrainSettings(epochs=epochs, lr=1e-3, lr_step=max(1, epochs - 2)),
     )
     model, name = result.model.eval(), model_name(arch, seed)
-    labels = []
-    for uri in test["label_uri"].to_pylist():
-        lab = torch.from_numpy(load_labels(read_bytes(uri)).astype(np.float32))[None, None]
-        labels.append(F.interpolate(lab, size=(SIZE, SIZE), mode="nearest-exact")[0, 0].long())
-    labels = torch.stack(labels)
+    labels = _test_labels(data)
     objects = objects_to_remove(labels, min_pixels=20, max_objects=8)
     ids = test["image_id"].to_pylist()
     got = ablate_objects(model, xte, labels, yte, _prepare, objects, list(range(len(ids))))
@@ -108,7 +184,50 @@ def known_answer(
     causal = causal_table(
         object_effects(table), place_of, ade20k().names, {name: arch}, {name: seed}, n_boot=n_boot
     )
-    return result.test_acc, causal.to_pandas()
+    return Answer(name, result.test_acc, causal.to_pandas(), coverage(model, name, data, boot))
+
+
+def rp_verdict(answers: list[Answer], boot: Resamples, ci: float = 0.95) -> dict:
+    """R_p's known answer over the models of ``answers``.
+
+    Returns:
+        ``{"means": per (city, object) R_p averaged over the models with its interval
+        (object_means' rows, scope "models"), "cities": {city: {"own": {object: (r_p,
+        ci_low)}, "shared_high": largest ci_high of a shared object, "shared_top": that
+        object, "above_shared": every own object's ci_low above it}}, "tops": per model
+        and city, its top object by R_p, whether it is the city's own and whether it is
+        settled (top_settled)}``. Shared objects are those no city has as its own.
+    """
+    names = ade20k().names
+    totals: dict = {}
+    for a in answers:
+        add_sums(totals, a.coverage)
+    arch_of = {a.name: a.name.rsplit("-s", 1)[0] for a in answers}
+    by_city = boot.places_of_city
+    means = object_means(totals, names, arch_of, MIN_MEAN_PIXELS, ci, by_city).to_pandas()
+    means = means[means.scope == "models"]
+    own_any = set().union(*OWN.values())
+    cities = {}
+    for city, mine in OWN.items():
+        d = means[means.city == city].set_index("class")
+        shared = d[~d.index.isin(list(own_any)) & d.selected]
+        own = {
+            d.loc[c, "name"]: (float(d.loc[c, "r_p"]), float(d.loc[c, "ci_low"]))
+            for c in mine
+            if c in d.index
+        }
+        high = float(shared.ci_high.max()) if len(shared) else float("nan")
+        cities[city] = {
+            "own": own,
+            "shared_high": high,
+            "shared_top": shared.ci_high.idxmax() if len(shared) else None,
+            "above_shared": bool(own) and all(lo > high for _, lo in own.values()),
+        }
+        if cities[city]["shared_top"] is not None:
+            cities[city]["shared_top"] = names[cities[city]["shared_top"]]
+    tops = top_settled(totals, names, MIN_MEAN_PIXELS, ci, by_city).to_pandas()
+    tops["own"] = [c in OWN.get(city, ()) for c, city in zip(tops.top_class, tops.city)]
+    return {"means": means, "cities": cities, "tops": tops}
 
 
 def verdict(causal: pd.DataFrame) -> dict:
@@ -153,6 +272,28 @@ def verdict(causal: pd.DataFrame) -> dict:
     return out
 
 
+def _causal_line(a: Answer) -> str:
+    v = verdict(a.causal)
+    parts = [f"{a.name}: test accuracy {a.acc:.3f}"]
+    for city in OWN:
+        c = v[city]
+        if c["best"] is None:
+            parts.append(f"{city}: no own object in 10+ images")
+            continue
+        parts.append(
+            f"{city}: {c['best']} {c['effect']:+.2f} [{c['ci'][0]:+.2f}, "
+            f"{c['ci'][1]:+.2f}] (> control: {c['above_control']}, > sky/road "
+            f"{c['shared_max']:+.2f}: {c['above_shared']})"
+        )
+    n = v["nullham"]
+    parts.append(
+        f"nullham: top {n['top']} {n['effect']:+.2f} [{n['ci'][0]:+.2f}, "
+        f"{n['ci'][1]:+.2f}] (any above its control: {n['null_stands_out']}; "
+        f"below the decisive: {n['null_below_decisive']})"
+    )
+    return " | ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the known answer for each (architecture, seed) and print its verdicts."""
     import tempfile
@@ -169,28 +310,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         data = corpus(Path(tmp))
+        boot = resamples(data)
+        answers = []
         for arch in args.archs.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                acc, causal = known_answer(data, arch, seed, args.epochs)
-                v = verdict(causal)
-                parts = [f"{model_name(arch, seed)}: test accuracy {acc:.3f}"]
-                for city in OWN:
-                    c = v[city]
-                    if c["best"] is None:
-                        parts.append(f"{city}: no own object in 10+ images")
-                        continue
-                    parts.append(
-                        f"{city}: {c['best']} {c['effect']:+.2f} [{c['ci'][0]:+.2f}, "
-                        f"{c['ci'][1]:+.2f}] (> control: {c['above_control']}, > sky/road "
-                        f"{c['shared_max']:+.2f}: {c['above_shared']})"
-                    )
-                n = v["nullham"]
-                parts.append(
-                    f"nullham: top {n['top']} {n['effect']:+.2f} [{n['ci'][0]:+.2f}, "
-                    f"{n['ci'][1]:+.2f}] (any above its control: {n['null_stands_out']}; "
-                    f"below the decisive: {n['null_below_decisive']})"
-                )
-                print(" | ".join(parts), flush=True)
+                a = known_answer(data, arch, seed, args.epochs, boot=boot)
+                answers.append(a)
+                print(_causal_line(a), flush=True)
+        rp = rp_verdict(answers, boot)
+        print(f"# R_p at θ = {THETA}, averaged over {len(answers)} models (95 % intervals)")
+        for city, c in rp["cities"].items():
+            own = ", ".join(f"{n} {r:.2f} (low {lo:.2f})" for n, (r, lo) in c["own"].items())
+            print(
+                f"{city}: own {own}; shared, highest upper bound {c['shared_high']:.2f} "
+                f"({c['shared_top']}); every own object above it: {c['above_shared']}"
+            )
+        for t in rp["tops"].itertuples():
+            print(
+                f"{t.model} {t.city}: top {t.top_name} {t.top_r_p:.2f}, runner-up "
+                f"{t.second_name} {t.second_r_p:.2f}, gap [{t.diff_low:+.2f}, {t.diff_high:+.2f}]"
+                f" settled {t.settled}, own object {t.own}"
+            )
     return 0
 
 

@@ -375,6 +375,21 @@ ACCURACY = pa.schema(
     ]
 )
 
+# Per (model, epoch): its training curve, from the model's ``meta.json`` history.
+TRAINING = pa.schema(
+    [
+        ("model", pa.string()),
+        ("arch", pa.string()),
+        ("seed", pa.int64()),
+        ("epoch", pa.int64()),  # 1-based
+        ("lr", pa.float64()),
+        ("loss", pa.float64()),  # mean training loss over the epoch
+        ("train_acc", pa.float64()),  # accuracy on the training batches, as they were fit
+        ("val_acc", pa.float64()),
+        ("best", pa.bool_()),  # the epoch whose weights were kept (best val_acc)
+    ]
+)
+
 # Per (model, descriptor, PCA setting, image): its t-SNE position.
 EMBEDDINGS = pa.schema(
     [

@@ -1,13 +1,13 @@
-"""The accuracy table: each model's val / test accuracy and that of its explained images."""
+"""Each model's accuracy table (val / test and its explained images) and training curves."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
 from citylens.analysis.bootstrap import percentile_interval, safe_ratio
-from citylens.tables import ACCURACY
+from citylens.tables import ACCURACY, TRAINING
 
-__all__ = ["accuracy_table"]
+__all__ = ["accuracy_table", "training_table"]
 
 
 def accuracy_table(
@@ -55,3 +55,35 @@ def accuracy_table(
                 row.update(explained_acc=row["acc"], explained=int(hits[1]))
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=ACCURACY)
+
+
+def training_table(metas: dict[str, dict]) -> pa.Table:
+    """Each model's training curve, one row per epoch.
+
+    Args:
+        metas: model name -> its checkpoint's ``meta.json`` (``arch``, ``seed``,
+            ``best_epoch`` and ``history``: one dict per epoch with ``epoch, lr, loss,
+            train_acc, val_acc``).
+
+    Returns:
+        A table with schema :data:`~citylens.tables.TRAINING`, models in sorted order and
+        epochs in order.
+    """
+    rows = []
+    for name in sorted(metas):
+        meta = metas[name]
+        for h in sorted(meta.get("history") or [], key=lambda h: h["epoch"]):
+            rows.append(
+                {
+                    "model": name,
+                    "arch": meta["arch"],
+                    "seed": int(meta["seed"]),
+                    "epoch": int(h["epoch"]),
+                    "lr": float(h["lr"]),
+                    "loss": float(h["loss"]),
+                    "train_acc": float(h["train_acc"]),
+                    "val_acc": float(h["val_acc"]),
+                    "best": int(h["epoch"]) == meta.get("best_epoch"),
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=TRAINING)

@@ -7,6 +7,7 @@ descriptors, predictions), ``overlap`` shards (pixels per class inside explanati
 and ``segment``'s vocabulary. Writes ``analyze/<run>/``: ``ar_images/`` (AR_IMAGES),
 ``ar_pairs.parquet`` (AR_PAIRS), ``objects.parquet`` (OBJECTS), ``top_objects.parquet``
 (TOP_OBJECTS), ``embeddings.parquet`` (EMBEDDINGS), ``accuracy.parquet`` (ACCURACY),
+``training.parquet`` (TRAINING: each model's curve from its ``meta.json``),
 ``vocabulary.csv`` and, with annotations, ``agreement.parquet`` (AGREEMENT).
 
 Reducers run as Ray tasks over shards and return small partial results (per-image AR
@@ -17,12 +18,14 @@ Embeddings run one task per model × descriptor (PCA settings, then t-SNE).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from citylens.analysis.accuracy import accuracy_table
+from citylens.analysis.accuracy import accuracy_table, training_table
 from citylens.analysis.ar import pair_table
 from citylens.analysis.bootstrap import Resamples, place_index
 from citylens.analysis.causal import (
@@ -107,6 +110,7 @@ def _settings(ctx: Context) -> tuple[dict, str | None]:
         "seed": a.seed,
         "bootstrap": a.bootstrap,
         "ci": a.ci,
+        "tables": 2,  # bump when analyze writes new tables (2: training curves)
     }
     if not a.annotations:
         return settings, None
@@ -257,6 +261,11 @@ def run_analyze(ctx: Context) -> StageResult:
     trained = {n: {**m, **(store.record(f"train/{n}") or {})} for n, m in models.items()}
     acc = accuracy_table(trained, acc_sums, cfg.explain.target == "true", a.ci, places)
     store.write_table(f"{folder}/accuracy.parquet", acc)
+    metas = {
+        n: json.loads(store.read_bytes(f"{r.get('folder', f'models/{n}')}/meta.json"))
+        for n, r in trained.items()
+    }
+    store.write_table(f"{folder}/training.parquet", training_table(metas))
     store.write_text(f"{folder}/vocabulary.csv", voc.to_csv())
     _causal(ctx, folder, voc.names, arch_of, seed_of)
     counts = {

@@ -13,10 +13,12 @@ from collections.abc import Callable
 import ray
 
 from citylens.config import StudyConfig
+from citylens.errors import InputError
 
 __all__ = [
     "actor_count",
     "blocks",
+    "check_reachable",
     "child_pids",
     "connect",
     "gpus",
@@ -40,9 +42,36 @@ def connect(cfg: StudyConfig) -> None:
         return
     address = cfg.run.address or os.environ.get("RAY_ADDRESS")
     if address:
+        check_reachable(address)
         ray.init(address=address, logging_level=logging.WARNING)
     else:
         start_local(include_dashboard=True)
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Refuse a ``host:port`` Ray address nothing answers at, naming it.
+
+    ``ray.init`` would retry an unreachable GCS for minutes before failing. ``auto``,
+    ``local`` and ``ray://`` client addresses are left to Ray.
+
+    Raises:
+        InputError: naming the address (and ``run.address`` / ``RAY_ADDRESS``).
+    """
+    if "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except ValueError:
+        raise InputError(
+            f"Ray address {address!r} (run.address or RAY_ADDRESS): bad port"
+        ) from None
+    except OSError as err:
+        raise InputError(
+            f"Ray address {address!r} (run.address or RAY_ADDRESS): nothing answers there "
+            f"({err.strerror or err}); is the cluster up (`ray start --head`)?"
+        ) from None
 
 
 def _free_port() -> int:

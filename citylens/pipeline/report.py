@@ -2,7 +2,7 @@
 
 Consumes the committed ``analyze`` tables (accuracy, ar_pairs, ar_kinds, ar_images,
 objects, object_means, distinctive, top_settled, top_objects, embeddings, agreement,
-causal, causal_examples, faithfulness, curves, vocabulary),
+causal, causal_examples, faithfulness, curves, training, vocabulary),
 the manifest, the showcase model's overlap rows and, for the pictures, a sample of
 images with their explanation masks and (removal pictures) their class maps.
 Writes ``report/<run>/`` (``report.html``, every figure's PNG and table's CSV, and an
@@ -73,6 +73,7 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         object_means=_read(store, an, "object_means"),
         distinctive=_read(store, an, "distinctive"),
         top_settled=_read(store, an, "top_settled"),
+        training=_read(store, an, "training"),
     )
 
 
@@ -96,7 +97,7 @@ def run_report(ctx: Context) -> StageResult:
         "showcase": settings.showcase,
         "mosaic": cfg.analysis.mosaic,
         "seed": cfg.analysis.seed,
-        "version": 5,  # bump when the report's content changes
+        "version": 6,  # bump when the report's content changes
     }
     key = ctx.key("report", ctx.upstream("ingest", "explain", "overlap", "analyze"), key_settings)
     if (rec := ctx.up_to_date("report", key)) and store.exists("report.html"):

@@ -44,6 +44,7 @@ from citylens.report.selection import (
     urban_symbols,
 )
 from citylens.report.thumbs import explanation_thumbnail, heat_overlay, mosaic
+from citylens.report.training import training_curves
 from citylens.tables import model_name
 
 __all__ = ["Assets", "ReportSettings", "ReportTables", "build_report"]
@@ -109,6 +110,7 @@ class ReportTables:
     object_means: pd.DataFrame | None = None
     distinctive: pd.DataFrame | None = None
     top_settled: pd.DataFrame | None = None
+    training: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,9 @@ def _accuracy_and_ar(out: _Output, t: ReportTables) -> None:
         acc = t.accuracy
         unused = [c for c in ("explained_acc", "explained") if c in acc and acc[c].isna().all()]
         out.table("accuracy", acc.drop(columns=unused))
+    if _present(t.training):
+        out.figure("training", training_curves(t.training), "training curves per model")
+        out.files["training.csv"] = t.training.to_csv(index=False).encode()
     out.page.h2("Model disagreement (AR)", "ar")
     pairs = t.ar_pairs
     if not _present(pairs):

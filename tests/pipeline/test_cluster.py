@@ -139,3 +139,27 @@ def test_child_pids_are_this_process_children_only():
     assert os.getpid() not in child_pids() and os.getppid() not in child_pids()
     stop_pids({p.pid}, grace_s=5.0)
     assert p.poll() is not None
+
+
+def test_an_address_nothing_answers_at_is_refused_at_once_naming_it():
+    import socket
+    import time
+
+    from citylens.errors import InputError
+    from citylens.pipeline.cluster import check_reachable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # bound, never listening: connections are refused
+        t = time.monotonic()
+        with pytest.raises(InputError, match=f"'127.0.0.1:{closed}'.*RAY_ADDRESS"):
+            check_reachable(f"127.0.0.1:{closed}")
+        assert time.monotonic() - t < 5
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        check_reachable(f"127.0.0.1:{s.getsockname()[1]}")  # something answers: no error
+    for left_to_ray in ("auto", "local", "ray://10.0.0.1:10001"):
+        check_reachable(left_to_ray)
+    with pytest.raises(InputError, match="bad port"):
+        check_reachable("head:http")

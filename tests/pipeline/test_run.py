@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from html import unescape as html_unescape
 
@@ -107,6 +108,13 @@ def test_every_stage_ran_and_wrote_its_outputs(study):
     assert ov.num_rows == 4 * n_test * len(cfg.explain.thetas)
     for name in ("ar_pairs", "objects", "top_objects", "embeddings", "accuracy"):
         assert store.exists(f"{store.record('analyze')['folder']}/{name}.parquet"), name
+    # the training curves are each model's meta.json history, epoch by epoch
+    curves = _table(store, "analyze", "training.parquet").to_pandas()
+    for name, rows in curves.groupby("model"):
+        meta = json.loads(store.read_bytes(f"models/{name}/meta.json"))
+        assert rows.val_acc.tolist() == [h["val_acc"] for h in meta["history"]]
+        assert rows[rows.best].epoch.tolist() == [meta["best_epoch"]]
+    assert sorted(curves.model.unique()) == sorted(store.record("train")["models"])
     report = store.read_bytes("report.html").decode()
     assert "t-SNE" in report and "Model disagreement" in report
 
@@ -163,7 +171,7 @@ def test_report_renders_in_headless_chromium_with_every_image_and_section(study,
     assert "Mean AR between architectures" in box and "p " in box
     alts = ("t-SNE mosaic", "weighted masks", "AR distribution", "R_p per city, by seed")
     alts += ("what removing each object costs", "images before and after removal")
-    alts += ("deletion and insertion curves",)
+    alts += ("deletion and insertion curves", "training curves per model")
     for alt in alts:
         assert any(alt in a for a in check["alts"]), alt
     shot = tmp_path / "shot.png"
