@@ -14,8 +14,10 @@ explanations of the true city at θ = 0.6 give pixel sums per object (as the ove
 stage's), and :func:`citylens.analysis.claims.object_means` averages R_p over the models
 run, with place-bootstrap intervals: each non-null city's own objects should lie above
 every shared object (:func:`rp_verdict`); per model, :func:`citylens.analysis.claims.
-top_settled` says whether its top object is settled. ``tests/test_causal_science.py``
-runs part of it.
+top_settled` says whether its top object is settled. Last, the intervals' calibration:
+:func:`calibration` draws study-sized test splits from a large fresh sample of the same
+cities and counts how often each way of drawing R_p's interval covers R_p on the whole
+sample. ``tests/test_causal_science.py`` runs part of it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ import torch
 import torch.nn.functional as F
 
 from citylens.ablation import ablate_objects, ablation_rows, objects_to_remove
-from citylens.analysis.bootstrap import Resamples, place_index
+from citylens.analysis.bootstrap import (
+    Resamples,
+    percentile_interval,
+    place_index,
+    place_sums,
+    place_weights,
+    safe_ratio,
+)
 from citylens.analysis.causal import causal_table, object_effects
 from citylens.analysis.claims import object_means, top_settled
 from citylens.analysis.reduce import add_sums, sums_of_table
@@ -55,12 +64,11 @@ OWN = {st.name: {CLASS[o] for o in st.objects} for st in STYLES[:2]}
 SHARED = {CLASS["sky"], CLASS["road"]}
 SIZE = 96
 THETA = 0.6
+SPLITS = ("train", "val", "test")
 MIN_MEAN_PIXELS = 20  # the demo's selection threshold at 96 px
 
 
-def corpus(root: Path, places: int = 40, seed: int = 3) -> dict:
-    """Synthesize the three cities under ``root``; return each split's tensors and rows."""
-    synthesize(root, cities=2, places=places, views=4, size=SIZE, seed=seed, null_city=True)
+def _rows(root: Path) -> list[dict]:
     rows = []
     for city in CITIES:
         for s in scan_city(city, str(root / city), PLACE_REGEX, str(root / "labels" / city))[0]:
@@ -77,15 +85,29 @@ def corpus(root: Path, places: int = 40, seed: int = 3) -> dict:
                     "label_uri": s.label_uri,
                 }
             )
-    manifest = make_manifest(rows)[0]
-    out = {}
-    for name in ("train", "val", "test"):
-        t = manifest.filter(pc.equal(manifest["split"], name))
-        x, _, errors = load_batch(t["uri"].to_pylist(), SIZE)
-        assert not errors, errors
-        y = torch.tensor([CITIES.index(c) for c in t["city"].to_pylist()])
-        out[name] = (x, y, t)
-    return out
+    return rows
+
+
+def _split(t: pa.Table) -> tuple[torch.Tensor, torch.Tensor, pa.Table]:
+    x, _, errors = load_batch(t["uri"].to_pylist(), SIZE)
+    assert not errors, errors
+    y = torch.tensor([CITIES.index(c) for c in t["city"].to_pylist()])
+    return x, y, t
+
+
+def corpus(root: Path, places: int = 40, seed: int = 3) -> dict:
+    """Synthesize the three cities under ``root``; return each split's tensors and rows."""
+    synthesize(root, cities=2, places=places, views=4, size=SIZE, seed=seed, null_city=True)
+    manifest = make_manifest(_rows(root))[0]
+    return {n: _split(manifest.filter(pc.equal(manifest["split"], n))) for n in SPLITS}
+
+
+def population(root: Path, places: int = 200, seed: int = 1003) -> dict:
+    """A fresh, larger sample of the same three cities (new places): every image a test
+    image. Its R_p stands in for a model's R_p on the cities themselves, which the
+    study's intervals, drawn from a few test places, should cover."""
+    synthesize(root, cities=2, places=places, views=4, size=SIZE, seed=seed, null_city=True)
+    return {"test": _split(pa.Table.from_pylist(_rows(root)))}
 
 
 def _prepare(x: torch.Tensor) -> torch.Tensor:
@@ -100,6 +122,7 @@ class Answer:
     acc: float
     causal: pd.DataFrame
     coverage: dict  # (model, city, θ) -> overlap sums (reduce.sums_of_table)
+    model: torch.nn.Module
 
 
 def resamples(data: dict, n_boot: int = 500, seed: int = 0) -> Resamples:
@@ -120,6 +143,26 @@ def _test_labels(data: dict) -> torch.Tensor:
     return data["labels"]
 
 
+def image_sums(model, data: dict) -> dict:
+    """Per test image of ``data``: pixels per class inside the model's explanation of
+    the true city at θ (``m``, ``(n, C)``), in the image (``n``), its city and place."""
+    x, y, test = data["test"]
+    labels = _test_labels(data).numpy()
+    num_classes = len(ade20k().names)
+    res = grad_cam(model, _prepare(x), y)
+    inside = explanation(res.mask.cpu(), (SIZE, SIZE), THETA).numpy()
+    m = np.stack(
+        [class_pixels_in_masks(lab, e[None], num_classes)[0] for lab, e in zip(labels, inside)]
+    )
+    n = np.stack([class_pixels(lab, num_classes) for lab in labels])
+    return {
+        "m": m,
+        "n": n,
+        "city": np.asarray(test["city"].to_pylist(), object),
+        "place": np.asarray(test["place"].to_pylist(), object),
+    }
+
+
 def coverage(model, name: str, data: dict, boot: Resamples | None) -> dict:
     """Pixels per object inside ``model``'s Grad-CAM explanations of the true city.
 
@@ -127,25 +170,15 @@ def coverage(model, name: str, data: dict, boot: Resamples | None) -> dict:
         ``{(name, city, θ): [Σ M, Σ N, images, Σ_w M, Σ_w N, Σ_w images]}`` as the
         analyze stage adds them up from the overlap shards.
     """
-    x, y, test = data["test"]
-    labels = _test_labels(data).numpy()
-    names = ade20k().names
-    res = grad_cam(model, _prepare(x), y)
-    inside = explanation(res.mask.cpu(), (SIZE, SIZE), THETA).numpy()
-    rows = {"model": [], "city": [], "theta": [], "image_id": []}
-    m_rows, n_rows = [], []
-    for i, (iid, city) in enumerate(zip(test["image_id"].to_pylist(), test["city"].to_pylist())):
-        rows["model"].append(name)
-        rows["city"].append(city)
-        rows["theta"].append(THETA)
-        rows["image_id"].append(iid)
-        m_rows.append(class_pixels_in_masks(labels[i], inside[i : i + 1], len(names))[0])
-        n_rows.append(class_pixels(labels[i], len(names)))
+    sums, test = image_sums(model, data), data["test"][2]
     table = pa.table(
         {
-            **rows,
-            "class_pixels_in_mask": pa.array([r.tolist() for r in m_rows], pa.list_(pa.int64())),
-            "class_pixels": pa.array([r.tolist() for r in n_rows], pa.list_(pa.int64())),
+            "model": [name] * test.num_rows,
+            "city": test["city"],
+            "theta": [THETA] * test.num_rows,
+            "image_id": test["image_id"],
+            "class_pixels_in_mask": pa.array(sums["m"].tolist(), pa.list_(pa.int64())),
+            "class_pixels": pa.array(sums["n"].tolist(), pa.list_(pa.int64())),
         }
     )
     return sums_of_table(table, boot)[0]
@@ -184,7 +217,8 @@ def known_answer(
     causal = causal_table(
         object_effects(table), place_of, ade20k().names, {name: arch}, {name: seed}, n_boot=n_boot
     )
-    return Answer(name, result.test_acc, causal.to_pandas(), coverage(model, name, data, boot))
+    sums = coverage(model, name, data, boot)
+    return Answer(name, result.test_acc, causal.to_pandas(), sums, model)
 
 
 def rp_verdict(answers: list[Answer], boot: Resamples, ci: float = 0.95) -> dict:
@@ -272,6 +306,77 @@ def verdict(causal: pd.DataFrame) -> dict:
     return out
 
 
+# How an interval is drawn in :func:`calibration`: the resampled unit, and whether the
+# percentile interval is expanded for few units. "place, expanded" is the study's.
+METHODS = {
+    "place, expanded": ("place", True),
+    "place, plain": ("place", False),
+    "image, expanded": ("image", True),
+}
+
+
+def calibration(
+    sums: dict,
+    test_places: int = 8,
+    reps: int = 200,
+    n_boot: int = 400,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Do R_p intervals from ``test_places`` places per city cover R_p on all of them?
+
+    ``sums`` (:func:`image_sums` over a large fresh sample, :func:`population`) stands
+    in for the cities themselves: its R_p^c (ΣM / ΣN over every image of the city) is
+    the truth. Each repetition draws ``test_places`` places per city without
+    replacement — a study's test split — and draws the 95 % interval of each selected
+    object's R_p^c from them, by each of :data:`METHODS`. Objects are those selected
+    on the whole sample (mean pixels inside explanations above ``MIN_MEAN_PIXELS``).
+
+    Returns:
+        One row per (method, city, object): ``truth``, ``coverage`` (share of
+        repetitions whose interval holds the truth) and ``width`` (mean).
+    """
+    names = ade20k().names
+    rng = np.random.default_rng(seed)
+    rows = []
+    for city in sorted(set(sums["city"].tolist())):
+        sel = sums["city"] == city
+        m, n, place = sums["m"][sel], sums["n"][sel], sums["place"][sel]
+        truth = m.sum(0) / np.maximum(n.sum(0), 1)
+        chosen = np.flatnonzero((m.mean(0) > MIN_MEAN_PIXELS) & (n.sum(0) > 0))
+        chosen = chosen[chosen > 0]  # "other" is never an object
+        places = np.unique(place)
+        hits = {k: np.zeros(len(chosen)) for k in METHODS}
+        width = {k: np.zeros(len(chosen)) for k in METHODS}
+        for r in range(reps):
+            picked = rng.choice(places, size=test_places, replace=False)
+            rows_in = np.isin(place, picked)
+            for method, (unit, expanded) in METHODS.items():
+                units = place[rows_in] if unit == "place" else np.arange(rows_in.sum())
+                idx = place_index([city] * int(rows_in.sum()), units.tolist())
+                w = place_weights(idx, n_boot, seed + r).astype(np.float64)
+                mp = place_sums(idx, m[rows_in][:, chosen].astype(np.float64))
+                np_ = place_sums(idx, n[rows_in][:, chosen].astype(np.float64))
+                samples = safe_ratio(w @ mp, w @ np_)
+                low, high = percentile_interval(samples, ci, idx.n_places if expanded else None)
+                t = truth[chosen]
+                hits[method] += (low <= t) & (t <= high)
+                width[method] += high - low
+        for method in METHODS:
+            for j, cls in enumerate(chosen):
+                rows.append(
+                    {
+                        "method": method,
+                        "city": city,
+                        "name": names[cls],
+                        "truth": float(truth[cls]),
+                        "coverage": hits[method][j] / reps,
+                        "width": width[method][j] / reps,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
 def _causal_line(a: Answer) -> str:
     v = verdict(a.causal)
     parts = [f"{a.name}: test accuracy {a.acc:.3f}"]
@@ -317,6 +422,23 @@ def main(argv: list[str] | None = None) -> int:
                 a = known_answer(data, arch, seed, args.epochs, boot=boot)
                 answers.append(a)
                 print(_causal_line(a), flush=True)
+        pop = population(Path(tmp) / "population")
+        print(
+            "# R_p intervals from 8 places per city (200 draws) against R_p on 200 fresh "
+            "places per city: mean coverage (nominal 0.95) and width"
+        )
+        for a in answers:
+            cal = calibration(image_sums(a.model, pop))
+            by = cal.groupby("method")
+            print(
+                f"{a.name}: "
+                + "; ".join(
+                    f"{k} {by.coverage.mean()[k]:.3f} (width {by.width.mean()[k]:.2f}, "
+                    f"lowest {by.coverage.min()[k]:.2f})"
+                    for k in METHODS
+                ),
+                flush=True,
+            )
         rp = rp_verdict(answers, boot)
         print(f"# R_p at θ = {THETA}, averaged over {len(answers)} models (95 % intervals)")
         for city, c in rp["cities"].items():

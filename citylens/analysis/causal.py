@@ -135,14 +135,16 @@ def causal_table(
             "control_drop": safe_ratio(sums["control_drop"].sum(0), n_ok.sum(0)),
             "effect": safe_ratio(sums["effect"].sum(0), n_ok.sum(0)),
         }
+        places = (n_all > 0).sum(0)
         if n_boot:
             w = place_weights(idx, n_boot, seed)  # the city's own stream
             samples = ratio_samples(w, sums["effect"], n_ok)
-            low, high = percentile_interval(samples, ci)
-            p = two_sided_p(samples)
+            # expanded for the places the object is in, as every other interval
+            units = (n_ok > 0).sum(0)
+            low, high = percentile_interval(samples, ci, units)
+            p = two_sided_p(samples, units, means["effect"])
         else:
             low = high = p = np.full(len(groups), np.nan)
-        places = (n_all > 0).sum(0)
         for j, (model, cls) in enumerate(groups):
             rows.append(
                 {
@@ -288,7 +290,7 @@ def faithfulness_table(
             num, den = place_sums(idx, gains), place_sums(idx, np.ones((len(sel), 1)))
             if n_boot:
                 w = place_weights(idx, n_boot, seed)  # every model: the same resamples
-                low, high = percentile_interval(ratio_samples(w, num, den), ci)
+                low, high = percentile_interval(ratio_samples(w, num, den), ci, idx.n_places)
             else:
                 low = high = np.full(2, np.nan)
             rows.append(

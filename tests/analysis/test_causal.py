@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from scipy import stats
 
 from citylens.ablation import curve_area
 from citylens.analysis.bootstrap import place_index, place_weights
@@ -155,9 +156,14 @@ def test_causal_means_and_intervals_equal_plain_loops():
         for b in range(300):
             weight = w[b, idx.of_row] * mine
             means.append((weight * np.where(mine, eff, 0)).sum() / weight.sum())
-        low, high = np.quantile(means, [0.025, 0.975])
+        # expanded for the n places the object has a control in (Hesterberg), by scipy
+        n = len({place_of[i] for i in e["image_id"][ok]})
+        tail = stats.norm.cdf(-np.sqrt(n / (n - 1)) * stats.t.ppf(0.975, n - 1))
+        low, high = np.quantile(means, [tail, 1 - tail])
         assert r["ci_low"] == pytest.approx(low) and r["ci_high"] == pytest.approx(high)
-        assert 0 < r["p_value"] <= 1
+        se = np.std(means, ddof=1) * np.sqrt(n / (n - 1))
+        want_p = 2 * stats.t.sf(abs(r["effect"]) / se, n - 1)
+        assert r["p_value"] == pytest.approx(want_p, rel=1e-6)
         assert r["places"] == len({place_of[i] for i in e["image_id"][sel]})
 
 
