@@ -239,8 +239,10 @@ def save_checkpoint(
         "arch": model.arch,
         "input_size": model.input_size,
         "num_classes": model.num_classes,
-        "target_layer": model.target_layer,
+        "target_layer": model.target_layer,  # the paper's layer
         "cam_size": list(model.cam_size),
+        # every layer an explanation may be taken at (explain.layer), with its map size
+        "layers": {name: list(size) for name, size in model.map_sizes().items()},
         **meta,
     }
     with fs.open(f"{root}/meta.json", "w") as f:

@@ -66,7 +66,8 @@ def test_checkpoint_roundtrip(tmp_path):
     save_checkpoint(str(tmp_path / "simple-s0"), r.model, {"seed": 0, "cities": ["a", "b"]})
     meta = json.loads((tmp_path / "simple-s0/meta.json").read_text())
     assert meta["arch"] == "simple" and meta["cam_size"] == [2, 2]
-    assert meta["target_layer"] == "features" and meta["cities"] == ["a", "b"]
+    assert meta["target_layer"] == "conv4" and meta["cities"] == ["a", "b"]
+    assert meta["layers"] == {"conv3": [16, 16], "conv4": [2, 2]}  # at 96 px
     model, meta2 = load_checkpoint(str(tmp_path / "simple-s0"))
     x, y = _toy(4)
     assert accuracy(model, [(x, y)]) == accuracy(r.model, [(x, y)])

@@ -134,9 +134,18 @@ class TrainConfig(TrainSettings):
 
 @dataclass(frozen=True)
 class ExplainConfig:
-    """Grad-CAM settings.
+    """Explanation settings: the CAM method, its layer, targets and thresholds.
 
     Attributes:
+        method: The CAM method (:data:`citylens.cam.METHODS`): ``gradcam`` (the
+            paper's), ``gradcam++``, ``hirescam``, ``layercam``, ``xgradcam``, or
+            ``scorecam`` (no gradient, but one forward pass per channel of the layer:
+            hundreds per image).
+        layer: Where each model is explained: ``last`` (the paper's target layer) or
+            ``previous`` (the named layer before it, whose map is about twice as fine:
+            ResNet18 ``layer3``, VGG11 ``block4``, Simple ``conv3``, Simpler ``conv2``).
+        layer_per_arch: A named layer per architecture, overriding ``layer`` (each
+            checkpoint's ``meta.json`` lists its layers and their map sizes).
         target: ``"true"`` explains each image's true city, ``"pred"`` the prediction.
         thetas: Thresholds θ of the visual explanations.
         ar_grid: Side of the common AR grid (default: the model input size).
@@ -154,6 +163,9 @@ class ExplainConfig:
             cores, where decoding bounds explain. Without GPUs the actors decode on CPU.
     """
 
+    method: str = "gradcam"
+    layer: str = "last"
+    layer_per_arch: dict[str, str] = field(default_factory=dict)
     target: str = "true"
     thetas: tuple[float, ...] = (0.6,)
     ar_grid: int | None = None
@@ -161,6 +173,20 @@ class ExplainConfig:
     precision: str = "fp32"
     mask_tolerance: float = 1e-2
     decode_on: str = "cpu"
+
+    def layer_for(self, arch: str, layers: list[str] | tuple[str, ...]) -> str:
+        """The named layer ``arch``'s models are explained at.
+
+        Args:
+            arch: The architecture.
+            layers: Its named layers in order, the paper's last (``CityNet.layers``); an
+                architecture with one has no ``previous``: it is explained at that one.
+        """
+        if arch in self.layer_per_arch:
+            return self.layer_per_arch[arch]
+        if self.layer == "last" or len(layers) < 2:
+            return layers[-1]
+        return layers[-2]
 
 
 @dataclass(frozen=True)

@@ -206,8 +206,32 @@ def _check_train(cfg: StudyConfig) -> None:
 
 
 def _check_explain(cfg: StudyConfig) -> None:
-    """The Grad-CAM fields."""
+    """The explanation fields."""
+    import torch  # late: the config loads without torch until it is checked
+
+    from citylens.cam import METHODS
+    from citylens.models import build_model
+
     e = cfg.explain
+    _require(
+        e.method in METHODS,
+        "explain.method",
+        f"must be one of {', '.join(METHODS)}, got {e.method!r}",
+    )
+    _require(
+        e.layer in ("last", "previous"),
+        "explain.layer",
+        f"must be 'last' or 'previous' (or name one per architecture in "
+        f"explain.layer_per_arch), got {e.layer!r}",
+    )
+    with torch.device("meta"):
+        for arch, name in e.layer_per_arch.items():
+            field_name = f"explain.layer_per_arch.{arch}"
+            _require(arch in cfg.models.archs, field_name, "not an architecture of the study")
+            layers = build_model(arch, max(2, len(cfg.cities)), cfg.train.input_size).layers
+            _require(
+                name in layers, field_name, f"{arch} has layers {', '.join(layers)}, not {name!r}"
+            )
     _require(
         e.target in ("true", "pred"),
         "explain.target",

@@ -4,6 +4,10 @@ A :class:`CityNet` is ``head(features(x))``. ``features`` ends at the Grad-CAM
 *target layer* — the output of the last convolutional block before its final
 pooling — so the Grad-CAM engine can run the trunk without autograd and take
 gradients only with respect to the target layer's activations.
+
+Each architecture also names the layers an explanation may be taken at
+(:attr:`CityNet.layers`: the paper's, last, and the block before it, whose map is
+twice as fine); :meth:`CityNet.split` cuts the network there into a trunk and the rest.
 """
 
 from __future__ import annotations
@@ -52,12 +56,19 @@ class CityNet(nn.Module):
         head: Rest of the network, ``(B, K, h, w) -> (B, num_classes)`` logits.
         input_size: Side ``S`` of the square input the model was built for.
         num_classes: Number of cities.
+        layers: Layer name -> how many of ``features``' children (an ``nn.Sequential``)
+            end at it, in order; the last is the paper's target layer (all of
+            ``features``). Default: ``{"features": len(features)}``.
     """
 
-    target_layer = "features"
-
     def __init__(
-        self, arch: str, features: nn.Module, head: nn.Module, input_size: int, num_classes: int
+        self,
+        arch: str,
+        features: nn.Module,
+        head: nn.Module,
+        input_size: int,
+        num_classes: int,
+        layers: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -65,6 +76,13 @@ class CityNet(nn.Module):
         self.head = head
         self.input_size = input_size
         self.num_classes = num_classes
+        n = len(features) if isinstance(features, nn.Sequential) else 1
+        self.layers: dict[str, int] = dict(layers or {"features": n})
+        if list(self.layers.values())[-1] != n or sorted(self.layers.values()) != list(
+            self.layers.values()
+        ):
+            raise ValueError(f"{arch}: layers {self.layers} must end at all {n} of features")
+        self.target_layer = list(self.layers)[-1]  # the paper's
         shape = spatial_shape(features, 3, input_size, arch)
         self.target_channels = shape[0]
         self.cam_size: tuple[int, int] = (shape[1], shape[2])
@@ -80,3 +98,31 @@ class CityNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` for images ``(B, 3, S, S)``."""
         return self.head(self.features(x))
+
+    def split(self, layer: str | None = None) -> tuple[nn.Module, nn.Module]:
+        """The network cut at a named layer: ``(trunk, rest)``, ``rest(trunk(x))`` = logits.
+
+        Args:
+            layer: One of :attr:`layers`; None: the paper's (``(features, head)``).
+
+        Raises:
+            ValueError: naming the layers this architecture has.
+        """
+        # "features": what checkpoints written before layers were named call the paper's
+        if layer is None or layer in (self.target_layer, "features"):
+            return self.features, self.head
+        if layer not in self.layers:
+            raise ValueError(
+                f"{self.arch} has no layer {layer!r}; its layers: {', '.join(self.layers)}"
+            )
+        cut = self.layers[layer]
+        return self.features[:cut], nn.Sequential(self.features[cut:], self.head)
+
+    def map_sizes(self, input_size: int | None = None) -> dict[str, tuple[int, int]]:
+        """Each named layer's map size ``(h, w)`` at ``input_size`` (default: the model's)."""
+        size = input_size or self.input_size
+        out = {}
+        for name in self.layers:
+            shape = spatial_shape(self.split(name)[0], 3, size, self.arch)
+            out[name] = (shape[1], shape[2])
+        return out

@@ -3,7 +3,7 @@
 Convolutions have no padding and stride 1, each is followed by a ReLU and a 2×2 max
 pooling; then FC-4096, FC-100 and FC-classes (ReLU between). The target layer is the
 last convolution's ReLU output, before the final pooling: 18×18 (Simple) and 42×42
-(Simpler) at 224 px.
+(Simpler) at 224 px (``conv4`` / ``conv3``); the one before it is ``conv3`` / ``conv2``.
 """
 
 from __future__ import annotations
@@ -49,4 +49,7 @@ def build_shallow(
         nn.ReLU(inplace=True),
         nn.Linear(100, num_classes),
     )
-    return CityNet(arch, features, head, input_size, num_classes)
+    # the last two convolutions' ReLUs, named conv<i> (1-based)
+    ends = [i + 1 for i, m in enumerate(layers) if isinstance(m, nn.ReLU)]
+    named = {f"conv{i + 1}": end for i, end in enumerate(ends)}
+    return CityNet(arch, features, head, input_size, num_classes, dict(list(named.items())[-2:]))

@@ -1,7 +1,8 @@
 """VGG11 and ResNet18 from torchvision, split at their Grad-CAM target layers.
 
 VGG11's target layer is the ReLU after its last convolution (before the final max
-pooling): 14×14 at 224 px. ResNet18's is the output of ``layer4``: 7×7 at 224 px.
+pooling): 14×14 at 224 px (``block5``; ``block4``, the ReLU before the fourth pooling,
+is 28×28). ResNet18's is the output of ``layer4``: 7×7 at 224 px (``layer3``: 14×14).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def build_vgg11(
     convs = list(net.features.children())
     features = nn.Sequential(*convs[:-1])  # keys features.N.* match torchvision's
     head = nn.Sequential(convs[-1], net.avgpool, nn.Flatten(), net.classifier)
-    return CityNet("vgg11", features, head, input_size, num_classes)
+    # the ReLUs after the last convolution of blocks 4 and 5 (before their max pooling)
+    layers = {"block4": 15, "block5": 20}
+    return CityNet("vgg11", features, head, input_size, num_classes, layers)
 
 
 def build_resnet18(
@@ -66,4 +69,5 @@ def build_resnet18(
         net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
     )
     head = nn.Sequential(net.avgpool, nn.Flatten(), net.fc)
-    return CityNet("resnet18", features, head, input_size, num_classes)
+    layers = {"layer3": 7, "layer4": 8}
+    return CityNet("resnet18", features, head, input_size, num_classes, layers)

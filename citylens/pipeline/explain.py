@@ -21,7 +21,7 @@ import ray
 import torch
 
 from citylens.allocator import worker_runtime_env
-from citylens.cam import grad_cam, mask_difference
+from citylens.cam import explain_batch, mask_difference
 from citylens.data.images import decode_jpegs, normalize
 from citylens.pipeline import cluster
 from citylens.pipeline.committed import committed, read_manifest
@@ -63,8 +63,10 @@ def explain_rows(
     cities,
     target: str,
     precision: str = "fp32",
+    method: str = "gradcam",
+    layer: str | None = None,
 ) -> dict[str, list]:
-    """Explanation rows of one model for a batch.
+    """Explanation rows of one model for a batch (``method`` at the named ``layer``).
 
     Returns:
         Columns of :data:`~citylens.tables.EXPLANATIONS` but the model's ``arch`` and
@@ -72,8 +74,8 @@ def explain_rows(
     """
     x = _inputs(model, images)
     targets = None if target == "pred" else torch.as_tensor(labels)
-    out = grad_cam(model, x, targets, precision)
-    h, w = model.cam_size
+    out = explain_batch(model, x, targets, method, layer, precision)
+    h, w = out.mask.shape[1:]
     n = len(ids)
     return {
         "image_id": list(ids),
@@ -104,6 +106,8 @@ class CamWorker:
             is explained in fp32 too, and a model whose masks differ by ``tolerance`` or
             more (mean absolute difference) stays in fp32.
         tolerance: See ``precision``.
+        method: The CAM method (:data:`citylens.cam.METHODS`).
+        layers: model name -> the named layer it is explained at.
 
     Batches may carry a ``jpeg`` column (``decode_batch(..., pass_jpegs=True)``): those
     images are decoded on the actor's device, and one that cannot be decoded there or
@@ -119,6 +123,8 @@ class CamWorker:
         threads: int,
         precision: str = "fp32",
         tolerance: float = 1e-2,
+        method: str = "gradcam",
+        layers: dict[str, str] | None = None,
     ) -> None:
         from citylens.train import load_checkpoint
 
@@ -134,6 +140,7 @@ class CamWorker:
         self.precision = {name: precision for name in self.models}
         self.checked = precision == "fp32"
         self.tolerance = tolerance
+        self.method, self.layers = method, dict(layers or {})
 
     def _check_precision(self, images: torch.Tensor, labels: np.ndarray) -> None:
         """Explain the first batch in fp32 too; keep reduced precision where masks agree."""
@@ -186,6 +193,8 @@ class CamWorker:
                     ok_cities,
                     self.target,
                     self.precision[name],
+                    self.method,
+                    self.layers.get(name),
                 )
                 for k, v in rows.items():
                     cols[k].extend(v)
@@ -219,6 +228,15 @@ def run_explain(ctx: Context) -> StageResult:
     cfg, store = ctx.cfg, ctx.store
     up = ctx.upstream("ingest", "train")
     settings = {"target": cfg.explain.target, "input_size": cfg.train.input_size}
+    models = {name: f"models/{name}" for name in sorted(committed(store, "train")["models"])}
+    metas = _metas(ctx, models)
+    layers = _layers(ctx, metas)
+    # the paper's method and layer keep older keys
+    if cfg.explain.method != "gradcam" or any(
+        layers[n] != m["target_layer"] for n, m in metas.items()
+    ):
+        settings["method"] = cfg.explain.method
+        settings["layers"] = layers
     if cfg.explain.precision != "fp32":  # fp32 keeps older keys
         ctx.ray()  # reduced precision applies on GPUs only: ask the cluster
         if cluster.gpus(cfg):
@@ -229,7 +247,6 @@ def run_explain(ctx: Context) -> StageResult:
     key = ctx.key("explain", up, settings)
     if rec := ctx.up_to_date("explain", key):
         return StageResult("explain", "skipped", rec)
-    models = {name: f"models/{name}" for name in sorted(committed(store, "train")["models"])}
     cities = committed(store, "ingest")["cities"]
     manifest = read_manifest(store)
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(["image_id", "uri", "city"])
@@ -238,16 +255,56 @@ def run_explain(ctx: Context) -> StageResult:
         "explain",
         key,
         test,
-        lambda folder, todo: _explain(ctx, folder, todo, models, cities),
+        lambda folder, todo: _explain(ctx, folder, todo, models, cities, layers, metas),
         counts={"models": len(models)},
+        method=cfg.explain.method,
+        layers=layers,
         processed="explained",
         batch_size=cfg.explain.batch_size,
         models=sorted(models),
     )
 
 
+def _metas(ctx: Context, models: dict[str, str]) -> dict[str, dict]:
+    import json
+
+    return {n: json.loads(ctx.store.read_bytes(f"{rel}/meta.json")) for n, rel in models.items()}
+
+
+def _layers(ctx: Context, metas: dict[str, dict]) -> dict[str, str]:
+    """Model name -> the named layer it is explained at (``explain.layer``).
+
+    Each model's named layers and their map sizes come from the registry (checkpoints
+    written before layers were named list none); ``meta["layers"]`` gets the sizes.
+    """
+    import torch
+
+    from citylens.models import build_model
+
+    out = {}
+    for name, meta in metas.items():
+        with torch.device("meta"):
+            model = build_model(meta["arch"], meta["num_classes"], meta["input_size"])
+        meta["layers"] = {k: list(v) for k, v in model.map_sizes().items()}
+        meta["target_layer"] = model.target_layer
+        out[name] = ctx.cfg.explain.layer_for(meta["arch"], list(model.layers))
+    return out
+
+
+def _where(layer: str, meta: dict) -> str:
+    """``"resnet18 layer3 (6×6)"``: a model's layer and its map size."""
+    size = (meta.get("layers") or {}).get(layer, meta.get("cam_size"))
+    return f"{meta['arch']} {layer} ({'×'.join(map(str, size))})"
+
+
 def _explain(
-    ctx: Context, folder: str, test: pa.Table, models: dict[str, str], cities: list[str]
+    ctx: Context,
+    folder: str,
+    test: pa.Table,
+    models: dict[str, str],
+    cities: list[str],
+    layers: dict[str, str],
+    metas: dict[str, dict],
 ) -> ray.data.Dataset:
     """Grad-CAM of ``test``'s images on Ray, into ``folder``.
 
@@ -260,6 +317,8 @@ def _explain(
     threads = 1 if n_gpu else max(1, cluster.total_cpus() // n_actors)
     bs = cfg.explain.batch_size
     pass_jpegs = cfg.explain.decode_on == "gpu"
+    where = sorted({_where(layers[n], metas[n]) for n in models})
+    ctx.progress(f"explain: {cfg.explain.method} at {', '.join(where)}")
     ctx.progress(
         f"explain: {test.num_rows} test images × {len(models)} models, {n_actors} actor(s)"
         f"{' on GPU' if n_gpu else f' with {threads} threads'}, batches of {bs}"
@@ -296,6 +355,8 @@ def _explain(
             # reduced precision is for GPUs; CPUs without bf16 units only get slower
             "precision": cfg.explain.precision if n_gpu else "fp32",
             "tolerance": cfg.explain.mask_tolerance,
+            "method": cfg.explain.method,
+            "layers": layers,
         },
         compute=ray.data.ActorPoolStrategy(size=n_actors),
         batch_size=bs,

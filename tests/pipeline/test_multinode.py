@@ -1,4 +1,8 @@
-"""A study on a two-node Ray cluster on this machine equals the one-node study (slow)."""
+"""A study on a two-node Ray cluster on this machine equals the one-node study (slow).
+
+Both start from a copy of the session's tiny study (its manifest and trained models) and
+run every stage after training again: training on one node or two is Ray Train's
+placement, and the shared stages are what the two nodes split."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from ray.cluster_utils import Cluster
 
 from citylens.config import load_config
 from citylens.pipeline.cluster import start_local
-from citylens.pipeline.run import run_study
+from citylens.pipeline.run import STAGES, run_study
 from citylens.storage import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -19,6 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationW
 # the next arrives, and rightly takes them all).
 # The tiny study's models (the pool of two 2-CPU actors puts one on each node whatever
 # the model costs), in small batches so both actors get several.
+_AFTER_TRAIN = list(STAGES[STAGES.index("train") + 1 :])
 _SETTINGS = [
     "explain.batch_size=2",
     "segmenter.batch_size=2",
@@ -26,7 +31,9 @@ _SETTINGS = [
 ]
 
 
-def test_two_nodes_share_the_work_and_give_the_one_node_tables(three_cities, tiny, tmp_path):
+def test_two_nodes_share_the_work_and_give_the_one_node_tables(
+    three_cities, tiny, tiny_study, tmp_path
+):
     # Two nodes of two CPUs each against one node of four: the same CPUs per trial and
     # per actor, so the same numerics. Ray Data spreads its actors and tasks over nodes.
     cluster = Cluster(
@@ -40,10 +47,11 @@ def test_two_nodes_share_the_work_and_give_the_one_node_tables(three_cities, tin
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         # dispatch only once both actors are up (else the first may take every batch)
         ray.data.DataContext.get_current().wait_for_min_actors_s = 120
+        tiny.copy(tiny_study, tmp_path / "many")
         many = load_config(
             None, [*tiny.overrides(str(tmp_path / "many"), str(three_cities)), *_SETTINGS]
         )
-        run_study(many, progress=lambda s: None)
+        run_study(many, stages=_AFTER_TRAIN, force=True, progress=lambda s: None)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -55,10 +63,11 @@ def test_two_nodes_share_the_work_and_give_the_one_node_tables(three_cities, tin
 
     start_local(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
+        tiny.copy(tiny_study, tmp_path / "one")
         one = load_config(
             None, [*tiny.overrides(str(tmp_path / "one"), str(three_cities)), *_SETTINGS]
         )
-        run_study(one, progress=lambda s: None)
+        run_study(one, stages=_AFTER_TRAIN, force=True, progress=lambda s: None)
     finally:
         ray.shutdown()
     assert len(Store(str(tmp_path / "one")).record("explain")["nodes"]) == 1

@@ -13,7 +13,7 @@ import ray
 import torch
 from PIL import Image
 
-from citylens.cam import grad_cam
+from citylens.cam import explain_batch, grad_cam
 from citylens.cli import main
 from citylens.config import dump_config, load_config
 from citylens.data.images import load_batch, load_labels, normalize
@@ -280,6 +280,38 @@ def test_pipeline_explanations_equal_a_direct_grad_cam(study):
     got = np.stack([np.asarray(m, np.float32) for m in rows["mask"]])
     np.testing.assert_allclose(got, direct.mask.flatten(1).numpy(), atol=1e-5)
     np.testing.assert_array_equal(rows.target, targets.numpy())
+
+
+def test_another_method_and_layer_rerun_explain_and_equal_a_direct_computation(study, tmp_path):
+    cfg, store, _ = study
+    copy = shutil.copytree(store.path(""), tmp_path / "store")
+    other = load_config(
+        cfg.to_dict(), [f"store={copy}", "explain.method=gradcam++", "explain.layer=previous"]
+    )
+    ran = {r.stage: r.status for r in run_study(other, ["explain"], progress=lambda s: None)}
+    assert ran == {"explain": "ran"}  # a new method or layer is a new key
+    store2 = Store(str(copy))
+    rec = store2.record("explain")
+    assert rec["method"] == "gradcam++"
+    assert rec["layers"] == {
+        "resnet18-s0": "layer3",
+        "resnet18-s1": "layer3",
+        "simple-s0": "conv3",
+        "simple-s1": "conv3",
+    }
+    exp = _table(store2, "explain", "data").to_pandas()
+    manifest = _table(store2, "ingest", "manifest.parquet").to_pandas().set_index("image_id")
+    for name in ("resnet18-s1", "simple-s0"):
+        rows = exp[exp.model == name].head(3)
+        images, _, _ = load_batch([manifest.uri[i] for i in rows.image_id], cfg.train.input_size)
+        model, meta = load_checkpoint(store2.url(f"models/{name}"))
+        targets = torch.tensor([meta["cities"].index(c) for c in rows.city])
+        direct = explain_batch(model, normalize(images), targets, "gradcam++", rec["layers"][name])
+        h, w = meta["layers"][rec["layers"][name]]
+        assert (rows.cam_h == h).all() and (rows.cam_w == w).all()
+        assert direct.mask.shape[1:] == (h, w) and h > meta["cam_size"][0]  # finer
+        got = np.stack([np.asarray(m, np.float32) for m in rows["mask"]])
+        np.testing.assert_allclose(got, direct.mask.flatten(1).numpy(), atol=1e-5)
 
 
 def test_pipeline_overlaps_equal_a_direct_count(study):

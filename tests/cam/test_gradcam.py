@@ -139,7 +139,7 @@ def test_pooled_weight_follows_weight_updates():
 )
 def test_keeps_gradient_sum_matches_autograd(pool, size, keeps):
     """The pooled path's premise, checked against autograd for each pooling it accepts."""
-    from citylens.cam import _keeps_gradient_sum
+    from citylens.cam.gradcam import _keeps_gradient_sum
 
     torch.manual_seed(6)
     x = torch.randn(2, 3, size, size, requires_grad=True)
@@ -216,7 +216,7 @@ def test_head_without_sum_keeping_pooling_takes_autograd_path():
     """A padded average pooling before the FC layer: the pooled shortcut would be wrong."""
     from torch import nn
 
-    from citylens.cam import _pooled_head_gradient
+    from citylens.cam.gradcam import _pooled_head_gradient
     from citylens.models.base import CityNet
 
     torch.manual_seed(7)
