@@ -46,7 +46,7 @@ from citylens.analysis.bootstrap import (
 from citylens.analysis.causal import causal_table, object_effects
 from citylens.analysis.claims import object_means, top_settled
 from citylens.analysis.reduce import add_sums, sums_of_table
-from citylens.cam import grad_cam
+from citylens.cam import GRADIENT_METHODS, explain_batch
 from citylens.config.schema import TrainSettings
 from citylens.data.images import load_batch, load_labels, normalize
 from citylens.data.manifest import image_id, make_manifest, probe, scan_city
@@ -143,17 +143,22 @@ def _test_labels(data: dict) -> torch.Tensor:
     return data["labels"]
 
 
-def image_sums(model, data: dict) -> dict:
-    """Per test image of ``data``: pixels per class inside the model's explanation of
-    the true city at θ (``m``, ``(n, C)``), in the image (``n``), its city and place."""
+def image_sums(model, data: dict, method: str = "gradcam", layer: str | None = None) -> dict:
+    """Per test image of ``data``: pixels per class inside the model's explanation
+    (``method`` at ``layer``) of the true city at θ (``m``, ``(n, C)``), in the image
+    (``n``), its city and place."""
     x, y, test = data["test"]
     labels = _test_labels(data).numpy()
     num_classes = len(ade20k().names)
-    res = grad_cam(model, _prepare(x), y)
-    inside = explanation(res.mask.cpu(), (SIZE, SIZE), THETA).numpy()
-    m = np.stack(
-        [class_pixels_in_masks(lab, e[None], num_classes)[0] for lab, e in zip(labels, inside)]
-    )
+    m = []
+    for i in range(0, len(x), 64):  # in batches: a layer's activations for thousands of
+        res = explain_batch(model, _prepare(x[i : i + 64]), y[i : i + 64], method, layer)
+        inside = explanation(res.mask.cpu(), (SIZE, SIZE), THETA).numpy()  # images add up
+        m += [
+            class_pixels_in_masks(lab, e[None], num_classes)[0]
+            for lab, e in zip(labels[i : i + 64], inside)
+        ]
+    m = np.stack(m)
     n = np.stack([class_pixels(lab, num_classes) for lab in labels])
     return {
         "m": m,
@@ -184,6 +189,26 @@ def coverage(model, name: str, data: dict, boot: Resamples | None) -> dict:
     return sums_of_table(table, boot)[0]
 
 
+def train(data: dict, arch: str, seed: int, epochs: int = 8, result: bool = False):
+    """``(arch, seed)`` trained on :func:`corpus`'s train split (best val epoch kept).
+
+    Returns:
+        The model in eval mode, or with ``result`` the :class:`~citylens.train.TrainResult`.
+    """
+    (xtr, ytr, _), (xva, yva, _), (xte, yte, _) = data["train"], data["val"], data["test"]
+    fitted = fit(
+        arch,
+        seed,
+        len(CITIES),
+        SIZE,
+        train=lambda e: TensorBatches(xtr, ytr, 32, shuffle=True, seed=seed).epoch(e),
+        val=lambda: TensorBatches(xva, yva, 64),
+        test=lambda: TensorBatches(xte, yte, 64),
+        settings=TrainSettings(epochs=epochs, lr=1e-3, lr_step=max(1, epochs - 2)),
+    )
+    return fitted if result else fitted.model.eval()
+
+
 def known_answer(
     data: dict,
     arch: str,
@@ -194,17 +219,8 @@ def known_answer(
 ) -> Answer:
     """Train ``(arch, seed)`` on :func:`corpus`'s splits; its accuracy, causal table and
     coverage sums (resampled with ``boot`` when given)."""
-    (xtr, ytr, _), (xva, yva, _), (xte, yte, test) = data["train"], data["val"], data["test"]
-    result = fit(
-        arch,
-        seed,
-        len(CITIES),
-        SIZE,
-        train=lambda e: TensorBatches(xtr, ytr, 32, shuffle=True, seed=seed).epoch(e),
-        val=lambda: TensorBatches(xva, yva, 64),
-        test=lambda: TensorBatches(xte, yte, 64),
-        settings=TrainSettings(epochs=epochs, lr=1e-3, lr_step=max(1, epochs - 2)),
-    )
+    (xte, yte, test) = data["test"]
+    result = train(data, arch, seed, epochs, result=True)
     model, name = result.model.eval(), model_name(arch, seed)
     labels = _test_labels(data)
     objects = objects_to_remove(labels, min_pixels=20, max_objects=8)
@@ -377,6 +393,28 @@ def calibration(
     return pd.DataFrame(rows)
 
 
+def own_object_coverage(sums: dict) -> dict:
+    """How much of each non-null city's own objects its explanations hold, from
+    :func:`image_sums`.
+
+    Returns:
+        Per city: ``r_p_own`` (Σ M / Σ N over its own objects: the share of their pixels
+        inside the explanations), ``own_share`` (their share of the explanations'
+        pixels) and ``area`` (the explanations' share of the images).
+    """
+    out = {}
+    for city, mine in OWN.items():
+        sel = sums["city"] == city
+        m, n = sums["m"][sel], sums["n"][sel]
+        own = sorted(mine)
+        out[city] = {
+            "r_p_own": float(m[:, own].sum() / max(n[:, own].sum(), 1)),
+            "own_share": float(m[:, own].sum() / max(m.sum(), 1)),
+            "area": float(m.sum() / max(n.sum(), 1)),
+        }
+    return out
+
+
 def _causal_line(a: Answer) -> str:
     v = verdict(a.causal)
     parts = [f"{a.name}: test accuracy {a.acc:.3f}"]
@@ -439,6 +477,20 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 flush=True,
             )
+        print("# Own objects inside the explanations, per method and layer (test split)")
+        for a in answers:
+            for layer in list(a.model.layers)[-2:]:
+                for method in GRADIENT_METHODS:
+                    cov = own_object_coverage(image_sums(a.model, data, method, layer))
+                    print(
+                        f"{a.name} {layer} {method}: "
+                        + "; ".join(
+                            f"{c} R_p(own) {v['r_p_own']:.2f}, own share {v['own_share']:.2f},"
+                            f" area {v['area']:.2f}"
+                            for c, v in cov.items()
+                        ),
+                        flush=True,
+                    )
         rp = rp_verdict(answers, boot)
         print(f"# R_p at θ = {THETA}, averaged over {len(answers)} models (95 % intervals)")
         for city, c in rp["cities"].items():

@@ -31,9 +31,11 @@ from known_answer import (  # noqa: E402
     corpus,
     image_sums,
     known_answer,
+    own_object_coverage,
     population,
     resamples,
     rp_verdict,
+    train,
     verdict,
 )
 
@@ -85,3 +87,18 @@ def _r_p_intervals_are_calibrated_and_a_wrong_top_is_not_settled(answer, fresh, 
     wrong = tops[tops.city.isin(list(OWN)) & ~tops.own]
     # a city whose top object by R_p is a shared one is not named with confidence
     assert not wrong.settled.any(), wrong
+
+
+@pytest.mark.slow
+def test_resnet18s_finer_layer_puts_more_of_a_citys_own_objects_in_its_explanations(data):
+    """Issue 23's known answer: ResNet18's layer3 (6×6 at 96 px) against the paper's
+    layer4 (3×3). The share of the explanation that is the city's own objects rises; the
+    share of the objects covered (R_p of the own objects) does not — the finer map is
+    also smaller — and is not claimed."""
+    torch.set_num_threads(2)
+    model = train(data, "resnet18", 0)
+    last = own_object_coverage(image_sums(model, data, "gradcam", "layer4"))
+    finer = own_object_coverage(image_sums(model, data, "gradcam", "layer3"))
+    for city in OWN:
+        assert finer[city]["own_share"] > last[city]["own_share"] + 0.05, (city, finer, last)
+        assert finer[city]["area"] < last[city]["area"], (city, finer, last)

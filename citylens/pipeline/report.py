@@ -77,6 +77,20 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
     )
 
 
+def _layers_explained(store: Store) -> tuple[str, ...]:
+    """``"resnet18 layer4 (3×3)"`` per architecture, from explain's record and the models."""
+    import json
+
+    rec = store.record("explain") or {}
+    seen = {}
+    for name in rec.get("models", []):
+        meta = json.loads(store.read_bytes(f"models/{name}/meta.json"))
+        layer = (rec.get("layers") or {}).get(name, meta["target_layer"])
+        size = (meta.get("layers") or {}).get(layer, meta["cam_size"])
+        seen[meta["arch"]] = f"{meta['arch']} {layer} ({size[0]}×{size[1]})"
+    return tuple(seen.values())
+
+
 def run_report(ctx: Context) -> StageResult:
     """Draw the study's report from its analysis tables (see the module docstring)."""
     cfg, store = ctx.cfg, ctx.store
@@ -91,6 +105,8 @@ def run_report(ctx: Context) -> StageResult:
         mosaic=cfg.analysis.mosaic,
         seed=cfg.analysis.seed,
         fill=cfg.ablate.fill,
+        method=(store.record("explain") or {}).get("method", "gradcam"),
+        layers=_layers_explained(store),
     )
     key_settings = {
         "name": cfg.name,

@@ -30,8 +30,8 @@ def fmt_interval(low: float, high: float, digits: int = 2) -> str:
     return f" [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+def _p(p: float, name: str = "p") -> str:
+    return f"{name} < 0.001" if p < 0.001 else f"{name} = {p:.3f}"
 
 
 def ar_claim(kinds: pd.DataFrame | None, ci: float = 0.95) -> str | None:
@@ -102,7 +102,7 @@ def distinctive_lines(distinctive: pd.DataFrame | None, theta: float) -> list[st
             parts = [
                 f"{r.name} (R_p {r.r_p:.2f}, {r.diff:+.2f}{fmt_interval(r.ci_low, r.ci_high)} "
                 f"over {r.against if isinstance(r.against, str) else 'coverage'}, "
-                f"q = {r.q_value:.3f})"
+                f"{_p(r.q_value, 'q')})"
                 for r in ok.itertuples()
             ]
             lines.append(f"{city}: " + "; ".join(parts) + ".")

@@ -127,6 +127,8 @@ class ReportSettings:
     mosaic: int  # explanations in the t-SNE mosaic
     seed: int  # sampling seed
     fill: str = "inpaint"  # how ablate filled removed objects (its pictures redo it)
+    method: str = "gradcam"  # the CAM method explain used
+    layers: tuple[str, ...] = ()  # "arch layer (h×w)" each architecture was explained at
 
     @property
     def theta(self) -> float:
@@ -206,8 +208,9 @@ def _summary(out: _Output, t: ReportTables, s: ReportSettings, colors: dict) -> 
         f"{counts['splits']['val']} val, {counts['splits']['test']} test).",
         f"Models: {len(acc) if acc is not None else 0} "
         f"({', '.join(s.archs)} × seeds {list(s.seeds)}), "
-        f"input {s.input_size} px; explanations at θ = {list(s.thetas)}; "
-        f"segmenter <code>{html.escape(s.segmenter)}</code>.",
+        f"input {s.input_size} px; explanations: <code>{html.escape(s.method)}</code>"
+        + (f" at {html.escape(', '.join(s.layers))}" if s.layers else "")
+        + f", θ = {list(s.thetas)}; segmenter <code>{html.escape(s.segmenter)}</code>.",
         (
             f"Test accuracy (chance {1 / max(len(t.cities), 1):.2f}): "
             + ", ".join(

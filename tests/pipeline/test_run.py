@@ -117,6 +117,8 @@ def test_every_stage_ran_and_wrote_its_outputs(study):
     assert sorted(curves.model.unique()) == sorted(store.record("train")["models"])
     report = store.read_bytes("report.html").decode()
     assert "t-SNE" in report and "Model disagreement" in report
+    # the summary says which method explained each architecture, at which layer
+    assert "<code>gradcam</code> at resnet18 layer4 (3×3), simple conv4 (2×2)" in report
 
 
 _CHECK = """<script>

@@ -58,7 +58,7 @@ def test_only_objects_that_pass_are_named_distinctive():
     assert passing(d, 0.6) == {"x": ["sign"]}
     lines = distinctive_lines(d, 0.6)
     assert lines[0].startswith("3 selected (city, object) pairs tested") and "1 pass" in lines[0]
-    assert "sign (R_p 0.80, +0.60 [0.50, 0.70] over y, q = 0.000)" in lines[1]
+    assert "sign (R_p 0.80, +0.60 [0.50, 0.70] over y, q < 0.001)" in lines[1]
     assert "road" not in lines[1]
     assert lines[2] == "y: no object passes; none is named as distinctive."
     assert passing(None, 0.6) == {} and distinctive_lines(d, 0.8) == [
