@@ -41,6 +41,7 @@ __all__ = [
     "row_weights",
     "safe_ratio",
     "two_sided_p",
+    "weighted_place_sums",
 ]
 
 
@@ -101,6 +102,14 @@ class Resamples:
         Raises:
             ValueError: naming an image that is not one of the resampled images.
         """
+        return row_weights(self.weights, self.place_of(image_ids))
+
+    def place_of(self, image_ids) -> np.ndarray:
+        """``(m,)`` int64 place index of each image (as :meth:`rows` looks them up).
+
+        Raises:
+            ValueError: naming an image that is not one of the resampled images.
+        """
         ids = (
             image_ids
             if isinstance(image_ids, (pa.Array, pa.ChunkedArray))
@@ -110,7 +119,20 @@ class Resamples:
         if pos.null_count:
             missing = ids.filter(pc.is_null(pos))[0].as_py()
             raise ValueError(f"image {missing} is not in the resampled test split")
-        return row_weights(self.weights, self.place_of_image[pos.to_numpy()])
+        return self.place_of_image[pos.to_numpy()]
+
+    def weighted(self, place: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``Σ_w values`` under every resample: rows summed per place, then weighted.
+
+        Args:
+            place: ``(m,)`` place index of each row (:meth:`place_of`).
+            values: ``(m,)`` or ``(m, C)`` per-row values.
+
+        Returns:
+            ``(B,)`` or ``(B, C)`` float64; equals ``rows(ids) @ values`` with one
+            multiply per place instead of per row.
+        """
+        return weighted_place_sums(self.weights, place, values)
 
 
 def place_index(cities, places) -> PlaceIndex:
@@ -170,6 +192,29 @@ def place_weights(index: PlaceIndex, n_boot: int, seed: int = 0) -> np.ndarray:
             raise ValueError(f"city {city!r}: a place drawn over 255 times in one resample")
         w[:, members] = draws
     return w
+
+
+def weighted_place_sums(weights: np.ndarray, of_row: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``row_weights(weights, of_row) @ values``, summing rows per place first.
+
+    Args:
+        weights: ``(B, P)`` place weights.
+        of_row: ``(n,)`` place index of each row.
+        values: ``(n,)`` or ``(n, C)`` per-row values.
+
+    Returns:
+        ``(B,)`` or ``(B, C)`` float64.
+    """
+    v = np.asarray(values, np.float64)
+    if not len(v):
+        return np.zeros((weights.shape[0], *v.shape[1:]))
+    flat = v.reshape(len(v), -1)
+    places, inv = np.unique(np.asarray(of_row, np.int64), return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    starts = np.searchsorted(inv[order], np.arange(len(places)))
+    per_place = np.add.reduceat(flat[order], starts, axis=0)
+    out = np.asarray(weights)[:, places].astype(np.float64) @ per_place
+    return out.reshape(weights.shape[0], *v.shape[1:])
 
 
 def row_weights(weights: np.ndarray, of_row: np.ndarray) -> np.ndarray:

@@ -104,9 +104,9 @@ def ar_of_table(
     models = sorted(set(t["model"].to_pylist()))
     per = {m: masks_of_model(t, m) for m in models}
     parts, sums = [], {}
-    if resamples is not None and models:  # weights of the shard's images, once for all pairs
+    if resamples is not None and models:  # places of the shard's images, once for all pairs
         shard_ids = np.unique(np.concatenate([per[m][0] for m in models]).astype(str))
-        shard_w = resamples.rows(shard_ids.tolist())
+        shard_place = resamples.place_of(shard_ids.tolist())
     for a, b in itertools.combinations(models, 2):
         ids_a, cities_a, masks_a = per[a]
         ids_b, _, masks_b = per[b]
@@ -128,8 +128,11 @@ def ar_of_table(
         )
         sums[(a, b)] = [float(ars.sum()), float((ars * ars).sum()), len(ars)]
         if resamples is not None:
-            w = shard_w[:, np.searchsorted(shard_ids, common.astype(str))]
-            sums[(a, b)] += [w @ ars, w.sum(1)]
+            place = shard_place[np.searchsorted(shard_ids, common.astype(str))]
+            sums[(a, b)] += [
+                resamples.weighted(place, ars),
+                resamples.weighted(place, np.ones(len(ars))),
+            ]
     table = pa.concat_tables(parts) if parts else AR_IMAGES.empty_table()
     return table, sums
 
@@ -151,13 +154,16 @@ def accuracy_sums(
     truth = np.asarray([label[c] for c in t["city"].to_pylist()], np.int64)
     correct = (t["pred"].to_numpy().astype(np.int64) == truth).astype(np.float64)
     model = np.asarray(t["model"].to_pylist(), dtype=object)
-    w = resamples.rows(t["image_id"]) if resamples is not None and t.num_rows else None
+    place = resamples.place_of(t["image_id"]) if resamples is not None and t.num_rows else None
     out = {}
     for name in sorted(set(model.tolist())):
         sel = model == name
         out[name] = [int(correct[sel].sum()), int(sel.sum())]
-        if w is not None:
-            out[name] += [w[:, sel] @ correct[sel], w[:, sel].sum(1)]
+        if place is not None:
+            out[name] += [
+                resamples.weighted(place[sel], correct[sel]),
+                resamples.weighted(place[sel], np.ones(int(sel.sum()))),
+            ]
     return out
 
 
@@ -207,11 +213,15 @@ def sums_of_table(t: pa.Table, resamples: Resamples | None = None) -> tuple[dict
         for g, (mi, ci, ti) in enumerate(uniq)
     }
     if resamples is not None:
-        w = resamples.rows(t["image_id"])[:, order]
+        place = resamples.place_of(t["image_id"])
         ends = np.append(starts[1:], len(order))
         for g, key in enumerate(sums):
-            rows, wg = order[starts[g] : ends[g]], w[:, starts[g] : ends[g]]
-            sums[key] += [wg @ m[rows], wg @ n[rows], wg.sum(1)]
+            rows = order[starts[g] : ends[g]]
+            sums[key] += [
+                resamples.weighted(place[rows], m[rows]),
+                resamples.weighted(place[rows], n[rows]),
+                resamples.weighted(place[rows], np.ones(len(rows))),
+            ]
     inside = m.copy()
     inside[:, 0] = -1  # 'other' is never an image's top object
     top = np.where(m[:, 1:].sum(1) > 0, inside.argmax(1), 0)

@@ -135,3 +135,18 @@ def test_expanded_intervals_and_p_values_follow_students_t_for_few_places():
     sure = rng.normal(0.3, 0.03, 2000)  # every resample above 0
     assert two_sided_p(sure, 12, 0.3) < 1e-6 < 2 / 2001 == two_sided_p(sure)  # finer than 1/B
     assert np.isnan(two_sided_p(samples[:, 0], 1, 0.3))
+
+
+def test_weighted_place_sums_equal_row_weights_times_values():
+    from citylens.analysis.bootstrap import row_weights, weighted_place_sums
+
+    rng = np.random.default_rng(5)
+    weights = rng.integers(0, 4, size=(7, 5)).astype(np.uint8)
+    of_row = rng.integers(0, 5, size=23)
+    values = rng.integers(0, 100, size=(23, 3))
+    want = row_weights(weights, of_row) @ values
+    np.testing.assert_array_equal(weighted_place_sums(weights, of_row, values), want)
+    np.testing.assert_allclose(
+        weighted_place_sums(weights, of_row, values[:, 0] * 0.1), want[:, 0] * 0.1, rtol=1e-12
+    )
+    assert weighted_place_sums(weights, of_row[:0], values[:0]).shape == (7, 3)
