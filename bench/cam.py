@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PeakMemory, emit, machine, print_table, row, time_interleaved  # noqa: E402
+from cam_methods import pytorch_grad_cam_maps  # noqa: E402
 
 from citylens.allocator import keep_freed_memory  # noqa: E402
 from citylens.cam import grad_cam  # noqa: E402
@@ -30,16 +31,8 @@ from citylens.models import ARCHITECTURES, build_model  # noqa: E402
 
 
 def _pytorch_grad_cam(model, x, targets, native: bool = False) -> np.ndarray:
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    class NativeGradCAM(GradCAM):  # maps at the target layer's own resolution
-        def get_target_width_height(self, input_tensor):
-            return None
-
-    cls = NativeGradCAM if native else GradCAM
-    with cls(model=model, target_layers=[model.features]) as cam:
-        return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    """pytorch-grad-cam's Grad-CAM at the paper's layer (bench/cam_methods.py's helper)."""
+    return pytorch_grad_cam_maps(model, x, targets, "gradcam", model.target_layer, native)
 
 
 def bench_arch(arch: str, size: int, batch: int, repeats: int, device: str) -> dict:
