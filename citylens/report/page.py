@@ -245,6 +245,12 @@ def _findings(out: _Output, t: ReportTables, s: ReportSettings) -> None:
         )
         if x
     ]
+    if lines and not _present(t.distinctive) and not _present(t.objects):
+        lines.append(  # say why there are no object claims, rather than be silent
+            "No object findings: no test image has a class map (segmenter "
+            f"'{s.segmenter}'; see the segment stage's errors table), so R_p and its tests "
+            "are not computed."
+        )
     if not lines:
         return
     out.page.h2("Findings", "findings")

@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = ["training_curves"]
 
@@ -33,7 +34,7 @@ def training_curves(training: pd.DataFrame) -> Figure:
     fig, axes = plt.subplots(
         2,
         len(archs),
-        figsize=(3.2 * len(archs) + 0.6, 5.4),
+        figsize=(max(6.0, 3.2 * len(archs) + 0.6), 5.4),
         layout="constrained",
         squeeze=False,
         sharex="col",
@@ -53,6 +54,7 @@ def training_curves(training: pd.DataFrame) -> Figure:
         acc_ax.set_ylabel("accuracy" if j == 0 else "")
         acc_ax.set_xlabel("epoch")
         acc_ax.set_ylim(0, 1.02)
+        acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         for ax in (loss_ax, acc_ax):
             ax.grid(alpha=0.3)
     axes[1, 0].legend(fontsize=7, loc="lower right")
