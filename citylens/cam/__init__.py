@@ -9,11 +9,16 @@ from citylens.cam.gradcam import (
     CamResult,
     eval_mode,
     grad_cam,
-    mask_difference,
     normalize_masks,
     pooled_weight,
 )
-from citylens.cam.methods import GRADIENT_METHODS, METHODS, cam_map, explain_batch
+from citylens.cam.methods import (
+    GRADIENT_METHODS,
+    METHODS,
+    cam_map,
+    explain_batch,
+    mask_difference,
+)
 
 __all__ = [
     "GRADIENT_METHODS",

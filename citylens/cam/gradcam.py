@@ -40,7 +40,7 @@ from torch import nn
 if TYPE_CHECKING:  # importing the registry pulls in torchvision (~2 s per process)
     from citylens.models.base import CityNet
 
-__all__ = ["PRECISIONS", "CamResult", "eval_mode", "grad_cam", "mask_difference", "normalize_masks"]
+__all__ = ["PRECISIONS", "CamResult", "eval_mode", "grad_cam", "normalize_masks"]
 
 # Autocast dtype of the trunk per precision name (None: plain fp32).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -122,7 +122,8 @@ def grad_cam(
         precision: ``fp32``, or ``bf16`` / ``fp16``: the trunk (nearly all the work) runs
             under autocast in that dtype; its activations are cast back to fp32, so the
             head, the gradient and the map are computed in fp32. Check the maps against
-            fp32 with :func:`mask_difference` before trusting a reduced precision.
+            fp32 with :func:`citylens.cam.methods.mask_difference` before trusting a
+            reduced precision.
 
     Returns:
         A :class:`CamResult` with tensors on the model's device (fp32 maps).
@@ -266,24 +267,3 @@ def _pooled_head_gradient(
     h, w = acts.shape[2:]
     alpha = (g @ pooled_weight(linear, acts.shape[1])) / (h * w)
     return logits.detach(), target, alpha
-
-
-def mask_difference(
-    model: CityNet, images: torch.Tensor, targets: torch.Tensor | None, precision: str
-) -> float:
-    """Mean absolute difference between ``precision``'s mask_norm and fp32's.
-
-    Args:
-        model: The model.
-        images: ``(B, 3, S, S)`` normalised images on the model's device.
-        targets: ``(B,)`` target classes, or None for the predictions.
-        precision: ``fp32``, ``bf16`` or ``fp16``.
-
-    Returns:
-        mean over images and locations of ``|mask_precision − mask_fp32|`` (0 for fp32).
-    """
-    if precision == "fp32":
-        return 0.0
-    ref = grad_cam(model, images, targets).mask
-    low = grad_cam(model, images, targets, precision).mask
-    return float((low - ref).abs().mean())

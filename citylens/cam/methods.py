@@ -42,7 +42,7 @@ from citylens.cam.gradcam import PRECISIONS, CamResult, eval_mode, grad_cam, nor
 if TYPE_CHECKING:
     from citylens.models.base import CityNet
 
-__all__ = ["GRADIENT_METHODS", "METHODS", "cam_map", "explain_batch"]
+__all__ = ["GRADIENT_METHODS", "METHODS", "cam_map", "explain_batch", "mask_difference"]
 
 GRADIENT_METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "xgradcam")
 METHODS = (*GRADIENT_METHODS, "scorecam")
@@ -169,3 +169,33 @@ def explain_batch(
             pred=logits.argmax(dim=1),
             probs=torch.softmax(logits.float(), dim=1),
         )
+
+
+def mask_difference(
+    model: CityNet,
+    images: torch.Tensor,
+    targets: torch.Tensor | None,
+    precision: str,
+    method: str = "gradcam",
+    layer: str | None = None,
+) -> float:
+    """Mean absolute difference between ``precision``'s mask_norm and fp32's.
+
+    The check is of the explanations a study makes: the same method at the same layer.
+
+    Args:
+        model: The model.
+        images: ``(B, 3, S, S)`` normalised images on the model's device.
+        targets: ``(B,)`` target classes, or None for the predictions.
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        method: One of :data:`METHODS`.
+        layer: One of ``model.layers``; None: the paper's.
+
+    Returns:
+        mean over images and locations of ``|mask_precision − mask_fp32|`` (0 for fp32).
+    """
+    if precision == "fp32":
+        return 0.0
+    ref = explain_batch(model, images, targets, method, layer).mask
+    low = explain_batch(model, images, targets, method, layer, precision).mask
+    return float((low - ref).abs().mean())

@@ -146,7 +146,8 @@ class CamWorker:
         """Explain the first batch in fp32 too; keep reduced precision where masks agree."""
         for name, model in self.models.items():
             targets = None if self.target == "pred" else torch.as_tensor(labels)
-            diff = mask_difference(model, _inputs(model, images), targets, self.precision[name])
+            x, layer = _inputs(model, images), self.layers.get(name)
+            diff = mask_difference(model, x, targets, self.precision[name], self.method, layer)
             if diff >= self.tolerance:
                 print(
                     f"explain: {name}: {self.precision[name]} masks differ from fp32 by "

@@ -135,3 +135,23 @@ def test_every_architecture_names_two_layers_the_earlier_twice_as_fine_or_finer(
         x = torch.randn(1, 3, 224, 224)
         with torch.no_grad():
             torch.testing.assert_close(rest(trunk(x)), model(x))
+
+
+@pytest.mark.parametrize(("method", "layer"), [("gradcam++", "layer3"), ("hirescam", "layer4")])
+def test_precision_check_compares_the_studys_own_method_and_layer(method, layer):
+    """explain.precision's first-batch check judges the explanations the study makes."""
+    from citylens.cam import mask_difference
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=3, input_size=64).eval()
+    x = torch.randn(4, 3, 64, 64)
+    targets = torch.tensor([0, 1, 2, 1])
+    ref = explain_batch(model, x, targets, method, layer).mask
+    low = explain_batch(model, x, targets, method, layer, "bf16").mask
+    assert ref.shape == low.shape == (4, *model.map_sizes()[layer])
+    expected = float((low - ref).abs().mean())
+    assert expected > 0  # bf16 really changed this method's masks
+    assert mask_difference(model, x, targets, "bf16", method, layer) == pytest.approx(expected)
+    paper = mask_difference(model, x, targets, "bf16")  # Grad-CAM at the paper's layer
+    assert paper != pytest.approx(expected)
+    assert mask_difference(model, x, targets, "fp32", method, layer) == 0.0
