@@ -347,7 +347,8 @@ def ablation_rows(
         targets: ``(B,)`` target classes.
         removal: :func:`ablate_objects` of the batch.
         curves: order -> :func:`deletion_curves` of the batch in that order (an order
-            left out adds no rows).
+            left out adds no rows): :data:`ORDERS` and, for the explanations
+            ``explain.methods`` adds, their labels (written after, in ``curves``' order).
         steps: The curves' steps.
         how: The fill.
         size: The models' input side (``step`` of an object row is its share of it).
@@ -401,7 +402,7 @@ def ablation_rows(
                 removal["prob_control"][r],
                 removal["logit_control"][r],
             )
-        for order in (o for o in ORDERS if o in curves):
+        for order in [*(o for o in ORDERS if o in curves), *(o for o in curves if o not in ORDERS)]:
             c = curves[order]
             for kind in ("deletion", "insertion"):
                 for i, f in enumerate(steps):

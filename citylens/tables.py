@@ -27,6 +27,12 @@ __all__ = [
     "EXPLANATIONS",
     "FAITHFULNESS",
     "MANIFEST",
+    "METHOD_EXPLANATIONS",
+    "METHOD_FAITHFULNESS",
+    "METHOD_OBJECTS",
+    "METHOD_OVERLAPS",
+    "METHOD_PAIRS",
+    "METHOD_RANKINGS",
     "OBJECTS",
     "OBJECT_MEANS",
     "OVERLAPS",
@@ -38,6 +44,7 @@ __all__ = [
     "TOP_SETTLED",
     "error_row",
     "errors_table",
+    "method_label",
     "model_name",
 ]
 
@@ -75,6 +82,26 @@ EXPLANATIONS = pa.schema(
     ]
 )
 
+# Explanations that ``explain.methods`` adds beside the study's own (the explain stage's
+# ``methods/`` shards, one per data shard, named as it): one row per image, model and
+# (method, layer). ``order`` names the explanation in the ablations table's curves.
+METHOD_EXPLANATIONS = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("city", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("arch", pa.string(), nullable=False),
+        pa.field("seed", pa.int32(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("layer", pa.string(), nullable=False),
+        pa.field("target", pa.int16(), nullable=False),
+        pa.field("cam_h", pa.int16(), nullable=False),
+        pa.field("cam_w", pa.int16(), nullable=False),
+        pa.field("mask", pa.list_(pa.float32()), nullable=False),  # mask_norm, row-major
+        pa.field("empty", pa.bool_(), nullable=False),
+    ]
+)
+
 SEGMENTS = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
@@ -92,6 +119,21 @@ OVERLAPS = pa.schema(
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("city", pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
+        pa.field("theta", pa.float32(), nullable=False),
+        pa.field("mask_pixels", pa.int64(), nullable=False),
+        pa.field("class_pixels_in_mask", pa.list_(pa.int64()), nullable=False),
+        pa.field("class_pixels", pa.list_(pa.int64()), nullable=False),
+    ]
+)
+
+# The overlaps of the explanations ``explain.methods`` adds (overlap's ``methods/``).
+METHOD_OVERLAPS = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("city", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("layer", pa.string(), nullable=False),
         pa.field("theta", pa.float32(), nullable=False),
         pa.field("mask_pixels", pa.int64(), nullable=False),
         pa.field("class_pixels_in_mask", pa.list_(pa.int64()), nullable=False),
@@ -356,6 +398,79 @@ CURVES = pa.schema(
     ]
 )
 
+# Methods compared (``explain.methods``). Per model and pair of its explanations
+# (method at layer): their mean AR over the test images, with a place-bootstrap interval.
+METHOD_PAIRS = pa.schema(
+    [
+        ("model", pa.string()),
+        ("arch", pa.string()),
+        ("method_a", pa.string()),
+        ("layer_a", pa.string()),
+        ("method_b", pa.string()),
+        ("layer_b", pa.string()),
+        ("mean_ar", pa.float64()),
+        ("std_ar", pa.float64()),
+        ("images", pa.int64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("n_places", pa.int64()),
+    ]
+)
+
+# R_p per (model, method, layer, city, θ, object): OBJECTS with the explanation named.
+METHOD_OBJECTS = pa.schema(
+    [
+        *(OBJECTS.field(i) for i in range(3)),
+        ("method", pa.string()),
+        ("layer", pa.string()),
+        *(OBJECTS.field(i) for i in range(3, len(OBJECTS))),
+    ]
+)
+
+# Per (architecture, method, layer): the deletion / insertion gains over all of its
+# models' test images (explanation against random order; > 0 is faithful), each with a
+# place-bootstrap interval, and the paired difference to the architecture's most
+# faithful explanation by deletion gain (``best``; ``separated``: that difference's
+# interval excludes 0, so the ranking of the two is settled on this data).
+METHOD_FAITHFULNESS = pa.schema(
+    [
+        ("arch", pa.string()),
+        ("method", pa.string()),
+        ("layer", pa.string()),
+        ("own", pa.bool_()),  # the study's own explanation (explain.method at its layer)
+        ("models", pa.int64()),
+        ("images", pa.int64()),
+        ("places", pa.int64()),
+        ("deletion_gain", pa.float64()),
+        ("deletion_gain_low", pa.float64()),
+        ("deletion_gain_high", pa.float64()),
+        ("insertion_gain", pa.float64()),
+        ("insertion_gain_low", pa.float64()),
+        ("insertion_gain_high", pa.float64()),
+        ("best", pa.bool_()),
+        ("behind_best", pa.float64()),  # best's deletion gain − this one's (paired)
+        ("behind_best_low", pa.float64()),
+        ("behind_best_high", pa.float64()),
+        ("separated", pa.bool_()),
+    ]
+)
+
+# Per (model, method, layer, city): how well R_p's ranking of the city's objects agrees
+# with the causal check's ranking by effect (Spearman's ρ over the objects both rank).
+METHOD_RANKINGS = pa.schema(
+    [
+        ("model", pa.string()),
+        ("arch", pa.string()),
+        ("method", pa.string()),
+        ("layer", pa.string()),
+        ("city", pa.string()),
+        ("theta", pa.float64()),
+        ("objects", pa.int64()),
+        ("spearman", pa.float64()),  # NaN with fewer than 3 objects or a constant ranking
+        ("top_agrees", pa.bool_()),  # R_p's top object has the largest effect (null: < 2)
+    ]
+)
+
 # Per model: accuracy on val and test (training) and on the explained images.
 ACCURACY = pa.schema(
     [
@@ -431,6 +546,15 @@ TOPS = pa.schema(
         ("top_class", pa.int32()),
     ]
 )
+
+
+def method_label(method: str, layer: str) -> str:
+    """An explanation's name among a model's, ``<method>@<layer>`` (``gradcam++@layer3``).
+
+    The ablations table's ``order`` for its curves; built here only and never parsed
+    back: the explain stage's record lists each model's (method, layer) pairs.
+    """
+    return f"{method}@{layer}"
 
 
 def model_name(arch: str, seed: int) -> str:

@@ -33,6 +33,7 @@ from citylens.tables import CAUSAL, CAUSAL_EXAMPLES, CURVES, FAITHFULNESS
 __all__ = [
     "causal_examples",
     "causal_table",
+    "curve_areas",
     "curve_table",
     "faithfulness_table",
     "object_effects",
@@ -220,16 +221,16 @@ def _nan_low(x: float) -> float:
     return -np.inf if np.isnan(x) else x
 
 
-def _curves(ablations: pa.Table, n_steps: int) -> dict[str, np.ndarray]:
+def _curves(ablations: pa.Table, n_steps: int, explanation: str = "mask") -> dict[str, np.ndarray]:
     """Per (image, model): ``image_id, model, city`` and each curve as ``(n, n_steps)``.
 
-    Curves ``deletion``, ``insertion`` (in the explanation's order) and
-    ``deletion_random``, ``insertion_random``.
+    Curves ``deletion``, ``insertion`` (in the order of ``explanation``: ``mask``, the
+    study's own, or an added one's label) and ``deletion_random``, ``insertion_random``.
     """
     keys = ["model", "image_id"]
     out: dict[str, np.ndarray] = {}
     for kind in ("deletion", "insertion"):
-        for order, suffix in (("mask", ""), ("random", "_random")):
+        for order, suffix in ((explanation, ""), ("random", "_random")):
             t = ablations.filter(
                 pc.and_(pc.equal(ablations["kind"], kind), pc.equal(ablations["order"], order))
             ).select([*keys, "city", "step", "prob_after"])
@@ -245,6 +246,28 @@ def _curves(ablations: pa.Table, n_steps: int) -> dict[str, np.ndarray]:
                     raise ValueError(f"the {kind} curves ({order}) cover other images")
                 out[k] = ids
     return out
+
+
+_KEYS = ("image_id", "model", "city")
+
+
+def curve_areas(
+    ablations: pa.Table, steps: tuple[float, ...], explanation: str = "mask"
+) -> dict[str, np.ndarray]:
+    """Per (image, model), sorted by model and image: the areas under its curves.
+
+    Args:
+        ablations: Rows of :data:`~citylens.tables.ABLATIONS`.
+        steps: The curves' fractions of the image removed.
+        explanation: The ``order`` of the explanation's curves: ``mask`` (the study's
+            own) or an added explanation's :func:`~citylens.tables.method_label`.
+
+    Returns:
+        ``image_id, model, city`` (object arrays) and float64 ``deletion, insertion``
+        (in the explanation's order), ``deletion_random, insertion_random``.
+    """
+    curves = _curves(ablations, len(steps), explanation)
+    return {k: v if k in _KEYS else curve_area(steps, v) for k, v in curves.items()}
 
 
 def faithfulness_table(
@@ -273,17 +296,14 @@ def faithfulness_table(
     Returns:
         A table with schema :data:`~citylens.tables.FAITHFULNESS`.
     """
-    curves = _curves(ablations, len(steps))
-    areas = {
-        k: curve_area(steps, v) for k, v in curves.items() if k not in ("image_id", "model", "city")
-    }
-    model, city, ids = curves["model"], curves["city"], curves["image_id"].tolist()
+    areas = curve_areas(ablations, steps)
+    model, city, ids = areas["model"], areas["city"], areas["image_id"].tolist()
     rows = []
     for c in sorted(set(city.tolist())):
         for m in sorted(set(model[city == c].tolist())):
             sel = np.flatnonzero((city == c) & (model == m))
             idx = place_index([c] * len(sel), [place_of[ids[i]] for i in sel])
-            a = {k: v[sel] for k, v in areas.items()}
+            a = {k: v[sel] for k, v in areas.items() if k not in _KEYS}
             gains = np.stack(
                 [a["deletion_random"] - a["deletion"], a["insertion"] - a["insertion_random"]], 1
             )

@@ -156,6 +156,14 @@ class ExplainConfig:
             whose masks differ from fp32's by ``mask_tolerance`` or more (mean absolute
             difference) stays in fp32 for the whole run.
         mask_tolerance: See ``precision``.
+        methods: More explanations to compare with the study's own (``method`` at
+            ``layer``), each ``"<method>"`` (at ``layer``) or ``"<method>@last"`` /
+            ``"<method>@previous"``, e.g. ``["gradcam++", "gradcam@previous"]``. Each is
+            made for every model (in fp32), counted against the class maps and, with the
+            causal check, traced along deletion / insertion curves: the analysis compares
+            them (AR between methods, R_p per method, faithfulness) and the report names
+            the most faithful per architecture. The study's own explanation stays the one
+            every other table is made from.
         decode_on: ``cpu``: Ray Data tasks decode every image. ``gpu``: the tasks read
             files and check headers, and plain baseline JPEGs (no EXIF rotation) are
             decoded in the model actors in one batched nvJPEG call per batch and resized
@@ -173,6 +181,7 @@ class ExplainConfig:
     precision: str = "fp32"
     mask_tolerance: float = 1e-2
     decode_on: str = "cpu"
+    methods: tuple[str, ...] = ()
 
     def layer_for(self, arch: str, layers: list[str] | tuple[str, ...]) -> str:
         """The named layer ``arch``'s models are explained at.
@@ -184,9 +193,34 @@ class ExplainConfig:
         """
         if arch in self.layer_per_arch:
             return self.layer_per_arch[arch]
-        if self.layer == "last" or len(layers) < 2:
-            return layers[-1]
-        return layers[-2]
+        return _relative_layer(self.layer, layers)
+
+    def compared_for(self, arch: str, layers: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+        """The explanations of ``arch``'s models that ``methods`` adds, in their order.
+
+        Args:
+            arch: The architecture.
+            layers: Its named layers in order (``CityNet.layers``).
+
+        Returns:
+            ``(method, named layer)`` pairs, without the study's own explanation and
+            without repeats (``previous`` of a one-layer architecture is its last).
+        """
+        own = (self.method, self.layer_for(arch, layers))
+        out: list[tuple[str, str]] = []
+        for entry in self.methods:
+            method, _, where = entry.partition("@")
+            layer = _relative_layer(where, layers) if where else self.layer_for(arch, layers)
+            if (method, layer) != own and (method, layer) not in out:
+                out.append((method, layer))
+        return out
+
+
+def _relative_layer(where: str, layers: list[str] | tuple[str, ...]) -> str:
+    """``last`` or ``previous`` of ``layers`` (an architecture with one has only ``last``)."""
+    if where == "last" or len(layers) < 2:
+        return layers[-1]
+    return layers[-2]
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,19 @@ def _check_explain(cfg: StudyConfig) -> None:
         f"must be 'last' or 'previous' (or name one per architecture in "
         f"explain.layer_per_arch), got {e.layer!r}",
     )
+    for i, entry in enumerate(e.methods):
+        method, at, where = entry.partition("@")
+        _require(
+            method in METHODS,
+            f"explain.methods[{i}]",
+            f"{entry!r}: the method must be one of {', '.join(METHODS)}",
+        )
+        _require(
+            not at or where in ("last", "previous"),
+            f"explain.methods[{i}]",
+            f"{entry!r}: write <method>, <method>@last or <method>@previous",
+        )
+    _unique(e.methods, "explain.methods")
     with torch.device("meta"):
         for arch, name in e.layer_per_arch.items():
             field_name = f"explain.layer_per_arch.{arch}"

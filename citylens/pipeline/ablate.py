@@ -10,8 +10,10 @@ model and removal: every object, its control, every curve step). Forward passes 
 batched; resumable like explain.
 
 Consumes the manifest's test rows, the models (``train``), the explanation shards
-(``explain``) and the class maps (``segment``). Writes ``ablate/<run>/data/*.parquet``
-and ``errors/`` (images without a class map or an explanation).
+(``explain``, with the explanations ``explain.methods`` adds: each gets its own
+deletion and insertion curves) and the class maps (``segment``). Writes
+``ablate/<run>/data/*.parquet`` and ``errors/`` (images without a class map or an
+explanation).
 """
 
 from __future__ import annotations
@@ -33,17 +35,20 @@ from citylens.pipeline import cluster
 from citylens.pipeline.committed import committed, read_manifest, read_vocabulary
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
-from citylens.pipeline.shards import run_sharded, summary, write_shard
+from citylens.pipeline.shards import companions, run_sharded, summary, write_shard
 from citylens.storage import Store
-from citylens.tables import ABLATIONS, error_row
+from citylens.tables import ABLATIONS, error_row, method_label
 
 __all__ = ["AblateWorker", "run_ablate", "shard_index"]
 
 
-def shard_index(store: Store, folder: str, columns=("image_id",)) -> dict[str, str]:
-    """Image id -> the shard of ``folder/data`` holding its rows (ids only are read)."""
+def shard_index(store: Store, folder: str, columns=("image_id",), files=None) -> dict[str, str]:
+    """Image id -> the shard of ``folder/data`` (or of ``files``) holding its rows.
+
+    Only the ids are read.
+    """
     where: dict[str, str] = {}
-    for rel in store.files(f"{folder}/data", ".parquet"):
+    for rel in store.files(f"{folder}/data", ".parquet") if files is None else files:
         for iid in store.read_table(rel, columns=list(columns))["image_id"].to_pylist():
             where[iid] = rel
     return where
@@ -61,6 +66,10 @@ class AblateWorker:
         settings: ``fill, min_pixels, max_objects, classes (indices or None), steps,
             seed``.
         threads: Torch CPU threads.
+        methods_of: image id -> explain's ``methods/`` shard holding the explanations
+            ``explain.methods`` added; each is traced along the curves too, its ``order``
+            its :func:`~citylens.tables.method_label`.
+        compared: model name -> its added ``(method, layer)`` explanations.
     """
 
     def __init__(
@@ -72,6 +81,8 @@ class AblateWorker:
         explain_of: dict[str, str],
         settings: dict,
         threads: int,
+        methods_of: dict[str, str] | None = None,
+        compared: dict[str, list] | None = None,
     ) -> None:
         from citylens.train import load_checkpoint
 
@@ -83,6 +94,8 @@ class AblateWorker:
             self.models[name] = model.to(memory_format=torch.channels_last)
         self.store, self.folder, self.s = store, folder, settings
         self.segment_of, self.explain_of = segment_of, explain_of
+        self.methods_of = methods_of or {}
+        self.compared = {n: [tuple(p) for p in v] for n, v in (compared or {}).items()}
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         x = normalize(images.to(self.device, non_blocking=True))
@@ -107,12 +120,17 @@ class AblateWorker:
             out[r["image_id"]] = lab[0, 0].long()
         return out
 
-    def _masks(self, ids: list[str], size: int) -> dict[tuple[str, str], torch.Tensor]:
+    def _masks(self, ids: list[str], size: int) -> dict[tuple, torch.Tensor]:
+        """(image, model) -> its mask; (image, model, label) -> an added explanation's."""
         cols = ["image_id", "model", "cam_h", "cam_w", "mask"]
         out = {}
         for r in self._rows(self.explain_of, ids, cols):
             m = np.asarray(r["mask"], np.float32).reshape(r["cam_h"], r["cam_w"])
             out[(r["image_id"], r["model"])] = upsample_masks(m, (size, size))
+        for r in self._rows(self.methods_of, ids, [*cols, "method", "layer"]):
+            m = np.asarray(r["mask"], np.float32).reshape(r["cam_h"], r["cam_w"])
+            label = method_label(r["method"], r["layer"])
+            out[(r["image_id"], r["model"], label)] = upsample_masks(m, (size, size))
         return out
 
     def __call__(self, batch: dict) -> dict:
@@ -132,7 +150,12 @@ class AblateWorker:
         ]
         keep = []
         for i in good:
-            missing = [m for m in self.models if (ids[i], m) not in masks]
+            missing = [m for m in self.models if (ids[i], m) not in masks] + [
+                f"{m} {method_label(*p)}"
+                for m, pairs in self.compared.items()
+                for p in pairs
+                if (ids[i], m, method_label(*p)) not in masks
+            ]
             if ids[i] not in labels:
                 errors.append(
                     error_row(
@@ -180,6 +203,10 @@ class AblateWorker:
                 "mask": deletion_curves(*args),
                 "random": deletion_curves(*args, True, seeds),
             }
+            for pair in self.compared.get(name, []):  # explain.methods' explanations
+                label = method_label(*pair)
+                added = torch.stack([masks[(ids[i], name, label)] for i in keep]).to(dev)
+                curves[label] = deletion_curves(model, x, targets, added, *args[4:])
             rows = ablation_rows(
                 kept_ids,
                 cities,
@@ -251,7 +278,9 @@ def _ablate(ctx: Context, folder: str, test: pa.Table, models: dict, settings: d
     threads = 1 if n_gpu else max(1, cluster.total_cpus() // n_actors)
     bs = cfg.ablate.batch_size
     segment_of = shard_index(store, committed(store, "segment")["folder"])
-    explain_of = shard_index(store, committed(store, "explain")["folder"])
+    exp_rec = committed(store, "explain")
+    explain_of = shard_index(store, exp_rec["folder"])
+    methods_of = shard_index(store, "", files=companions(store, exp_rec["folder"]))
     ctx.progress(
         f"ablate: {test.num_rows} test images × {len(models)} models, up to "
         f"{cfg.ablate.max_objects} objects each, fill '{cfg.ablate.fill}', {n_actors} actor(s)"
@@ -277,6 +306,8 @@ def _ablate(ctx: Context, folder: str, test: pa.Table, models: dict, settings: d
             "explain_of": explain_of,
             "settings": settings,
             "threads": threads,
+            "methods_of": methods_of,
+            "compared": exp_rec.get("compared", {}),
         },
         compute=ray.data.ActorPoolStrategy(size=n_actors),
         batch_size=bs,

@@ -8,7 +8,8 @@ and ``segment``'s vocabulary. Writes ``analyze/<run>/``: ``ar_images/`` (AR_IMAG
 ``ar_pairs.parquet`` (AR_PAIRS), ``objects.parquet`` (OBJECTS), ``top_objects.parquet``
 (TOP_OBJECTS), ``embeddings.parquet`` (EMBEDDINGS), ``accuracy.parquet`` (ACCURACY),
 ``training.parquet`` (TRAINING: each model's curve from its ``meta.json``),
-``vocabulary.csv`` and, with annotations, ``agreement.parquet`` (AGREEMENT).
+``vocabulary.csv``, with annotations ``agreement.parquet`` (AGREEMENT) and, with
+``explain.methods``, the methods compared (:mod:`citylens.pipeline.compare_methods`).
 
 Reducers run as Ray tasks over shards and return small partial results (per-image AR
 rows, per-(model, city, θ) pixel sums), so no process ever holds the whole corpus;
@@ -47,6 +48,7 @@ from citylens.analysis.reduce import (
 )
 from citylens.pipeline.agree import study_agreement
 from citylens.pipeline.committed import committed, read_manifest, read_vocabulary
+from citylens.pipeline.compare_methods import study_explanations, write_methods
 from citylens.pipeline.context import Context, StageResult
 from citylens.storage import Store, digest, read_bytes
 from citylens.tables import ABLATIONS, EMBEDDINGS, model_name
@@ -183,8 +185,12 @@ def _claims(store: Store, folder: str, totals: dict, names, arch_of: dict, a, by
     )
 
 
-def _causal(ctx: Context, folder: str, names, arch_of: dict, seed_of: dict) -> None:
-    """The causal check's tables: what removing each object costs, and faithfulness."""
+def _causal(ctx: Context, folder: str, names, arch_of: dict, seed_of: dict) -> tuple:
+    """The causal check's tables: what removing each object costs, and faithfulness.
+
+    Returns:
+        ``(the ablations table, image id -> place, the causal table)``.
+    """
     store, a = ctx.store, ctx.cfg.analysis
     table = store.read_table(f"{committed(store, 'ablate')['folder']}/data", schema=ABLATIONS)
     manifest = read_manifest(store, ["image_id", "place"])
@@ -201,6 +207,21 @@ def _causal(ctx: Context, folder: str, names, arch_of: dict, seed_of: dict) -> N
     store.write_table(
         f"{folder}/faithfulness.parquet", faithfulness_table(table, steps, place_of, **boot)
     )
+    return table, place_of, causal
+
+
+def _agreement(ctx: Context, folder: str, annotations: str) -> int:
+    """The agreement curves with the study's annotations; returns the unmatched count."""
+    a = ctx.cfg.analysis
+    table, unmatched = study_agreement(
+        ctx.store, annotations, a.agreement_thresholds, a.annotations
+    )
+    ctx.store.write_table(f"{folder}/agreement.parquet", table)
+    ctx.progress(
+        f"analyze: agreement with {a.annotations}: {table.num_rows} curve points, "
+        f"{len(unmatched)} annotated image(s) not in the study"
+    )
+    return len(unmatched)
 
 
 def run_analyze(ctx: Context) -> StageResult:
@@ -267,7 +288,7 @@ def run_analyze(ctx: Context) -> StageResult:
     }
     store.write_table(f"{folder}/training.parquet", training_table(metas))
     store.write_text(f"{folder}/vocabulary.csv", voc.to_csv())
-    _causal(ctx, folder, voc.names, arch_of, seed_of)
+    causal = _causal(ctx, folder, voc.names, arch_of, seed_of)
     counts = {
         "inputs": int(exp_rec["counts"]["images"]),  # every explained image is reduced
         "images": int(exp_rec["counts"]["images"]),
@@ -275,15 +296,12 @@ def run_analyze(ctx: Context) -> StageResult:
         "models": len(models),
         "pairs": len(models) * (len(models) - 1) // 2,
     }
+    if explanations := study_explanations(store):
+        ctx.progress(f"analyze: {len(explanations)} explanations of {len(models)} models compared")
+        counts |= write_methods(
+            store, folder, explanations, totals, voc.names, cfg, resamples, causal
+        )
     if annotations is not None:
-        table, unmatched = study_agreement(
-            store, annotations, a.agreement_thresholds, a.annotations
-        )
-        store.write_table(f"{folder}/agreement.parquet", table)
-        counts["annotations_unmatched"] = len(unmatched)
-        ctx.progress(
-            f"analyze: agreement with {a.annotations}: {table.num_rows} curve points, "
-            f"{len(unmatched)} annotated image(s) not in the study"
-        )
+        counts["annotations_unmatched"] = _agreement(ctx, folder, annotations)
     rec = ctx.finish("analyze", key, folder, started, counts=counts)
     return StageResult("analyze", "ran", rec)

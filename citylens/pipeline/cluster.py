@@ -179,7 +179,9 @@ def start_retrying(start: Callable[[], None], attempts: int = 3) -> None:
                 raise
             log.warning(
                 "the local Ray did not start in Ray's 30 s (a busy machine?): "
-                "stopping it and trying again (%d of %d)", attempt + 1, attempts
+                "stopping it and trying again (%d of %d)",
+                attempt + 1,
+                attempts,
             )
             stop_pids(child_pids() - before)
             if ray.is_initialized():

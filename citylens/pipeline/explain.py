@@ -27,9 +27,9 @@ from citylens.pipeline import cluster
 from citylens.pipeline.committed import committed, read_manifest
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
-from citylens.pipeline.shards import run_sharded, summary, write_shard
+from citylens.pipeline.shards import run_sharded, shard_name, summary, write_shard
 from citylens.storage import Store
-from citylens.tables import EXPLANATIONS, error_row
+from citylens.tables import EXPLANATIONS, METHOD_EXPLANATIONS, error_row
 
 __all__ = ["CamWorker", "explain_rows", "run_explain"]
 
@@ -108,6 +108,10 @@ class CamWorker:
         tolerance: See ``precision``.
         method: The CAM method (:data:`citylens.cam.METHODS`).
         layers: model name -> the named layer it is explained at.
+        compared: model name -> the ``(method, layer)`` explanations ``explain.methods``
+            adds (in fp32). When any model has some, every shard gets a companion of
+            the same name in ``folder/methods/`` (METHOD_EXPLANATIONS), written first:
+            a data shard is the commit marker of both.
 
     Batches may carry a ``jpeg`` column (``decode_batch(..., pass_jpegs=True)``): those
     images are decoded on the actor's device, and one that cannot be decoded there or
@@ -125,6 +129,7 @@ class CamWorker:
         tolerance: float = 1e-2,
         method: str = "gradcam",
         layers: dict[str, str] | None = None,
+        compared: dict[str, list] | None = None,
     ) -> None:
         from citylens.train import load_checkpoint
 
@@ -141,6 +146,7 @@ class CamWorker:
         self.checked = precision == "fp32"
         self.tolerance = tolerance
         self.method, self.layers = method, dict(layers or {})
+        self.compared = {n: [tuple(p) for p in v] for n, v in (compared or {}).items() if v}
 
     def _check_precision(self, images: torch.Tensor, labels: np.ndarray) -> None:
         """Explain the first batch in fp32 too; keep reduced precision where masks agree."""
@@ -202,8 +208,35 @@ class CamWorker:
                 cols["arch"] += [model.arch] * len(ok_ids)
                 cols["seed"] += [self.seeds[name]] * len(ok_ids)
         table = pa.table(cols, schema=EXPLANATIONS)
+        if self.compared:  # before the data shard, which marks the batch done
+            extra = self._compared_rows(images, cols, ok.any())
+            self.store.write_table(f"{self.folder}/methods/{shard_name(ids)}", extra)
         shard = write_shard(self.store, self.folder, ids, table, errors)
         return summary(shard, int(ok.sum()), table.num_rows, len(errors))
+
+    def _compared_rows(self, images: torch.Tensor, cols: dict, any_ok: bool) -> pa.Table:
+        """The explanations ``explain.methods`` adds for the batch's decoded images."""
+        out: dict[str, list] = {f.name: [] for f in METHOD_EXPLANATIONS}
+        for name, pairs in (self.compared if any_ok else {}).items():
+            sel = [i for i, m in enumerate(cols["model"]) if m == name]
+            ids = [cols["image_id"][i] for i in sel]
+            cities = [cols["city"][i] for i in sel]
+            # the target the study's own explanation used: the true city or its prediction
+            targets = np.asarray([cols["target"][i] for i in sel])
+            model = self.models[name]
+            for method, layer in pairs:
+                rows = explain_rows(
+                    name, model, images, targets, ids, cities, "true", "fp32", method, layer
+                )
+                for k in ("image_id", "city", "model", "target", "cam_h", "cam_w", "mask"):
+                    out[k] += rows[k]
+                out["empty"] += rows["empty"]
+                n = len(ids)
+                out["arch"] += [model.arch] * n
+                out["seed"] += [self.seeds[name]] * n
+                out["method"] += [method] * n
+                out["layer"] += [layer] * n
+        return pa.table(out, schema=METHOD_EXPLANATIONS)
 
 
 def _decode_memory(batch_size: int) -> int:
@@ -224,7 +257,8 @@ def run_explain(ctx: Context) -> StageResult:
 
     Consumes the manifest's test rows and the committed models (``train``). Writes
     ``explain/<run>/data/*.parquet`` (EXPLANATIONS: one row per image and model) and
-    ``errors/`` (images that could not be decoded), resumably.
+    ``errors/`` (images that could not be decoded), resumably; with ``explain.methods``
+    also ``methods/*.parquet`` (METHOD_EXPLANATIONS), one beside each data shard.
     """
     cfg, store = ctx.cfg, ctx.store
     up = ctx.upstream("ingest", "train")
@@ -238,6 +272,9 @@ def run_explain(ctx: Context) -> StageResult:
     ):
         settings["method"] = cfg.explain.method
         settings["layers"] = layers
+    compared = _compared(ctx, metas)
+    if any(compared.values()):  # none keeps older keys
+        settings["compared"] = compared
     if cfg.explain.precision != "fp32":  # fp32 keeps older keys
         ctx.ray()  # reduced precision applies on GPUs only: ask the cluster
         if cluster.gpus(cfg):
@@ -256,10 +293,11 @@ def run_explain(ctx: Context) -> StageResult:
         "explain",
         key,
         test,
-        lambda folder, todo: _explain(ctx, folder, todo, models, cities, layers, metas),
+        lambda folder, todo: _explain(ctx, folder, todo, models, cities, layers, metas, compared),
         counts={"models": len(models)},
         method=cfg.explain.method,
         layers=layers,
+        compared=compared,
         processed="explained",
         batch_size=cfg.explain.batch_size,
         models=sorted(models),
@@ -288,8 +326,17 @@ def _layers(ctx: Context, metas: dict[str, dict]) -> dict[str, str]:
             model = build_model(meta["arch"], meta["num_classes"], meta["input_size"])
         meta["layers"] = {k: list(v) for k, v in model.map_sizes().items()}
         meta["target_layer"] = model.target_layer
+        meta["layer_names"] = list(model.layers)
         out[name] = ctx.cfg.explain.layer_for(meta["arch"], list(model.layers))
     return out
+
+
+def _compared(ctx: Context, metas: dict[str, dict]) -> dict[str, list[list[str]]]:
+    """Model name -> the ``[method, layer]`` explanations ``explain.methods`` adds."""
+    e = ctx.cfg.explain
+    return {
+        n: [list(p) for p in e.compared_for(m["arch"], m["layer_names"])] for n, m in metas.items()
+    }
 
 
 def _where(layer: str, meta: dict) -> str:
@@ -306,6 +353,7 @@ def _explain(
     cities: list[str],
     layers: dict[str, str],
     metas: dict[str, dict],
+    compared: dict[str, list[list[str]]],
 ) -> ray.data.Dataset:
     """Grad-CAM of ``test``'s images on Ray, into ``folder``.
 
@@ -320,6 +368,11 @@ def _explain(
     pass_jpegs = cfg.explain.decode_on == "gpu"
     where = sorted({_where(layers[n], metas[n]) for n in models})
     ctx.progress(f"explain: {cfg.explain.method} at {', '.join(where)}")
+    also = sorted(
+        {f"{m} at {_where(layer, metas[n])}" for n, pairs in compared.items() for m, layer in pairs}
+    )
+    if also:
+        ctx.progress(f"explain: compared with {'; '.join(also)} (fp32)")
     ctx.progress(
         f"explain: {test.num_rows} test images × {len(models)} models, {n_actors} actor(s)"
         f"{' on GPU' if n_gpu else f' with {threads} threads'}, batches of {bs}"
@@ -358,6 +411,7 @@ def _explain(
             "tolerance": cfg.explain.mask_tolerance,
             "method": cfg.explain.method,
             "layers": layers,
+            "compared": compared,
         },
         compute=ray.data.ActorPoolStrategy(size=n_actors),
         batch_size=bs,

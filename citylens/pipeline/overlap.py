@@ -11,13 +11,15 @@ shard. No shuffle, bounded memory per task, nothing large on the driver.
 
 from __future__ import annotations
 
+import pyarrow as pa
 import ray
 
 from citylens.overlap import overlap_rows
 from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
+from citylens.pipeline.shards import companions
 from citylens.storage import Store
-from citylens.tables import error_row, errors_table
+from citylens.tables import METHOD_OVERLAPS, error_row, errors_table
 
 __all__ = ["overlap_shard", "run_overlap"]
 
@@ -27,9 +29,18 @@ _SEGMENT_COLS = ["image_id", "labels", "class_pixels"]
 
 @ray.remote
 def overlap_shard(
-    store: Store, exp_rel: str, seg_rels: list[str], thetas: list[float], out_rel: str
+    store: Store,
+    exp_rel: str,
+    seg_rels: list[str],
+    thetas: list[float],
+    out_rel: str,
+    methods: tuple[str, str] | None = None,
 ) -> tuple[int, int, list[dict]]:
-    """Overlaps of one explanation shard; returns (explanations, rows, errors)."""
+    """Overlaps of one explanation shard; returns (explanations, rows, errors).
+
+    ``methods`` = (its companion of ``explain.methods``' explanations, where their
+    overlaps go); an image without a class map is recorded once, by its own explanation.
+    """
     exp = store.read_table(exp_rel, columns=_EXPLAIN_COLS).to_pylist()
     wanted = {r["image_id"] for r in exp}
     segments = {}
@@ -39,6 +50,8 @@ def overlap_shard(
                 segments[r["image_id"]] = r
     table, missing = overlap_rows(exp, segments, thetas)
     store.write_table(out_rel, table)
+    if methods is not None:  # explain.methods' explanations, of the same images
+        store.write_table(methods[1], _method_overlaps(store, methods[0], segments, thetas))
     errors = [
         error_row(
             "overlap", "no_segments", f"{r['model']}: the image has no class map", r["image_id"]
@@ -48,13 +61,30 @@ def overlap_shard(
     return len(exp), table.num_rows, errors
 
 
+def _method_overlaps(store: Store, rel: str, segments: dict, thetas: list[float]) -> pa.Table:
+    """METHOD_OVERLAPS of one companion shard of explanations by ``explain.methods``."""
+    exp = store.read_table(rel, columns=[*_EXPLAIN_COLS, "method", "layer"]).to_pylist()
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in exp:
+        groups.setdefault((r["method"], r["layer"]), []).append(r)
+    parts = [METHOD_OVERLAPS.empty_table()]
+    for (method, layer), rows in sorted(groups.items()):
+        t, _ = overlap_rows(rows, segments, thetas)
+        n = t.num_rows
+        t = t.append_column("method", pa.array([method] * n, pa.string()))
+        t = t.append_column("layer", pa.array([layer] * n, pa.string()))
+        parts.append(t.select(METHOD_OVERLAPS.names).cast(METHOD_OVERLAPS))
+    return pa.concat_tables(parts)
+
+
 def run_overlap(ctx: Context) -> StageResult:
     """Pixels per class inside every explanation, at every θ.
 
     Consumes the committed explanation and segment shards. Writes
     ``overlap/<run>/data/*.parquet`` (OVERLAPS: one row per image, model and θ, one
-    shard per explanation shard) and ``errors/`` (explanations of images without a
-    class map).
+    shard per explanation shard), ``errors/`` (explanations of images without a
+    class map) and, for the explanations ``explain.methods`` adds, ``methods/*.parquet``
+    (METHOD_OVERLAPS).
     """
     cfg, store = ctx.cfg, ctx.store
     up = ctx.upstream("explain", "segment")
@@ -74,12 +104,15 @@ def run_overlap(ctx: Context) -> StageResult:
     ctx.progress(
         f"overlap: {exp_rec['counts']['rows']} explanations × {len(where)} class maps, θ = {thetas}"
     )
+    extra = {r.rsplit("/", 1)[1]: r for r in companions(store, exp_rec["folder"])}
     refs = []
     for rel in exp_files:
         ids = set(store.read_table(rel, columns=["image_id"])["image_id"].to_pylist())
         needed = sorted({where[i] for i in ids if i in where})
-        out = f"{folder}/data/{rel.rsplit('/', 1)[1]}"
-        refs.append(overlap_shard.remote(store, rel, needed, thetas, out))
+        name = rel.rsplit("/", 1)[1]
+        out = f"{folder}/data/{name}"
+        methods = (extra[name], f"{folder}/methods/{name}") if name in extra else None
+        refs.append(overlap_shard.remote(store, rel, needed, thetas, out, methods))
     n_exp = n_rows = 0
     errors: list[dict] = []
     for n, rows, errs in ray.get(refs):

@@ -38,6 +38,9 @@ def _read(store: Store, folder: str, name: str) -> pd.DataFrame | None:
     return pd.concat([store.read_table(f).to_pandas() for f in files], ignore_index=True)
 
 
+_METHOD_TABLES = ("method_pairs", "method_objects", "method_faithfulness", "method_rankings")
+
+
 def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
     """Everything the page is drawn from, read from the committed stages."""
     store = ctx.store
@@ -74,6 +77,7 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         distinctive=_read(store, an, "distinctive"),
         top_settled=_read(store, an, "top_settled"),
         training=_read(store, an, "training"),
+        **{n: _read(store, an, n) for n in _METHOD_TABLES},
     )
 
 

@@ -26,6 +26,7 @@ from citylens.tables import errors_table
 __all__ = [
     "ShardCounts",
     "carry_over",
+    "companions",
     "count_by_node",
     "done_image_ids",
     "run_sharded",
@@ -55,6 +56,17 @@ def write_shard(
         store.write_table(f"{folder}/errors/{name}", errors_table(errors))
     store.write_table(f"{folder}/data/{name}", rows)
     return name
+
+
+def companions(store: Store, folder: str, sub: str = "methods") -> list[str]:
+    """The shards of ``folder/sub`` whose data shard of the same name exists.
+
+    A companion (e.g. the explanations ``explain.methods`` adds) is written before its
+    data shard, which commits both: one left by a batch that died in between, or by a
+    batch of an earlier attempt that a resumed one split differently, is not read.
+    """
+    done = {rel.rsplit("/", 1)[1] for rel in store.files(f"{folder}/data", ".parquet")}
+    return [r for r in store.files(f"{folder}/{sub}", ".parquet") if r.rsplit("/", 1)[1] in done]
 
 
 def summary(name: str, images: int, rows: int, errors: int) -> dict:

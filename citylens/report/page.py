@@ -36,6 +36,7 @@ from citylens.report.findings import (
     top_lines,
 )
 from citylens.report.html import Page, jpeg_bytes, png_array_bytes, png_bytes
+from citylens.report.methods import draw_methods
 from citylens.report.selection import (
     architecture_styles,
     describe_unique,
@@ -84,7 +85,8 @@ class ReportTables:
         test_images: ``image_id, city`` of the test split.
         accuracy, ar_pairs, ar_images, objects, top_objects, embeddings, agreement,
             causal, causal_examples, faithfulness, curves, ar_kinds, object_means,
-            distinctive, top_settled: The analyze stage's tables.
+            distinctive, top_settled, training, method_pairs, method_objects,
+            method_faithfulness, method_rankings: The analyze stage's tables.
         showcase_overlaps: The showcase model's overlap rows at the smallest θ
             (``image_id, city, model, theta, class_pixels_in_mask``), for the galleries.
     """
@@ -111,6 +113,10 @@ class ReportTables:
     distinctive: pd.DataFrame | None = None
     top_settled: pd.DataFrame | None = None
     training: pd.DataFrame | None = None
+    method_pairs: pd.DataFrame | None = None
+    method_objects: pd.DataFrame | None = None
+    method_faithfulness: pd.DataFrame | None = None
+    method_rankings: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,7 @@ def build_report(
     _tsne(out, t, s, assets, colors)
     _objects(out, t, s, colors, unique)
     draw_causal(out, t, s, assets, colors)
+    draw_methods(out, t, s)
     _galleries(out, t, s, assets, colors, unique)
     if assets.unreadable:
         out.page.p(
