@@ -220,6 +220,32 @@ def test_ablation_rows_are_one_per_object_control_and_curve_step():
     } == {1}
 
 
+def test_an_added_explanations_curves_are_rows_of_their_own_order():
+    images, labels = _scene()
+    model, prepare = _RedMean(0.05), lambda x: x.float()
+    targets = torch.tensor([0, 1])
+    got = ablate_objects(model, images, labels, targets, prepare, [[], []], [11, 12], "mean", 2)
+    steps = (0.0, 0.5)
+    gen = torch.Generator().manual_seed(0)
+    sal, other = torch.rand(2, 16, 16, generator=gen), torch.rand(2, 16, 16, generator=gen)
+    args = (model, images, targets, sal, prepare, "mean", steps)
+    curves = {
+        "gradcam++@layer3": deletion_curves(model, images, targets, other, prepare, "mean", steps),
+        "mask": deletion_curves(*args),
+        "random": deletion_curves(*args, True, 3),
+    }
+    rows = ablation_rows(
+        ["i0", "i1"], ["a", "b"], "m", targets.numpy(), got, curves, steps, "mean", 16
+    )
+    t = pa.table(rows, schema=ABLATIONS).to_pylist()
+    orders = list(dict.fromkeys(r["order"] for r in t if r["image_id"] == "i0"))
+    assert orders == ["mask", "random", "gradcam++@layer3"]  # the paper's two first
+    mine = [r for r in t if r["order"] == "gradcam++@layer3" and r["kind"] == "deletion"]
+    assert [r["prob_after"] for r in mine] == pytest.approx(
+        curves["gradcam++@layer3"]["deletion"].flatten().tolist()
+    )
+
+
 def test_a_random_order_seeded_per_image_does_not_depend_on_the_batch():
     images, _ = _scene()
     model, prepare = _RedMean(0.05), lambda x: x.float()

@@ -90,6 +90,9 @@ def test_yaml_and_overrides(tmp_path):
         ("explain.decode_on=tpu", "explain.decode_on: must be cpu or gpu"),
         ("run.gpus=-1", "run.gpus: must be ≥ 0"),
         ("run.actors=0", "run.actors: must be ≥ 1"),
+        ("explain.methods=[gradcam,gradcamm]", "explain.methods[1]: 'gradcamm': the method"),
+        ("explain.methods=[hirescam@first]", "explain.methods[0]: 'hirescam@first': write"),
+        ("explain.methods=[layercam,layercam]", "explain.methods[1]: 'layercam' is listed twice"),
     ],
 )
 def test_bad_values_name_the_field(override, field):
@@ -200,3 +203,33 @@ def test_absurd_sizes_are_refused_naming_the_field(override, field):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
     assert field in str(err.value)
+
+
+def test_added_methods_resolve_per_architecture_without_the_studys_own_or_repeats():
+    from citylens.config.schema import ExplainConfig
+
+    e = ExplainConfig(
+        method="gradcam",
+        layer="last",
+        methods=(
+            "gradcam++",
+            "gradcam@previous",
+            "gradcam@last",
+            "hirescam@previous",
+            "gradcam++@last",
+        ),
+    )
+    two = ("layer3", "layer4")
+    # gradcam@last is the study's own; gradcam++ (at explain.layer) = gradcam++@last: once
+    assert e.compared_for("resnet18", two) == [
+        ("gradcam++", "layer4"),
+        ("gradcam", "layer3"),
+        ("hirescam", "layer3"),
+    ]
+    # one layer: previous is the last, so gradcam@previous is the study's own
+    assert e.compared_for("one", ("conv",)) == [("gradcam++", "conv"), ("hirescam", "conv")]
+    # entries without a layer follow explain.layer and layer_per_arch, like the own one
+    e2 = ExplainConfig(layer="previous", layer_per_arch={"vgg11": "block5"}, methods=("layercam",))
+    assert e2.compared_for("resnet18", two) == [("layercam", "layer3")]
+    assert e2.compared_for("vgg11", ("block4", "block5")) == [("layercam", "block5")]
+    assert ExplainConfig().compared_for("resnet18", two) == []

@@ -189,3 +189,60 @@ def test_decode_tasks_ask_ray_for_the_memory_their_worker_holds(shared_data, bat
     out = _python(DECODE_PROBE, str(batch_size), str(size), *photos)
     private, asked = map(int, out.split())
     assert private * 5 / 4 <= asked, f"{private / 2**20:.0f} MB used, {asked / 2**20:.0f} asked"
+
+
+def _call_batch(images: torch.Tensor, labels: np.ndarray) -> dict:
+    n = len(labels)
+    return {
+        "ok": np.ones(n, bool),
+        "image_id": np.array([f"img{i}" for i in range(n)], dtype=object),
+        "uri": np.array([f"/x/img{i}.jpg" for i in range(n)], dtype=object),
+        "city": np.array(["a", "b"] * (n // 2), dtype=object),
+        "label": labels,
+        "error_kind": np.array([None] * n, dtype=object),
+        "error_message": np.array([None] * n, dtype=object),
+        "image": images.numpy(),
+    }
+
+
+@pytest.mark.parametrize("target", ["true", "pred"])
+def test_added_methods_go_to_a_companion_shard_and_equal_a_direct_computation(tmp_path, target):
+    from citylens.cam import explain_batch
+    from citylens.pipeline.shards import companions
+    from citylens.tables import EXPLANATIONS, METHOD_EXPLANATIONS
+
+    store = Store(str(tmp_path / "store"))
+    torch.manual_seed(0)
+    save_checkpoint(store.url("models/resnet18-s0"), build_model("resnet18", 2, 64), {"seed": 0})
+    compared = {"resnet18-s0": [["gradcam++", "layer4"], ["hirescam", "layer3"]]}
+    worker = CamWorker(
+        store, {"resnet18-s0": "models/resnet18-s0"}, "explain/r", target, 1, compared=compared
+    )
+    images, labels = _batch(4)
+    out = worker(_call_batch(images, labels))
+    name = out["shard"][0]
+    assert companions(store, "explain/r") == [f"explain/r/methods/{name}"]
+    own = store.read_table(f"explain/r/data/{name}", schema=EXPLANATIONS).to_pandas()
+    added = store.read_table(f"explain/r/methods/{name}", schema=METHOD_EXPLANATIONS).to_pandas()
+    assert len(added) == 2 * len(own) == 8
+    model = worker.models["resnet18-s0"]
+    x = normalize(images).contiguous(memory_format=torch.channels_last)
+    for method, layer in compared["resnet18-s0"]:
+        mine = added[(added.method == method) & (added.layer == layer)].sort_values("image_id")
+        # the same target as the study's own explanation: the true city, or its prediction
+        np.testing.assert_array_equal(mine.target.to_numpy(), own.target.to_numpy())
+        targets = torch.as_tensor(own.target.to_numpy().astype(np.int64))
+        direct = explain_batch(model, x, targets, method, layer)
+        assert (mine.cam_h == direct.mask.shape[1]).all() and (mine.arch == "resnet18").all()
+        got = np.stack([np.asarray(m, np.float32) for m in mine["mask"]])
+        np.testing.assert_allclose(got, direct.mask.flatten(1).numpy(), atol=1e-6)
+    if target == "pred":
+        np.testing.assert_array_equal(own.target.to_numpy(), own.pred.to_numpy())
+
+
+def test_without_added_methods_no_companion_is_written(tmp_path):
+    worker = _worker(tmp_path, "fp32", tolerance=1e-2)
+    images, labels = _batch(2)
+    worker(_call_batch(images, labels))
+    assert worker.store.files("explain/r/methods") == []
+    assert len(worker.store.files("explain/r/data")) == 1
