@@ -431,7 +431,9 @@ METHOD_OBJECTS = pa.schema(
 # models' test images (explanation against random order; > 0 is faithful), each with a
 # place-bootstrap interval, and the paired difference to the architecture's most
 # faithful explanation by deletion gain (``best``; ``separated``: that difference's
-# interval excludes 0, so the ranking of the two is settled on this data).
+# interval, at Bonferroni's coverage over the architecture's other explanations,
+# excludes 0, so the ranking of the two is settled on this data). ``images``: distinct
+# test images (each explained by every model of the architecture).
 METHOD_FAITHFULNESS = pa.schema(
     [
         ("arch", pa.string()),

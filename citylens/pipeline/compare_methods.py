@@ -153,6 +153,13 @@ def write_methods(
     method_objects = method_object_table(objects, explanations)
     store.write_table(f"{folder}/method_objects.parquet", method_objects)
     ablations, place_of, causal_rows = causal
+    traced = set(ablations["order"].drop_null().unique().to_pylist())
+    untraced = sorted({e.order for e in explanations} - traced)
+    if untraced:
+        raise RuntimeError(
+            f"analyze: the ablations have no curves of {', '.join(untraced)}: ablate ran "
+            "before explain.methods named them; run the ablate stage again"
+        )
     boot = {"n_boot": a.bootstrap, "ci": a.ci, "seed": a.seed}
     faithful = method_faithfulness_table(
         ablations, tuple(cfg.ablate.steps), place_of, explanations, **boot

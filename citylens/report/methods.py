@@ -31,15 +31,13 @@ def _name(r) -> str:
     return f"{r.method} at {r.layer}{own}"
 
 
-def faithful_lines(faithfulness: pd.DataFrame, ci: float = 0.95) -> list[str]:
+def faithful_lines(faithfulness: pd.DataFrame) -> list[str]:
     """Per architecture: its most faithful explanation and whether its lead is settled.
 
     Args:
         faithfulness: Rows of METHOD_FAITHFULNESS (best first within an architecture).
-        ci: The intervals' coverage (for the words only).
     """
     lines = []
-    pct = f"{ci:.0%}"
     for arch, d in faithfulness.groupby("arch", sort=True):
         best = d[d.best].iloc[0]
         rest = d[~d.best].sort_values("deletion_gain", ascending=False)
@@ -59,7 +57,8 @@ def faithful_lines(faithfulness: pd.DataFrame, ci: float = 0.95) -> list[str]:
             f"{_interval(r.behind_best_low, r.behind_best_high)}"
         )
         verdict = (
-            f": settled on this data ({pct} interval above 0)."
+            ": settled on this data (its lead over every other explanation has an "
+            "interval above 0)."
             if best.separated
             else ": not settled on this data (the interval includes 0)."
         )
@@ -141,7 +140,8 @@ def draw_methods(out, t, s) -> None:
         "(deletion gain), and restoring them first gives back more (insertion gain). "
         "Gains pool every model of the architecture over the test images; intervals "
         "resample places; the lead of the best is the paired difference over the same "
-        "images. The study's own explanation is marked *.",
+        "images, its interval widened (Bonferroni) for the number of explanations it was "
+        "chosen from. The study's own explanation is marked *.",
         "note",
     )
     for line in faithful_lines(f):
