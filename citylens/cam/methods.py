@@ -26,7 +26,9 @@ softmax over channels, as pytorch-grad-cam computes them. The small constants
 [4] Jiang et al. 2021; [5] Fu et al. 2020; [6] Wang et al. 2020.
 
 The trunk — the network up to the layer (:meth:`CityNet.split`) — runs without
-autograd; the gradient runs back through the rest only. Grad-CAM at the paper's layer
+autograd; the gradient runs back through the rest only, with an average pool that
+enlarges the map (VGG11's) folded into the linear layer after it
+(:mod:`citylens.cam.fold`). Grad-CAM at the paper's layer
 takes :func:`citylens.cam.gradcam.grad_cam`'s faster path (no spatial gradient at all).
 """
 
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from citylens.cam.fold import fold_average_pool
 from citylens.cam.gradcam import PRECISIONS, CamResult, eval_mode, grad_cam, normalize_masks
 
 if TYPE_CHECKING:
@@ -103,6 +106,21 @@ def _score_weights(
     return torch.softmax(scores, dim=1)
 
 
+def _folded_rest(model: CityNet, layer: str | None, rest, acts: torch.Tensor):
+    """``rest`` with its average pool folded (:mod:`citylens.cam.fold`), cached per model.
+
+    The cache is keyed by the layer, the activations' shape and the head's parameters
+    (their storage and version), so a model whose weights change is folded again.
+    """
+    params = tuple((p.data_ptr(), p._version) for p in rest.parameters())
+    key = (layer, tuple(acts.shape[1:]), str(acts.device), params)
+    cache = model.__dict__.setdefault("_citylens_folded", {})
+    if key not in cache:
+        cache.clear()
+        cache[key] = fold_average_pool(rest, acts)
+    return cache[key]
+
+
 def explain_batch(
     model: CityNet,
     images: torch.Tensor,
@@ -141,6 +159,7 @@ def explain_batch(
         with torch.no_grad(), torch.autocast(images.device.type, dtype, enabled=dtype is not None):
             acts = trunk(images)
         acts = acts.detach().float()
+        rest = _folded_rest(model, layer, rest, acts)
         if method == "scorecam":
             with torch.no_grad():
                 logits = rest(acts)
