@@ -148,15 +148,16 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
 
 def _from_dict(cls: type, data: dict, path: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(map(str, data)) - names)
+    # a field may be spelt otherwise in a study file (models.from: a Python keyword)
+    names = {f.metadata.get("key", f.name): f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - set(names))
     if unknown:
         where = f"{path}.{unknown[0]}" if path else unknown[0]
         raise ConfigError(f"{where}: unknown field; known fields are {', '.join(sorted(names))}")
     kwargs = {}
     for key, value in data.items():
         sub = f"{path}.{key}" if path else str(key)
-        kwargs[key] = _convert(value, hints[key], sub)
+        kwargs[names[key]] = _convert(value, hints[names[key]], sub)
     try:
         return cls(**kwargs)
     except TypeError as err:  # a required field is missing

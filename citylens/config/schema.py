@@ -82,11 +82,16 @@ class ModelsConfig:
 
     Attributes:
         init_weights: arch -> path/URI of torchvision-format starting weights.
+        source: ``models.from`` in a study file: the store (a path or ``s3://`` URI) of
+            another study whose trained ``<arch>-s<seed>`` models (those ``archs`` ×
+            ``seeds`` name) this study uses instead of training its own. Their cities
+            (names and class order) and input size must be this study's.
     """
 
     archs: tuple[str, ...] = ("vgg11", "resnet18", "simple", "simpler")
     seeds: tuple[int, ...] = (0, 1)
     init_weights: dict[str, str] = field(default_factory=dict)
+    source: str | None = field(default=None, metadata={"key": "from"})
 
 
 @dataclass(frozen=True)
@@ -375,7 +380,10 @@ class StudyConfig:
 
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.metadata.get("key", f.name): _to_plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+        }
     if isinstance(obj, dict):
         return {k: _to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

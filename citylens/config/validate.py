@@ -381,6 +381,10 @@ def preflight(cfg: StudyConfig) -> None:
     opts = cfg.run.storage_options
     check_sources(cfg, resolve=True)
     _check_init_weights(cfg)
+    if cfg.models.source:
+        from citylens.config.models_from import check_models_from
+
+        check_models_from(cfg)
     seg = cfg.segmenter
     if seg.weights and not re.match(r"^random(:\d+)?$", seg.weights):
         from citylens.segment.model import check_csail_weights

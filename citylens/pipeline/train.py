@@ -25,12 +25,13 @@ import pyarrow.compute as pc
 import ray
 
 from citylens.config.schema import TrainSettings
+from citylens.errors import InputError
 from citylens.pipeline import cluster
 from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
 from citylens.pipeline.trainer import fit_run
-from citylens.storage import digest
+from citylens.storage import Store, digest
 from citylens.tables import error_row, errors_table, model_name
 
 __all__ = ["ModelPlan", "plan_runs", "run_name", "run_train"]
@@ -281,6 +282,62 @@ def _fit(
     return errors, decoded
 
 
+def _leaked(ctx: Context, source: Store) -> pa.Table:
+    """This study's test rows whose image trained or validated the source's models."""
+    src = source.read_table(f"{source.record('ingest')['folder']}/manifest.parquet")
+    seen = src.filter(pc.is_in(src["split"], pa.array(["train", "val"])))["image_id"]
+    test = read_manifest(ctx.store, ["image_id", "uri", "split"])
+    test = test.filter(pc.equal(test["split"], "test"))
+    return test.filter(pc.is_in(test["image_id"], value_set=seen.combine_chunks()))
+
+
+def _take_models(ctx: Context) -> StageResult:
+    """``models.from``: copy the other study's models into this store; train nothing.
+
+    Its key is the source and each model's training key there, so a model retrained in
+    the source store is taken again. A test image of this study that trained or
+    validated them is refused (InputError): their accuracy on it would flatter them.
+    """
+    from citylens.config.models_from import check_models_from
+
+    store, uri = ctx.store, ctx.cfg.models.source
+    taken = check_models_from(ctx.cfg)
+    key = digest({"from": uri, "models": {n: m["key"] for n, m in sorted(taken.items())}})
+    if rec := ctx.up_to_date("train", key):
+        return StageResult("train", "skipped", rec)
+    source = Store(uri, ctx.cfg.run.storage_options)
+    leaked = _leaked(ctx, source)
+    if leaked.num_rows:
+        raise InputError(
+            f"models.from: {leaked.num_rows} test image(s) of this study trained or "
+            f"validated {uri}'s models (e.g. {leaked['uri'][0]}): explaining them there "
+            "would flatter the models; leave those images out or train this study's own"
+        )
+    folder, started = ctx.begin("train")
+    for name, m in sorted(taken.items()):
+        for file in ("model.pt", "meta.json"):
+            store.write_bytes(f"models/{name}/{file}", source.read_bytes(f"{m['folder']}/{file}"))
+        # the source's accuracies are on its own splits: kept, under their own names
+        was = {k: m["record"].get(k) for k in ("val_acc", "test_acc", "best_epoch")}
+        store.commit(
+            f"train/{name}",
+            {"key": m["key"], "folder": f"models/{name}", "from": uri, "source": was},
+        )
+        ctx.progress(f"train: {name} taken from {uri}")
+    store.write_table(f"{folder}/errors/errors.parquet", errors_table([]))
+    models = {n: {"arch": m["arch"], "seed": m["seed"], "key": m["key"]} for n, m in taken.items()}
+    rec = ctx.finish(
+        "train",
+        key,
+        folder,
+        started,
+        models=models,
+        models_from=uri,
+        counts={"inputs": 0, "images": 0, "errors": 0, "models": len(taken), "trained": 0},
+    )
+    return StageResult("train", "ran", rec)
+
+
 def run_train(ctx: Context) -> StageResult:
     """Fit every (architecture, seed) of the study that is not up to date.
 
@@ -290,6 +347,8 @@ def run_train(ctx: Context) -> StageResult:
     that could not be decoded.
     """
     store = ctx.store
+    if ctx.cfg.models.source:
+        return _take_models(ctx)
     up = ctx.upstream("ingest")
     cities = store.record("ingest")["cities"]
     plans = _plans(ctx, up)
