@@ -176,6 +176,20 @@ def _cmd_agree(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from citylens.pipeline.compare_studies import compare_studies
+
+    try:
+        page = compare_studies(args.study_a, args.study_b)
+    except (ValueError, RuntimeError, OSError, KeyError) as err:
+        print(f"citylens compare: {err}", file=sys.stderr)
+        return 2
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(page)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_annotate(args: argparse.Namespace) -> int:
     from citylens.config import ConfigError
     from citylens.pipeline.agree import derived_annotations_csv
@@ -244,6 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--thresholds", help="comma-separated second-label thresholds")
     p.add_argument("--out", help="write the full curves to this CSV")
     p.set_defaults(fn=_cmd_agree)
+
+    p = sub.add_parser("compare", help="two studies' accuracy, AR and R_p^c side by side")
+    p.add_argument("study_a", help="store of study A (a path or s3:// URI), e.g. last period's")
+    p.add_argument("study_b", help="store of study B; changes are B − A")
+    p.add_argument("--out", default="compare.html", help="the page to write")
+    p.set_defaults(fn=_cmd_compare)
 
     p = sub.add_parser("annotate", help="derive 'human' annotations from ground-truth label maps")
     p.add_argument("study", help=f"study YAML, or '{DEMO}'")
