@@ -132,6 +132,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"total {time.time() - t:.0f} s"
     )
     _summary(cfg, results)
+    previous = getattr(args, "compare_with", None)  # `run` has it, `demo` does not
+    return _write_comparison(previous, cfg) if previous else 0
+
+
+def _write_comparison(previous: str, cfg) -> int:
+    """``run --compare-with``: the comparison page of ``previous`` (A) and this study (B).
+
+    Written to ``<store>/compare.html``; returns the exit code (2: it could not be made).
+    """
+    from citylens.pipeline.compare_studies import compare_studies
+    from citylens.storage import Store
+
+    try:
+        page = compare_studies(previous, cfg.store, cfg.run.storage_options)
+    except (ValueError, RuntimeError, OSError, KeyError) as err:
+        print(f"citylens: the study ran, but no comparison with {previous}: {err}", file=sys.stderr)
+        return 2
+    store = Store(cfg.store, cfg.run.storage_options)
+    store.write_text("compare.html", page)
+    print(f"comparison with {previous}: {store.url('compare.html')}")
     return 0
 
 
@@ -238,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=helptext)
         if name == "run":
             p.add_argument("study", help=f"study YAML, or '{DEMO}' for the packaged demo")
+            p.add_argument(
+                "--compare-with",
+                metavar="STORE",
+                help="afterwards, write <store>/compare.html: STORE's study (A) against this (B)",
+            )
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
         p.add_argument("--stages", help="comma-separated subset, e.g. analyze,report")
         p.add_argument("--force", action="store_true", help="re-run stages that are up to date")

@@ -83,3 +83,18 @@ def test_studies_without_a_shared_city_or_analysis_are_refused(tmp_path, capsys)
     assert main(["compare", a.uri, empty.uri, "--out", str(tmp_path / "y.html")]) == 2
     assert "no analysis in this store" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_a_run_with_compare_with_writes_the_page_into_its_store(tmp_path, capsys):
+    from citylens.cli import _write_comparison
+
+    a = _study(tmp_path / "a", "last-week", 0.80, 0.40)
+    b = _study(tmp_path / "b", "this-week", 0.82, 0.70)
+    cfg = load_config(None, [f"store={b.uri}"])
+    assert _write_comparison(a.uri, cfg) == 0
+    page = b.read_bytes("compare.html").decode()
+    assert "last-week vs this-week" in page
+    assert "comparison with" in capsys.readouterr().out
+    # a previous store that cannot be compared: the run's own result stands, exit 2
+    assert _write_comparison(str(tmp_path / "nothing"), cfg) == 2
+    assert "the study ran, but no comparison" in capsys.readouterr().err
