@@ -121,11 +121,15 @@ class TrainConfig(TrainSettings):
             state (weights, optimiser, schedule, best state, random generator) in the
             store; a re-run after a crash resumes from the last one. 0 turns them off.
             Does not change results.
+        max_failures: Times a training run restarts its worker, inside the same run,
+            after the worker or its node is lost (Ray Train's ``FailureConfig``); each
+            restart resumes from the last checkpoint. Does not change results.
     """
 
     epochs_per_arch: dict[str, int] = field(default_factory=dict)
     input_size: int = 224
     checkpoint_every: int = 1
+    max_failures: int = 3
 
     def epochs_for(self, arch: str) -> int:
         """Epochs of ``arch``'s models."""

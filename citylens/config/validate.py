@@ -181,6 +181,7 @@ def _check_train(cfg: StudyConfig) -> None:
         "train.checkpoint_every",
         f"must be ≥ 0 (0 = no checkpoints), got {t.checkpoint_every}",
     )
+    _require(t.max_failures >= 0, "train.max_failures", f"must be ≥ 0, got {t.max_failures}")
     for arch, e in t.epochs_per_arch.items():
         _require(arch in ARCHITECTURES, f"train.epochs_per_arch.{arch}", "unknown architecture")
         _require(e >= 1, f"train.epochs_per_arch.{arch}", f"must be ≥ 1, got {e}")

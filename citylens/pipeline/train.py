@@ -271,6 +271,7 @@ def _fit(
         "storage_options": cfg.run.storage_options,
         "blocks": blocks,
         "checkpoint_every": t.checkpoint_every,
+        "max_failures": t.max_failures,
         "attempt": folder,
     }
     pending = {}

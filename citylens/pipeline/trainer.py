@@ -84,8 +84,9 @@ def _train_loop(config: dict) -> dict:
 
     Every ``checkpoint_every`` epochs a model's whole training state is reported to Ray
     Train as a checkpoint, with the model's name (kept under ``<store>/ray-train/<run>/``);
-    when the same run starts again after a crash, Ray Train hands the last one back and
-    that model resumes at its epoch; models committed before the crash are skipped.
+    when the same run starts again after a crash — or Ray Train restarts its worker
+    inside the run (``train.max_failures``) — Ray Train hands the last one back and that
+    model resumes at its epoch; models committed before are skipped.
     """
     import ray.train
 
@@ -100,9 +101,18 @@ def _train_loop(config: dict) -> dict:
             resume_of = (of["name"], of["key"])
             resume = load_tensors(f"{folder}/state.pt", f"{last.path}/state.pt", device)
     out = {}
+    store = Store(config["store"], config["storage_options"])
     for spec in config["models"]:
         if spec["done"]:  # committed by an earlier attempt
             continue
+        rec = store.record(f"train/{spec['name']}")
+        if (
+            rec is not None
+            and rec.get("key") == spec["key"]
+            and rec.get("attempt") == config["attempt"]
+        ):
+            out[spec["name"]] = {k: rec.get(k) for k in ("val_acc", "test_acc")}
+            continue  # committed before a lost worker restarted this run
         state = resume if (spec["name"], spec["key"]) == resume_of else None
         out[spec["name"]] = _fit_model(config, spec, device, state)
         gc.collect()  # the finished model's weights and optimiser state
@@ -190,7 +200,13 @@ def _fit_model(config: dict, spec: dict, device: str, resume: dict | None) -> di
 @ray.remote(num_cpus=0)
 def fit_run(config: dict) -> dict:
     """One ``TorchTrainer`` run fitting ``config["models"]`` in order; their accuracies."""
-    from ray.train import CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     # Ray Train keeps its run bookkeeping under the study store, through the store's own
@@ -215,6 +231,9 @@ def fit_run(config: dict) -> dict:
             storage_path=storage,
             storage_filesystem=storage_fs,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
+            # a lost worker (a spot node, an OOM kill) restarts inside this run, from
+            # the last checkpoint Ray Train hands back (see _train_loop)
+            failure_config=FailureConfig(max_failures=config.get("max_failures", 0)),
             worker_runtime_env=worker_runtime_env(),  # see citylens.allocator
             # Ray Train's own INFO lines (resources requested, worker group started) stay
             # in its log files; the console gets citylens's lines and any warning

@@ -143,6 +143,35 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny):
         assert torch.equal(a, b), k
 
 
+def test_a_lost_training_worker_restarts_inside_the_run_from_its_checkpoint(tmp_path, tiny):
+    """``train.max_failures``: the worker process dies (a spot node, an OOM kill), not the
+    driver: the same run restarts it, it resumes from the last checkpoint, and the study
+    finishes on its own with the model an uninterrupted run trains."""
+    (tmp_path / "study.yaml").write_text("name: crash\n")
+    corpus = tmp_path / "corpus"
+    synthesize(corpus, cities=2, places=40, views=2, size=64, seed=5, workers=1)
+    lost, log = tmp_path / "lost", tmp_path / "lost.log"
+    proc = _start(_train_cli(lost, corpus, tiny), log)
+
+    def kill_worker() -> bool:
+        pids = tiny.pids_of("RayTrainWorker")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        return bool(pids)
+
+    _when(proc, lambda: _checkpoint_registered(lost), "its first checkpoint", kill_worker)
+    assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    out = log.read_text()
+    assert "resumed after epoch" in out, out[-3000:]
+    whole = tmp_path / "whole"
+    _run(_train_cli(whole, corpus, tiny))
+    got, meta = load_checkpoint(str(lost / "models/simple-s0"))
+    want, want_meta = load_checkpoint(str(whole / "models/simple-s0"))
+    assert meta["history"] == want_meta["history"] and len(meta["history"]) == 3
+    for (k, a), b in zip(want.state_dict().items(), got.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def _ablations(store: Store) -> pd.DataFrame:
     df = store.read_table(f"{store.record('ablate')['folder']}/data").to_pandas()
     return df.sort_values(_ABLATE_KEY, na_position="first").reset_index(drop=True)
