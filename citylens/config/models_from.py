@@ -58,12 +58,29 @@ def check_models_from(cfg: StudyConfig) -> dict[str, dict]:
             f"models.from: {uri} has {', '.join(sorted(have)) or 'no models'}, not "
             f"{', '.join(missing)}: set models.archs and models.seeds to models it has"
         )
+    if rec.get("models_from"):
+        raise ConfigError(
+            f"models.from: {uri} took its models from {rec['models_from']}: name that "
+            "store, whose splits trained them"
+        )
     cities = study_cities(cfg)
     out = {}
     for name in want:
-        model_rec = source.record(f"train/{name}") or {}
-        folder = model_rec.get("folder", f"models/{name}")
-        meta = source.read_json(f"{folder}/meta.json")
+        try:
+            model_rec = source.record(f"train/{name}") or {}
+            folder = model_rec.get("folder", f"models/{name}")
+            meta = source.read_json(f"{folder}/meta.json")
+        except Exception as err:
+            raise ConfigError(
+                f"models.from: cannot read {uri}'s {name} ({type(err).__name__}: {err})"
+            ) from None
+        keys = {have[name]["key"], model_rec.get("key", have[name]["key"])}
+        keys.add(meta.get("key", have[name]["key"]))
+        if len(keys) > 1:
+            raise ConfigError(
+                f"models.from: {uri}'s {name} is not the model its train record names "
+                "(the store is being retrained, or was changed by hand): run it to the end"
+            )
         if list(meta.get("cities", [])) != cities:
             raise ConfigError(
                 f"models.from: {uri}'s {name} knows the cities {meta.get('cities')} (in "

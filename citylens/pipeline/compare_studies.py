@@ -6,7 +6,6 @@ Reads each store's committed ``analyze`` tables (accuracy, ar_kinds, object_mean
 
 from __future__ import annotations
 
-import pandas as pd
 import yaml
 
 from citylens.analysis.compare import accuracy_change, ar_change, largest_changes, object_change
@@ -28,43 +27,61 @@ def read_study(uri: str, storage_options: dict | None = None) -> dict:
     rec = store.record("analyze")
     if rec is None:
         raise RuntimeError(f"{uri}: no analysis in this store (run the study first)")
-    study = yaml.safe_load(store.read_bytes("study.yaml").decode())
+    study = yaml.safe_load(store.read_bytes("study.yaml").decode()) or {}
+    train = store.record("train") or {}
     out = {
         "name": study.get("name", uri),
         "cities": list(store.record("ingest")["cities"]),
-        "thetas": [float(t) for t in study["explain"]["thetas"]],
-        "ci": float(study["analysis"]["ci"]),
+        "ci": float((study.get("analysis") or {}).get("ci", 0.95)),
+        "models": {n: m.get("key") for n, m in train.get("models", {}).items()},
     }
-    for name in _TABLES:
+    for name in _TABLES:  # a store from before a table existed: None
         rel = f"{rec['folder']}/{name}.parquet"
-        out[name] = store.read_table(rel).to_pandas() if store.exists(rel) else pd.DataFrame()
+        out[name] = store.read_table(rel).to_pandas() if store.exists(rel) else None
     return out
+
+
+def _same_models(a: dict, b: dict) -> bool:
+    """Both studies use the same trained models (same names, same training keys)."""
+    return bool(a["models"]) and a["models"] == b["models"]
 
 
 def compare_studies(a_uri: str, b_uri: str, storage_options: dict | None = None) -> str:
     """The comparison page of study A (``a_uri``) and study B (``b_uri``), as HTML text.
 
     Raises:
-        ValueError: the studies share no city or θ, or report intervals of other coverage.
+        ValueError: the studies share no city, or report intervals of other coverage.
     """
     a, b = read_study(a_uri, storage_options), read_study(b_uri, storage_options)
     if not set(a["cities"]) & set(b["cities"]):
         raise ValueError(f"the studies share no city: {a['cities']} and {b['cities']}")
-    thetas = sorted(set(a["thetas"]) & set(b["thetas"]))
-    if not thetas:
-        raise ValueError(f"the studies share no θ: {a['thetas']} and {b['thetas']}")
     if a["ci"] != b["ci"]:
         raise ValueError(f"analysis.ci differs: {a['ci']} and {b['ci']}; compare like with like")
-    ci, theta = a["ci"], thetas[0]
-    objects = object_change(a["object_means"], b["object_means"], theta, ci)
+    ci, same = a["ci"], _same_models(a, b)
+
+    def both(name: str) -> bool:
+        return a[name] is not None and b[name] is not None and len(a[name]) and len(b[name])
+
+    sections = {}
+    if both("accuracy"):
+        sections["accuracy"] = accuracy_change(a["accuracy"], b["accuracy"], ci, same)
+    if both("ar_kinds"):
+        sections["ar"] = ar_change(a["ar_kinds"], b["ar_kinds"], ci, same)
+    theta = None
+    if both("object_means"):  # θ of the tables themselves, not of today's study.yaml
+        thetas = sorted(set(a["object_means"].theta) & set(b["object_means"].theta))
+        if thetas:
+            theta = float(thetas[0])
+            objects = object_change(a["object_means"], b["object_means"], theta, ci, same)
+            sections["objects"] = objects
+            sections["largest"] = largest_changes(objects)
     return compare_page(
         (a["name"], b["name"]),
         (a_uri, b_uri),
         (a["cities"], b["cities"]),
+        (sorted(a["models"]), sorted(b["models"])),
+        same,
         theta,
         ci,
-        accuracy_change(a["accuracy"], b["accuracy"], ci),
-        ar_change(a["ar_kinds"], b["ar_kinds"], ci),
-        objects,
-        largest_changes(objects),
+        sections,
     )

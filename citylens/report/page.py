@@ -226,8 +226,13 @@ def _summary(out: _Output, t: ReportTables, s: ReportSettings, colors: dict) -> 
                 if g.test_acc.notna().any()
             )
             + " (mean over seeds)."
-            if acc is not None and "test_acc" in acc
-            else "No accuracy table."
+            if acc is not None and "test_acc" in acc and acc.test_acc.notna().any()
+            else (
+                "Test accuracy: see the Findings (models taken from another study: "
+                "measured on this study's explained test images)."
+                if acc is not None
+                else "No accuracy table."
+            )
         ),
         "Skipped inputs (see the errors tables): "
         + ", ".join(f"{stage} {n}" for stage, n in t.errors.items())

@@ -12,11 +12,12 @@ from citylens.storage import Store
 from citylens.tables import ACCURACY, AR_KINDS, OBJECT_MEANS
 
 
-def _study(path, name, acc, car_rp, cities=("signburg", "towerville")):
+def _study(path, name, acc, car_rp, cities=("signburg", "towerville"), model_key="k0"):
     """A store with what ``compare`` reads: study.yaml, the ingest and analyze records."""
     store = Store(str(path))
     store.write_text("study.yaml", dump_config(load_config(None, [f"name={name}"])))
     store.commit("ingest", {"cities": list(cities)})
+    store.commit("train", {"models": {"simple-s0": {"key": model_key}}})
     folder = "analyze/r1"
     acc_rows = [
         {
@@ -72,6 +73,17 @@ def test_compare_writes_a_page_that_names_what_changed(tmp_path, capsys):
     # accuracy 0.80 → 0.82: ±0.071 includes 0; towerville's car 0.40 → 0.70: settled
     assert "simple-s0: 0.800 → 0.820 (+0.020" in dom and "within noise" in dom
     assert "towerville: car&lt;b&gt; 0.400 → 0.700 (+0.300 [+0.272, +0.328]; settled)" in dom
+    assert "the same trained models" in dom
+
+
+def test_models_trained_anew_are_not_judged_on_one_models_accuracy(tmp_path):
+    a = _study(tmp_path / "a", "a", 0.80, 0.40)
+    b = _study(tmp_path / "b", "b", 0.95, 0.70, model_key="retrained")
+    out = tmp_path / "c.html"
+    assert main(["compare", a.uri, b.uri, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "simple-s0: 0.800 → 0.950 (+0.150 [" in text and "not judged)" in text
+    assert "trained their own models" in text
 
 
 def test_studies_without_a_shared_city_or_analysis_are_refused(tmp_path, capsys):
