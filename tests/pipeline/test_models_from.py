@@ -61,7 +61,9 @@ def test_test_images_the_models_trained_on_are_refused(
     # another split seed deals the same places otherwise: some of its test images
     # trained or validated the source's models
     cfg = _cfg(tmp_path, tiny_study, three_cities, "split.seed=7")
-    with pytest.raises(InputError, match=r"test image\(s\) of this study show the same image that trained"):
+    with pytest.raises(
+        InputError, match=r"test image\(s\) of this study show the same image that trained"
+    ):
         run_study(cfg, ["ingest", "train"], progress=lambda s: None)
     assert Store(str(tmp_path / "store")).record("train") is None
 
