@@ -112,12 +112,33 @@ def _checkpoint_registered(store_dir: Path) -> bool:
     return False
 
 
-def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny):
-    (tmp_path / "study.yaml").write_text("name: crash\n")
-    corpus = tmp_path / "corpus"
-    # enough training images for several blocks, so the seeded block order matters
+@pytest.fixture(scope="module")
+def training(tmp_path_factory, tiny):
+    """A corpus for the training crashes and the model an uninterrupted run trains on it.
+
+    Enough training images for several blocks, so the seeded block order matters.
+    """
+    root = tmp_path_factory.mktemp("training")
+    (root / "study.yaml").write_text("name: crash\n")
+    corpus = root / "corpus"
     synthesize(corpus, cities=2, places=40, views=2, size=64, seed=5, workers=1)
-    killed = tmp_path / "killed"
+    whole = root / "whole"
+    _run(_train_cli(whole, corpus, tiny))
+    return corpus, whole
+
+
+def _same_model_as_uninterrupted(store_dir: Path, whole: Path) -> None:
+    got, meta = load_checkpoint(str(store_dir / "models/simple-s0"))
+    want, want_meta = load_checkpoint(str(whole / "models/simple-s0"))
+    assert meta["history"] == want_meta["history"] and len(meta["history"]) == 3
+    assert meta["best_epoch"] == want_meta["best_epoch"]
+    for (k, a), b in zip(want.state_dict().items(), got.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(training, tiny):
+    corpus, whole = training
+    killed = corpus.parent / "killed"
     proc = _start(_train_cli(killed, corpus, tiny))
     _when(
         proc,
@@ -132,25 +153,15 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny):
     resumed = int(out.split("resumed after epoch ")[1].split()[0])
     assert 1 <= resumed < 3
     assert not list(killed.glob("ray-train/simple-s0-*"))  # spent checkpoints removed
-
-    whole = tmp_path / "whole"
-    _run(_train_cli(whole, corpus, tiny))
-    got, meta = load_checkpoint(str(killed / "models/simple-s0"))
-    want, want_meta = load_checkpoint(str(whole / "models/simple-s0"))
-    assert meta["history"] == want_meta["history"] and len(meta["history"]) == 3
-    assert meta["best_epoch"] == want_meta["best_epoch"]
-    for (k, a), b in zip(want.state_dict().items(), got.state_dict().values()):
-        assert torch.equal(a, b), k
+    _same_model_as_uninterrupted(killed, whole)
 
 
-def test_a_lost_training_worker_restarts_inside_the_run_from_its_checkpoint(tmp_path, tiny):
+def test_a_lost_training_worker_restarts_inside_the_run_from_its_checkpoint(training, tiny):
     """``train.max_failures``: the worker process dies (a spot node, an OOM kill), not the
     driver: the same run restarts it, it resumes from the last checkpoint, and the study
     finishes on its own with the model an uninterrupted run trains."""
-    (tmp_path / "study.yaml").write_text("name: crash\n")
-    corpus = tmp_path / "corpus"
-    synthesize(corpus, cities=2, places=40, views=2, size=64, seed=5, workers=1)
-    lost, log = tmp_path / "lost", tmp_path / "lost.log"
+    corpus, whole = training
+    lost, log = corpus.parent / "lost", corpus.parent / "lost.log"
     proc = _start(_train_cli(lost, corpus, tiny), log)
 
     def kill_worker() -> bool:
@@ -163,13 +174,7 @@ def test_a_lost_training_worker_restarts_inside_the_run_from_its_checkpoint(tmp_
     assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
     out = log.read_text()
     assert "resumed after epoch" in out, out[-3000:]
-    whole = tmp_path / "whole"
-    _run(_train_cli(whole, corpus, tiny))
-    got, meta = load_checkpoint(str(lost / "models/simple-s0"))
-    want, want_meta = load_checkpoint(str(whole / "models/simple-s0"))
-    assert meta["history"] == want_meta["history"] and len(meta["history"]) == 3
-    for (k, a), b in zip(want.state_dict().items(), got.state_dict().values()):
-        assert torch.equal(a, b), k
+    _same_model_as_uninterrupted(lost, whole)
 
 
 def _ablations(store: Store) -> pd.DataFrame:
