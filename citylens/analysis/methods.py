@@ -51,6 +51,7 @@ __all__ = [
     "method_pair_table",
     "method_ranking_table",
     "spearman",
+    "untraced_explanations",
 ]
 
 
@@ -277,6 +278,17 @@ def method_faithfulness_table(
             )
         rows[-len(kinds) :] = sorted(rows[-len(kinds) :], key=lambda r: not r["best"])
     return pa.Table.from_pylist(rows, schema=METHOD_FAITHFULNESS)
+
+
+def untraced_explanations(ablations: pa.Table, explanations: list[Explanation]) -> list[str]:
+    """The ``order`` of each explanation the ablations have no curves of, sorted.
+
+    Empty when no image has curves at all (none could be ablated: e.g. no test image has
+    a class map), where there is nothing to compare and the faithfulness table is empty;
+    otherwise a missing explanation means the ablations predate ``explain.methods``.
+    """
+    traced = set(ablations["order"].drop_null().unique().to_pylist())
+    return sorted({e.order for e in explanations} - traced) if traced else []
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:

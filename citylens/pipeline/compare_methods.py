@@ -22,6 +22,7 @@ from citylens.analysis.methods import (
     method_object_table,
     method_pair_table,
     method_ranking_table,
+    untraced_explanations,
 )
 from citylens.analysis.objects import object_tables
 from citylens.analysis.reduce import add_sums, ar_of_table, sums_of_table
@@ -153,9 +154,7 @@ def write_methods(
     method_objects = method_object_table(objects, explanations)
     store.write_table(f"{folder}/method_objects.parquet", method_objects)
     ablations, place_of, causal_rows = causal
-    traced = set(ablations["order"].drop_null().unique().to_pylist())
-    untraced = sorted({e.order for e in explanations} - traced)
-    if untraced:
+    if untraced := untraced_explanations(ablations, explanations):
         raise RuntimeError(
             f"analyze: the ablations have no curves of {', '.join(untraced)}: ablate ran "
             "before explain.methods named them; run the ablate stage again"

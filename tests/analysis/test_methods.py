@@ -16,6 +16,7 @@ from citylens.analysis.methods import (
     method_pair_table,
     method_ranking_table,
     spearman,
+    untraced_explanations,
 )
 from citylens.tables import (
     ABLATIONS,
@@ -292,3 +293,14 @@ def test_an_architecture_with_only_its_own_explanation_is_not_ranked():
     table, _, place_of = _curves(4, 0.3)
     ex = explanations_of(MODELS, OWN, {})  # nothing added: nothing to compare
     assert method_faithfulness_table(table, STEPS, place_of, ex, n_boot=10).num_rows == 0
+
+
+def test_explanations_without_curves_are_named_unless_no_image_has_any():
+    table, _, place_of = _curves(5)
+    ex = _explanations()
+    assert untraced_explanations(table, ex) == []
+    extra = [*ex, Explanation("r-s0", "r", 0, "layercam", "layer3", own=False)]
+    assert untraced_explanations(table, extra) == ["layercam@layer3"]
+    empty = table.slice(0, 0)  # no image could be ablated (no class maps)
+    assert untraced_explanations(empty, extra) == []
+    assert method_faithfulness_table(empty, STEPS, place_of, ex, n_boot=10).num_rows == 0
