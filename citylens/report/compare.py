@@ -94,7 +94,10 @@ def compare_page(
         ),
         "summary",
     )
-    missing = "Not in both studies' analysis tables (a store from an older citylens)."
+    missing = (
+        "Not in both studies' analysis tables (one model makes no AR pairs, a study "
+        "without class maps no R_p, and a store from an older citylens may lack a table)."
+    )
     page.h2("Accuracy on the explained test images", "accuracy")
     if "accuracy" in sections:
         for r in sections["accuracy"].itertuples():

@@ -129,25 +129,32 @@ def draw_methods(out, t, s) -> None:
             method_rankings.
         s: The report's settings (θ).
     """
-    f = t.method_faithfulness
-    if f is None or not len(f):
+    f, pairs = t.method_faithfulness, t.method_pairs
+    if pairs is None and f is None:  # explain.methods was not set
         return
     out.page.h2("Methods compared (which explanation is faithful?)", "methods")
-    out.page.p(
-        "Each model was also explained with the methods and layers of "
-        "<code>explain.methods</code>. An explanation is faithful when removing the pixels "
-        "it ranks first costs the model more than removing pixels in a random order "
-        "(deletion gain), and restoring them first gives back more (insertion gain). "
-        "Gains pool every model of the architecture over the test images; intervals "
-        "resample places; the lead of the best is the paired difference over the same "
-        "images, its interval widened (Bonferroni) for the number of explanations it was "
-        "chosen from. The study's own explanation is marked *.",
-        "note",
-    )
-    for line in faithful_lines(f):
-        out.page.p(html.escape(line))
-    out.figure("method_gains", gain_bars(f), "deletion and insertion gains per explanation")
-    out.table("method_faithfulness", f)
+    if f is None or not len(f):
+        out.page.p(
+            "No test image could be ablated (no class maps?), so no explanation's "
+            "faithfulness was measured; the explanations are compared by AR only.",
+            "note",
+        )
+    else:
+        out.page.p(
+            "Each model was also explained with the methods and layers of "
+            "<code>explain.methods</code>. An explanation is faithful when removing the "
+            "pixels it ranks first costs the model more than removing pixels in a random "
+            "order (deletion gain), and restoring them first gives back more (insertion "
+            "gain). Gains pool every model of the architecture over the test images; "
+            "intervals resample places; the lead of the best is the paired difference over "
+            "the same images, its interval widened (Bonferroni) for the number of "
+            "explanations it was chosen from. The study's own explanation is marked *.",
+            "note",
+        )
+        for line in faithful_lines(f):
+            out.page.p(html.escape(line))
+        out.figure("method_gains", gain_bars(f), "deletion and insertion gains per explanation")
+        out.table("method_faithfulness", f)
     if t.method_rankings is not None and len(t.method_rankings):
         out.page.p(
             "Agreement of R_p's object ranking with the removal check's ranking by effect "

@@ -106,3 +106,28 @@ def test_top_objects_per_explanation_and_the_ranking_summary():
     )
     s = ranking_summary(rankings).iloc[0]
     assert s.cities == 3 and s.mean_spearman == 0.75 and s.top_agrees == 0.5
+
+
+def test_without_ablations_the_section_says_so_and_still_shows_ar_between_methods():
+    from types import SimpleNamespace
+
+    from citylens.report.methods import draw_methods
+    from citylens.report.page import _Output
+
+    pairs = pd.DataFrame(
+        {"model": ["m"], "method_a": ["gradcam"], "method_b": ["hirescam"], "mean_ar": [0.37]}
+    )
+    t = SimpleNamespace(
+        method_faithfulness=pd.DataFrame(),
+        method_pairs=pairs,
+        method_rankings=None,
+        method_objects=None,
+    )
+    out = _Output("x")
+    draw_methods(out, t, SimpleNamespace(theta=0.6))
+    page = out.page.render()
+    assert 'id="methods"' in page and "No test image could be ablated" in page
+    assert "hirescam" in page and "most faithful" not in page
+    none = _Output("y")
+    draw_methods(none, SimpleNamespace(method_faithfulness=None, method_pairs=None), None)
+    assert 'id="methods"' not in none.page.render()  # no explain.methods: no section
