@@ -235,3 +235,17 @@ def flaky_s3(s3_server):
     proxy = FlakyS3(s3_server.options["endpoint_url"], rate=0.1)
     yield proxy
     proxy.close()
+
+
+@pytest.fixture(scope="session")
+def dump_dom():
+    """``dump_dom(path) -> str``: the DOM headless Chromium (Debian's package) renders."""
+    import subprocess
+
+    def dump(path: Path) -> str:
+        cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
+        return subprocess.run(
+            [*cmd, path.as_uri()], capture_output=True, text=True, timeout=120
+        ).stdout
+
+    return dump

@@ -4,8 +4,6 @@ from the stage outputs it comes from."""
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -154,16 +152,11 @@ def test_every_added_explanation_has_its_curves_and_the_analysis_follows(study):
     assert rankings.spearman.dropna().between(-1, 1).all()
 
 
-def test_the_report_names_the_most_faithful_explanation_in_chromium(study, tmp_path):
+def test_the_report_names_the_most_faithful_explanation_in_chromium(study, tmp_path, dump_dom):
     _, store = study
     page = tmp_path / "report.html"
     page.write_bytes(store.read_bytes("report.html"))
-    dom = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+    dom = dump_dom(page)
     start = dom.index('id="methods"')
     section = dom[start : start + 20_000]
     assert "simpler: the most faithful explanation by deletion gain is" in section

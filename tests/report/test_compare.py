@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pyarrow as pa
 
 from citylens.cli import main
@@ -55,7 +53,7 @@ def _study(path, name, acc, car_rp, cities=("signburg", "towerville"), model_key
     return store
 
 
-def test_compare_writes_a_page_that_names_what_changed(tmp_path, capsys):
+def test_compare_writes_a_page_that_names_what_changed(tmp_path, capsys, dump_dom):
     a = _study(tmp_path / "a", "period-1", 0.80, 0.40)
     b = _study(tmp_path / "b", "period-2", 0.82, 0.70)
     out = tmp_path / "compare.html"
@@ -63,12 +61,7 @@ def test_compare_writes_a_page_that_names_what_changed(tmp_path, capsys):
     text = out.read_text()
     assert "http://" not in text and "https://" not in text  # loads nothing
     assert "car&lt;b&gt;" in text and "car<b>" not in text  # names from a study are escaped
-    dom = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", out.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+    dom = dump_dom(out)
     assert "period-1 vs period-2" in dom
     # accuracy 0.80 → 0.82: ±0.071 includes 0; towerville's car 0.40 → 0.70: settled
     assert "simple-s0: 0.800 → 0.820 (+0.020" in dom and "within noise" in dom
