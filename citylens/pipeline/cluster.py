@@ -14,7 +14,6 @@ import ray
 
 from citylens.config import StudyConfig
 from citylens.errors import InputError
-from citylens.pipeline import logs
 
 __all__ = [
     "actor_count",
@@ -44,7 +43,7 @@ def connect(cfg: StudyConfig) -> None:
     address = cfg.run.address or os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
-        ray.init(address=address, logging_level=logging.WARNING, **logs.init_args())
+        ray.init(address=address, logging_level=logging.WARNING)
     else:
         start_local(include_dashboard=True)
 
@@ -123,8 +122,6 @@ def start_local(include_dashboard: bool = True, attempts: int = 3, **init_args) 
         **init_args: More ``ray.init`` arguments (``num_cpus``, ``object_store_memory``).
     """
     init_args.setdefault("logging_level", logging.WARNING)
-    for k, v in logs.init_args().items():
-        init_args.setdefault(k, v)
     start_retrying(lambda: _init_local(include_dashboard, init_args), attempts=attempts)
 
 
