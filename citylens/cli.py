@@ -69,8 +69,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     """
     from citylens.config import ConfigError, load_config
     from citylens.config.validate import preflight
+    from citylens.pipeline import logs
     from citylens.pipeline.run import check_stages
 
+    logs.configure(args.verbose, own_process=args.own_process)
     overrides = list(args.overrides)
     try:
         stages = check_stages(args.stages.split(",") if args.stages is not None else None)
@@ -229,8 +231,15 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``citylens`` command; returns its exit code (see :func:`_cmd_run`)."""
+def main(argv: list[str] | None = None, own_process: bool | None = None) -> int:
+    """The ``citylens`` command; returns its exit code (see :func:`_cmd_run`).
+
+    Args:
+        argv: The arguments (default: the command line's).
+        own_process: The process is this command's alone, so a quiet run may filter its
+            file descriptor 2 (:mod:`citylens.pipeline.logs`); default: ``argv is None``
+            (the console script), False for callers inside other programs.
+    """
     ap = argparse.ArgumentParser(
         prog="citylens",
         description="What makes one city look different from another, through a CNN's eyes.",
@@ -266,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
         p.add_argument("--stages", help="comma-separated subset, e.g. analyze,report")
         p.add_argument("--force", action="store_true", help="re-run stages that are up to date")
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="print Ray's own log lines too (by default, when stdout is not a terminal, "
+            "only citylens's lines; Ray's stay in its session folder)",
+        )
         p.add_argument(
             "--wait",
             type=float,
@@ -303,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_cmd_annotate)
 
     args = ap.parse_args(argv)
+    args.own_process = argv is None if own_process is None else own_process
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     return args.fn(args)
 

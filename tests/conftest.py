@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,27 @@ def dump_dom():
         ).stdout
 
     return dump
+
+
+# Ray's own console lines, as a run's log shows them: Python log records with Ray's
+# timestamp format, C++ glog lines, lines forwarded from workers and the raylet (with or
+# without their colour codes), Ray Train's per-report lines.
+_RAY_LINE = re.compile(
+    r"^(\x1b\[\d+m)?\((\w+ )?pid=\d+[^)]*\)"
+    r"|^(\x1b\[\d+m)?\(raylet\)"
+    r"|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+    r"|^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWEF] \d+ \d+\]"
+    r"|Reporting training result"
+)
+_ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|\[\d{4}-\d\d-\d\d [\d:,]+ [EF] \d+ \d+\]")
+
+
+@pytest.fixture(scope="session")
+def ray_lines():
+    """``ray_lines(text) -> (lines of Ray's own, those at ERROR level)`` of a run's log."""
+
+    def split(text: str) -> tuple[list[str], list[str]]:
+        theirs = [line for line in text.splitlines() if _RAY_LINE.search(line)]
+        return theirs, [line for line in theirs if _ERROR_LINE.search(line)]
+
+    return split

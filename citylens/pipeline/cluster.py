@@ -14,6 +14,7 @@ import ray
 
 from citylens.config import StudyConfig
 from citylens.errors import InputError
+from citylens.pipeline import logs
 
 __all__ = [
     "actor_count",
@@ -43,7 +44,7 @@ def connect(cfg: StudyConfig) -> None:
     address = cfg.run.address or os.environ.get("RAY_ADDRESS")
     if address:
         check_reachable(address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, **logs.init_args())
     else:
         start_local(include_dashboard=True)
 
@@ -122,6 +123,8 @@ def start_local(include_dashboard: bool = True, attempts: int = 3, **init_args) 
         **init_args: More ``ray.init`` arguments (``num_cpus``, ``object_store_memory``).
     """
     init_args.setdefault("logging_level", logging.WARNING)
+    for k, v in logs.init_args().items():
+        init_args.setdefault(k, v)
     start_retrying(lambda: _init_local(include_dashboard, init_args), attempts=attempts)
 
 

@@ -68,9 +68,14 @@ class Context:
         Stages call this only after their skip check, so a study that is up to date
         never starts Ray (a local one costs 10 s, 50 s on a loaded machine).
         """
-        from citylens.pipeline import cluster
+        import ray
 
+        from citylens.pipeline import cluster, logs
+
+        started = ray.is_initialized()
         cluster.connect(self.cfg)
+        if not started and logs.is_quiet() and (line := logs.session_logs_line()):
+            self.progress(line)
 
     def up_to_date(self, stage: str, key: str) -> dict | None:
         """The stage's record when it matches ``key`` (and --force is off), else None."""

@@ -83,7 +83,7 @@ def ray_head(tmp_path):
 
 
 @pytest.mark.slow
-def test_submit_the_demo_study_as_a_job(ray_head, tmp_path):
+def test_submit_the_demo_study_as_a_job(ray_head, tmp_path, ray_lines):
     from ray.job_submission import JobStatus
 
     client, address = ray_head
@@ -108,6 +108,9 @@ def test_submit_the_demo_study_as_a_job(ray_head, tmp_path):
     # warning that a decode task used more memory than it asked for
     for noise in ("Reporting training result", "is not writable", "used up to"):
         assert noise not in logs, noise
+    # a job's log is citylens's own lines (the job's stdout is no terminal)
+    theirs, errors = ray_lines(logs)
+    assert len(theirs) <= 5 and not errors, "\n".join(theirs)
     s = Store(str(store))
     for stage in STAGES:
         assert s.record(stage) is not None, stage
