@@ -32,7 +32,8 @@ def test_pairwise_is_symmetric_and_complete():
     out = pairwise_ar(masks, (8, 8))
     assert list(out) == [("a", "b"), ("a", "c"), ("b", "c")]
     for (m1, m2), ar in out.items():
-        np.testing.assert_allclose(ar, average_residual(masks[m2], masks[m1], (8, 8)))
+        # float32 sums in another order: equal to float32's precision, not bit for bit
+        np.testing.assert_allclose(ar, average_residual(masks[m2], masks[m1], (8, 8)), rtol=1e-6)
         assert ar.shape == (3,)
         assert ((ar >= 0) & (ar <= 1)).all()
 
