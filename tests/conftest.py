@@ -7,8 +7,14 @@ import re
 from pathlib import Path
 
 import pytest
+import ray.data  # noqa: F401  (see below)
 
 from citylens.data.synth import synthesize
+
+# Ray Data binds its console handler to the ``sys.stderr`` of its first import. Imported
+# here, that is pytest's capture for the whole session; imported first inside a test
+# with ``capsys`` (the CLI's log set-up imports it), later tests would log to that test's
+# closed stream ("--- Logging error --- ValueError: I/O operation on closed file").
 
 REPO = Path(__file__).resolve().parents[1]
 

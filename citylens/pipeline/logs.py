@@ -41,6 +41,7 @@ __all__ = [
     "init_args",
     "is_quiet",
     "quiet_ray_data",
+    "ray_data_console_handlers",
     "session_logs_line",
 ]
 
@@ -134,9 +135,20 @@ def quiet_ray_data() -> None:
     """
     import ray.data  # noqa: F401  (configures the "ray.data" logger on import)
 
-    for handler in logging.getLogger("ray.data").handlers:
-        if not type(handler).__name__.endswith("FileHandler"):
-            handler.setLevel(logging.WARNING)
+    for handler in ray_data_console_handlers():
+        handler.setLevel(logging.WARNING)
+
+
+def ray_data_console_handlers() -> list[logging.Handler]:
+    """Ray Data's own handlers of the ``ray.data`` logger that write to the console.
+
+    Not its file handlers, nor handlers another program added (a test runner's capture).
+    """
+    return [
+        h
+        for h in logging.getLogger("ray.data").handlers
+        if type(h).__module__.startswith("ray.") and not type(h).__name__.endswith("FileHandler")
+    ]
 
 
 def init_args() -> dict:
