@@ -124,12 +124,19 @@ class TrainConfig(TrainSettings):
         max_failures: Times a training run restarts its worker, inside the same run,
             after the worker or its node is lost (Ray Train's ``FailureConfig``); each
             restart resumes from the last checkpoint. Does not change results.
+        retrain: When the study's images change. ``always``: every change of the
+            manifest retrains every model. ``new_city``: only a change of the cities
+            (their names or order: a new class) or of the split settings retrains;
+            images added to known cities are explained with the models the study has.
+            Ingest then keeps every known place's split (and every known image's), so
+            no test image was trained on, and new places are dealt around them.
     """
 
     epochs_per_arch: dict[str, int] = field(default_factory=dict)
     input_size: int = 224
     checkpoint_every: int = 1
     max_failures: int = 3
+    retrain: str = "always"
 
     def epochs_for(self, arch: str) -> int:
         """Epochs of ``arch``'s models."""

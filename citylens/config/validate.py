@@ -21,6 +21,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_INPUT = 1024  # px: VGG11 at 1024 px needs ~20 GB of activations per 32 images
 MAX_OPTIONS = 16_384  # characters of run.storage_options as JSON
 TORCHVISION_ARCHS = ("vgg11", "resnet18")
+RETRAIN = ("always", "new_city")  # train.retrain
 
 
 def _require(ok: bool, path: str, message: str) -> None:
@@ -182,6 +183,11 @@ def _check_train(cfg: StudyConfig) -> None:
         f"must be ≥ 0 (0 = no checkpoints), got {t.checkpoint_every}",
     )
     _require(t.max_failures >= 0, "train.max_failures", f"must be ≥ 0, got {t.max_failures}")
+    _require(
+        t.retrain in RETRAIN,
+        "train.retrain",
+        f"must be one of {', '.join(RETRAIN)}, got {t.retrain!r}",
+    )
     for arch, e in t.epochs_per_arch.items():
         _require(arch in ARCHITECTURES, f"train.epochs_per_arch.{arch}", "unknown architecture")
         _require(e >= 1, f"train.epochs_per_arch.{arch}", f"must be ≥ 1, got {e}")

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import numpy as np
 import pyarrow as pa
 
 from citylens.data.images import DecodeError, open_image
+from citylens.data.splits import KnownSplits, assign_splits
 from citylens.storage import filesystem
 from citylens.tables import MANIFEST, SPLITS, error_row, errors_table
 
@@ -28,6 +28,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "TOKYO247_PLACE_REGEX",
     "ImageSource",
+    "KnownSplits",
     "assign_splits",
     "dedupe",
     "image_id",
@@ -256,62 +257,6 @@ def _is_image(name: PurePosixPath) -> bool:
     )
 
 
-def _place_key(seed: int, city: str, place: str) -> bytes:
-    return hashlib.blake2b(f"{seed}\0{city}\0{place}".encode(), digest_size=8).digest()
-
-
-def assign_splits(
-    cities: Sequence[str],
-    places: Sequence[str],
-    ratios: Sequence[float] = (0.6, 0.2, 0.2),
-    seed: int = 0,
-) -> np.ndarray:
-    """Train/val/test split grouped by place, balanced by image count, per city.
-
-    Places of each city are put in a seeded pseudo-random order (a hash of seed, city
-    and place, so other cities never change a city's split) and dealt to the split
-    furthest below its share of the city's images.
-
-    Args:
-        cities: ``(I,)`` city of each image.
-        places: ``(I,)`` place of each image.
-        ratios: train/val/test proportions (normalised).
-        seed: Split seed.
-
-    Returns:
-        ``(I,)`` array of ``"train" | "val" | "test"``.
-
-    Raises:
-        ValueError: a city has fewer than three places.
-    """
-    if len(ratios) != 3 or min(ratios) <= 0:
-        raise ValueError(f"split ratios must be three positive numbers, got {ratios}")
-    r = np.asarray(ratios, dtype=np.float64) / float(sum(ratios))
-    cities, places = np.asarray(cities), np.asarray(places)
-    out = np.empty(len(cities), dtype=object)
-    for city in np.unique(cities):
-        idx = np.flatnonzero(cities == city)
-        groups: dict[str, list[int]] = {}
-        for i in idx:
-            groups.setdefault(str(places[i]), []).append(int(i))
-        if len(groups) < 3:
-            raise ValueError(
-                f"city {str(city)!r} has {len(groups)} place(s); a train/val/test split grouped "
-                "by place needs at least 3"
-            )
-        order = sorted(groups, key=lambda p: _place_key(seed, str(city), p))
-        target = r * len(idx)
-        count = np.zeros(3)
-        for rank, place in enumerate(order):
-            # The first three places seed train, val and test so none is empty; each
-            # later place goes to the split furthest below its share of images.
-            k = rank if rank < 3 else int(np.argmax((target - count) / target))
-            count[k] += len(groups[place])
-            for i in groups[place]:
-                out[i] = SPLITS[k]
-    return out.astype(str)
-
-
 def _best_copy(group: list[dict]) -> dict:
     """The copy of one image's bytes a city keeps.
 
@@ -404,18 +349,26 @@ def make_manifest(
 
 
 def manifest_of(
-    rows: Sequence[dict], ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
+    rows: Sequence[dict],
+    ratios: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+    known: KnownSplits | None = None,
 ) -> pa.Table:
     """The manifest (schema MANIFEST, in the rows' order) with every row's split.
 
-    The rows are one per image already (:func:`dedupe`'s kept rows).
+    The rows are one per image already (:func:`dedupe`'s kept rows); ``known``: earlier
+    splits to keep (see :func:`assign_splits`).
 
     Raises:
         ValueError: a city has fewer than three places (see :func:`assign_splits`).
     """
     keep = list(rows)
     cols = {f.name: [r.get(f.name) for r in keep] for f in MANIFEST if f.name != "split"}
-    split = assign_splits(cols["city"], cols["place"], ratios, seed) if keep else []
+    split = (
+        assign_splits(cols["city"], cols["place"], ratios, seed, cols["image_id"], known)
+        if keep
+        else []
+    )
     cols["split"] = list(split)
     manifest = pa.table({f.name: cols[f.name] for f in MANIFEST}, schema=MANIFEST)
     assert set(cols["split"]) <= set(SPLITS)

@@ -26,6 +26,7 @@ from citylens.data.manifest import (
     scan_city,
 )
 from citylens.data.scenes import NULL_STYLE, style_for
+from citylens.data.splits import KnownSplits
 from citylens.data.synth import PLACE_REGEX, synthesize
 from citylens.errors import InputError
 from citylens.pipeline.context import Context, StageResult
@@ -216,7 +217,8 @@ def run_ingest(ctx: Context) -> StageResult:
     for e in [*bad, *dups]:
         failed[city_of[e["uri"]]][e["kind"]] += 1
     _check_cities(ctx, usable, failed, f"{folder}/errors")
-    manifest = manifest_of(usable, ctx.cfg.split.ratios, ctx.cfg.split.seed)
+    known = _known_splits(ctx, split)
+    manifest = manifest_of(usable, ctx.cfg.split.ratios, ctx.cfg.split.seed, known)
     store.write_table(f"{folder}/manifest.parquet", manifest)
     content = digest(
         manifest.select(["image_id", "uri", "city", "place", "split", "label_uri"]).to_pydict()
@@ -232,14 +234,45 @@ def run_ingest(ctx: Context) -> StageResult:
     for old in store.ls("manifest-cache"):
         if old not in live and old.rsplit("-", 1)[0] in cities:
             store.rm(f"manifest-cache/{old}")
+    if known is not None:
+        counts["kept_split"] = sum(
+            (c, p) in known.places or i in known.images
+            for i, c, p in zip(*(manifest[k].to_pylist() for k in ("image_id", "city", "place")))
+        )
+        ctx.progress(
+            f"ingest: {counts['kept_split']} known images keep their split "
+            f"(train.retrain: new_city); {manifest.num_rows - counts['kept_split']} are new"
+        )
     rec = ctx.finish(
-        "ingest", key, folder, started, output=content, counts=counts, cities=sorted(cities)
+        "ingest",
+        key,
+        folder,
+        started,
+        output=content,
+        counts=counts,
+        cities=sorted(cities),
+        split=split,
     )
     ctx.progress(
         f"ingest: {counts['images']} images in {len(cities)} cities "
         f"({counts['splits']}), {counts['errors']} errors"
     )
     return StageResult("ingest", "ran", rec)
+
+
+def _known_splits(ctx: Context, split: dict) -> KnownSplits | None:
+    """The previous manifest's splits, to keep (``train.retrain: new_city``), or None.
+
+    Kept only when the split settings are the same: new ones draw a new split (and
+    retrain every model).
+    """
+    prev = ctx.store.record("ingest")
+    if ctx.cfg.train.retrain != "new_city" or prev is None or prev.get("split") != split:
+        return None
+    cols = ["image_id", "city", "place", "split"]
+    return KnownSplits.of_manifest(
+        ctx.store.read_table(f"{prev['folder']}/manifest.parquet", columns=cols)
+    )
 
 
 def _check_cities(
