@@ -25,13 +25,13 @@ import pyarrow.compute as pc
 import ray
 
 from citylens.config.schema import TrainSettings
-from citylens.errors import InputError
 from citylens.pipeline import cluster
 from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
+from citylens.pipeline.reuse import data_key, refit_models, take_models, write_trained_on
 from citylens.pipeline.trainer import fit_run
-from citylens.storage import Store, digest
+from citylens.storage import digest
 from citylens.tables import error_row, errors_table, model_name
 
 __all__ = ["ModelPlan", "plan_runs", "run_name", "run_train"]
@@ -50,7 +50,8 @@ class ModelPlan:
     seed: int
     settings: TrainSettings
     init: str | None  # starting weights (models.init_weights), or None
-    key: str  # digest of the manifest, arch, seed, settings, input size and init
+    key: str  # digest of the data (data_key), arch, seed, settings, input size and init
+    city_key: str  # the same with the data of train.retrain: new_city (no manifest)
 
     @property
     def cost(self) -> float:
@@ -66,6 +67,7 @@ class ModelPlan:
             "settings": asdict(self.settings),
             "init_weights": self.init,
             "key": self.key,
+            "city_key": self.city_key,
             "done": done,
         }
 
@@ -164,27 +166,36 @@ def _done_line(name: str, rec: dict) -> str:
     )
 
 
-def _plans(ctx: Context, up: dict[str, str]) -> dict[str, ModelPlan]:
+def _plans(ctx: Context) -> dict[str, ModelPlan]:
     """Every (architecture, seed) of the study, by model name."""
     t, plans = ctx.cfg.train, {}
+    data, by_city = data_key(ctx), data_key(ctx, "new_city")
     for arch in ctx.cfg.models.archs:
         for seed in ctx.cfg.models.seeds:
             settings = t.settings_for(arch)
             init = ctx.cfg.models.init_weights.get(arch)
-            key = ctx.key(
-                "train",
-                up,
-                {
-                    "arch": arch,
-                    "seed": seed,
-                    "settings": asdict(settings),
-                    "input_size": t.input_size,
-                    "init": init,
-                },
-            )
+            own = {
+                "arch": arch,
+                "seed": seed,
+                "settings": asdict(settings),
+                "input_size": t.input_size,
+                "init": init,
+            }
+            key, city_key = (ctx.key("train", up, own) for up in (data, by_city))
             name = model_name(arch, seed)
-            plans[name] = ModelPlan(name, arch, seed, settings, init, key)
+            plans[name] = ModelPlan(name, arch, seed, settings, init, key, city_key)
     return plans
+
+
+def _committed(ctx: Context, plan: ModelPlan) -> dict | None:
+    """The model's record if it is up to date (``new_city``: by its city key)."""
+    rec = ctx.up_to_date(f"train/{plan.name}", plan.key)
+    if rec is None and ctx.cfg.train.retrain == "new_city" and not ctx.force:
+        # trained under ``always``: the same cities and split settings keep it too
+        rec = ctx.store.record(f"train/{plan.name}")
+        if rec is None or rec.get("city_key") != plan.city_key:
+            return None
+    return rec
 
 
 def _decode_splits(ctx: Context, cities: list[str]) -> tuple[dict, list[dict], int]:
@@ -283,74 +294,6 @@ def _fit(
     return errors, decoded
 
 
-def _leaked(ctx: Context, source: Store) -> tuple[pa.Table, str]:
-    """This study's test rows that trained or validated the source's models.
-
-    By image (the same bytes) or by place: the split is drawn over places because two
-    photos of one place look alike, so a new photo of a place the models trained on
-    flatters them too. Returns the rows and how they matched.
-    """
-    src = source.read_table(f"{source.record('ingest')['folder']}/manifest.parquet")
-    src = src.filter(pc.is_in(src["split"], pa.array(["train", "val"])))
-    test = read_manifest(ctx.store, ["image_id", "uri", "city", "place", "split"])
-    test = test.filter(pc.equal(test["split"], "test"))
-    same = test.filter(pc.is_in(test["image_id"], value_set=src["image_id"].combine_chunks()))
-    if same.num_rows:
-        return same, "the same image"
-    seen = {(c, p) for c, p in zip(src["city"].to_pylist(), src["place"].to_pylist())}
-    at = [(c, p) in seen for c, p in zip(test["city"].to_pylist(), test["place"].to_pylist())]
-    return test.filter(pa.array(at, pa.bool_())), "a place"
-
-
-def _take_models(ctx: Context) -> StageResult:
-    """``models.from``: copy the other study's models into this store; train nothing.
-
-    Its key is the source and each model's training key there, so a model retrained in
-    the source store is taken again. A test image of this study that trained or
-    validated them is refused (InputError): their accuracy on it would flatter them.
-    """
-    from citylens.config.models_from import check_models_from
-
-    store, uri = ctx.store, ctx.cfg.models.source
-    taken = check_models_from(ctx.cfg)
-    source = Store(uri, ctx.cfg.run.storage_options)
-    # checked on every run, up to date or not: this study's images may have changed
-    leaked, how = _leaked(ctx, source)
-    if leaked.num_rows:
-        raise InputError(
-            f"models.from: {leaked.num_rows} test image(s) of this study show {how} that "
-            f"trained or validated {uri}'s models (e.g. {leaked['uri'][0]}): their accuracy "
-            "and explanations there would flatter the models; leave those places out or "
-            "train this study's own"
-        )
-    key = digest({"from": uri, "models": {n: m["key"] for n, m in sorted(taken.items())}})
-    if rec := ctx.up_to_date("train", key):
-        return StageResult("train", "skipped", rec)
-    folder, started = ctx.begin("train")
-    for name, m in sorted(taken.items()):
-        for file in ("model.pt", "meta.json"):
-            store.write_bytes(f"models/{name}/{file}", source.read_bytes(f"{m['folder']}/{file}"))
-        # the source's accuracies are on its own splits: kept, under their own names
-        was = {k: m["record"].get(k) for k in ("val_acc", "test_acc", "best_epoch")}
-        store.commit(
-            f"train/{name}",
-            {"key": m["key"], "folder": f"models/{name}", "from": uri, "source": was},
-        )
-        ctx.progress(f"train: {name} taken from {uri}")
-    store.write_table(f"{folder}/errors/errors.parquet", errors_table([]))
-    models = {n: {"arch": m["arch"], "seed": m["seed"], "key": m["key"]} for n, m in taken.items()}
-    rec = ctx.finish(
-        "train",
-        key,
-        folder,
-        started,
-        models=models,
-        models_from=uri,
-        counts={"inputs": 0, "images": 0, "errors": 0, "models": len(taken), "trained": 0},
-    )
-    return StageResult("train", "ran", rec)
-
-
 def run_train(ctx: Context) -> StageResult:
     """Fit every (architecture, seed) of the study that is not up to date.
 
@@ -361,30 +304,37 @@ def run_train(ctx: Context) -> StageResult:
     """
     store = ctx.store
     if ctx.cfg.models.source:
-        return _take_models(ctx)
-    up = ctx.upstream("ingest")
+        return take_models(ctx)
     cities = store.record("ingest")["cities"]
-    plans = _plans(ctx, up)
+    plans = _plans(ctx)
     stage_key = digest(sorted((n, p.key) for n, p in plans.items()))
-    if rec := ctx.up_to_date("train", stage_key):
+    kept = {n: rec for n, p in plans.items() if (rec := _committed(ctx, p)) is not None}
+    refit = refit_models(ctx, sorted(kept))
+    if not refit and (rec := ctx.up_to_date("train", stage_key)):
         return StageResult("train", "skipped", rec)
     folder, started = ctx.begin("train")
-    todo = {n for n, p in plans.items() if not ctx.up_to_date(f"train/{n}", p.key)}
+    todo = {n for n in plans if n in refit or n not in kept}
     for n in sorted(set(plans) - todo):
         ctx.progress(f"train: {n} up to date")
     errors: list[dict] = []
     decoded_rows = 0
     if todo:
         ctx.ray()
+        write_trained_on(ctx, sorted(todo))
         errors, decoded_rows = _fit(ctx, plans, todo, folder, cities)
     store.write_table(f"{folder}/errors/errors.parquet", errors_table(errors))
-    models = {n: {"arch": p.arch, "seed": p.seed, "key": p.key} for n, p in plans.items()}
+    # the models' own keys: a model kept under ``new_city`` keeps the key it was
+    # trained under, so the output (what explain depends on) changes only with a model
+    keys = {n: p.key if n in todo else kept[n]["key"] for n, p in plans.items()}
+    models = {n: {"arch": p.arch, "seed": p.seed, "key": keys[n]} for n, p in plans.items()}
     rec = ctx.finish(
         "train",
         stage_key,
         folder,
         started,
+        output=digest(sorted(keys.items())),
         models=models,
+        retrain=ctx.cfg.train.retrain,
         counts={
             # images decoded for the models fitted by this run (none if all were up to date)
             "inputs": decoded_rows,

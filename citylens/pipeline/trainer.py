@@ -189,6 +189,8 @@ def _fit_model(config: dict, spec: dict, device: str, resume: dict | None) -> di
             {
                 "key": spec["key"],
                 "output": spec["key"],
+                # the key train.retrain: new_city checks (no manifest in it)
+                "city_key": spec.get("city_key"),
                 "folder": f"models/{name}",
                 "attempt": config["attempt"],
                 **out,

@@ -1,5 +1,5 @@
-"""Which test images of a study the models it takes (``models.from``) have seen: by image
-and by place (no Ray: two stores' manifests)."""
+"""Which test images the models a study takes (``models.from``) or keeps
+(``train.retrain: new_city``) have seen: by image and by place (no Ray: manifests)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 
-from citylens.pipeline.train import _leaked
+from citylens.pipeline.reuse import _leaked, refit_models, write_trained_on
 from citylens.storage import Store
 
 
@@ -47,3 +47,40 @@ def test_a_test_image_the_models_saw_is_found_by_image_then_by_place(tmp_path):
     # only the source's test places: nothing leaked
     mine = _store(tmp_path / "d", [("n6", "x", "p3", "test")])
     assert _leaked(SimpleNamespace(store=mine), source)[0].num_rows == 0
+
+
+def _ctx(store: Store, retrain: str = "new_city"):
+    said: list[str] = []
+    cfg = SimpleNamespace(train=SimpleNamespace(retrain=retrain))
+    return SimpleNamespace(store=store, cfg=cfg, progress=said.append, said=said)
+
+
+def test_a_kept_model_is_fitted_again_only_if_a_test_image_trained_it(tmp_path):
+    first = [("i1", "x", "p1", "train"), ("i2", "x", "p2", "val"), ("i3", "x", "p3", "test")]
+    store = _store(tmp_path / "s", first)
+    write_trained_on(_ctx(store), ["m-s0", "m-s1"])
+    seen = store.read_table("models/m-s0/trained_on.parquet")
+    assert sorted(seen["image_id"].to_pylist()) == ["i1", "i2"]  # train and val, not test
+
+    # the study grew: new places, the known ones in their splits: both models are kept
+    grown = [*first, ("n1", "x", "p4", "test"), ("n2", "x", "p1", "train")]
+    store = _store(tmp_path / "s", grown)
+    assert refit_models(_ctx(store), ["m-s0", "m-s1"]) == {}
+
+    # a known place dealt to test (places renamed into one another) refits the model
+    store = _store(tmp_path / "s", [*grown, ("n3", "x", "p2", "test")])
+    ctx = _ctx(store)
+    assert refit_models(ctx, ["m-s0"]) == {"m-s0": 1}
+    assert "m-s0 is fitted again: 1 test image(s) trained or validated it" in ctx.said[0]
+    # ... and so does a known image under a new place name
+    store = _store(tmp_path / "s", [*grown, ("i1", "x", "renamed", "test")])
+    assert refit_models(_ctx(store), ["m-s1"]) == {"m-s1": 1}
+
+
+def test_a_model_that_does_not_say_what_it_trained_on_is_fitted_again(tmp_path):
+    store = _store(tmp_path / "s", [("i1", "x", "p1", "train"), ("i3", "x", "p3", "test")])
+    ctx = _ctx(store)
+    assert refit_models(ctx, ["old-s0"]) == {"old-s0": -1}
+    assert "does not record what it trained on" in ctx.said[0]
+    # under train.retrain: always the manifest is in the key: nothing to check here
+    assert refit_models(_ctx(store, "always"), ["old-s0"]) == {}
