@@ -35,8 +35,8 @@ from citylens.pipeline import cluster
 from citylens.pipeline.committed import committed, read_manifest, read_vocabulary
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
-from citylens.pipeline.shards import companions, run_sharded, summary, write_shard
-from citylens.storage import Store
+from citylens.pipeline.shards import companions, reuse_earlier, run_sharded, summary, write_shard
+from citylens.storage import Store, digest
 from citylens.tables import ABLATIONS, error_row, method_label
 
 __all__ = ["AblateWorker", "run_ablate", "shard_index"]
@@ -258,12 +258,30 @@ def run_ablate(ctx: Context) -> StageResult:
     def map_todo(folder: str, todo: pa.Table):
         return _ablate(ctx, folder, todo, models, worker)
 
+    # An image's rows depend on it, the models and its explanations (explain's
+    # ``explained_with``), its class map (segment's ``settings``) and these settings:
+    # when only the set of images changed, earlier rows of the images still tested hold.
+    exp, seg = committed(store, "explain"), committed(store, "segment")
+    ablated_with = None
+    if exp.get("explained_with") and seg.get("settings"):
+        ablated_with = digest([exp["explained_with"], seg["settings"], settings])
+    prev = store.record("ablate")
+    same = (
+        ablated_with is not None and prev is not None and prev.get("ablated_with") == ablated_with
+    )
+    ids = set(test["image_id"].to_pylist())
+    prepare = reuse_earlier(
+        ctx, "ablate", ids, prev["folder"] if same else None, what="images' ablations"
+    )
+
     return run_sharded(
         ctx,
         "ablate",
         key,
         test,
         map_todo,
+        prepare=prepare,
+        ablated_with=ablated_with,
         batch_size=cfg.ablate.batch_size,
         counts={"models": len(models)},
         processed="ablated",

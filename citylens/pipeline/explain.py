@@ -27,8 +27,14 @@ from citylens.pipeline import cluster
 from citylens.pipeline.committed import committed, read_manifest
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
-from citylens.pipeline.shards import run_sharded, shard_name, summary, write_shard
-from citylens.storage import Store
+from citylens.pipeline.shards import (
+    reuse_earlier,
+    run_sharded,
+    shard_name,
+    summary,
+    write_shard,
+)
+from citylens.storage import Store, digest
 from citylens.tables import EXPLANATIONS, METHOD_EXPLANATIONS, error_row
 
 __all__ = ["CamWorker", "explain_rows", "run_explain"]
@@ -288,13 +294,25 @@ def run_explain(ctx: Context) -> StageResult:
     cities = committed(store, "ingest")["cities"]
     manifest = read_manifest(store)
     test = manifest.filter(pc.equal(manifest["split"], "test")).select(["image_id", "uri", "city"])
+    # An explanation depends only on the image, the models and these settings: when
+    # only the images changed (a study that grew, train.retrain: new_city), earlier
+    # explanations of the images still tested are carried over.
+    explained_with = digest({"train": up["train"], "settings": settings})
+    prev = store.record("explain")
+    same = prev is not None and prev.get("explained_with") == explained_with
+    ids = set(test["image_id"].to_pylist())
+    prepare = reuse_earlier(
+        ctx, "explain", ids, prev["folder"] if same else None, "methods", "images' explanations"
+    )
     return run_sharded(
         ctx,
         "explain",
         key,
         test,
         lambda folder, todo: _explain(ctx, folder, todo, models, cities, layers, metas, compared),
+        prepare=prepare,
         counts={"models": len(models)},
+        explained_with=explained_with,
         method=cfg.explain.method,
         layers=layers,
         compared=compared,

@@ -17,9 +17,9 @@ import ray
 from citylens.overlap import overlap_rows
 from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
-from citylens.pipeline.shards import companions
-from citylens.storage import Store
-from citylens.tables import METHOD_OVERLAPS, error_row, errors_table
+from citylens.pipeline.shards import companions, copy_file
+from citylens.storage import Store, digest
+from citylens.tables import ERRORS, METHOD_OVERLAPS, error_row, errors_table
 
 __all__ = ["overlap_shard", "run_overlap"]
 
@@ -105,17 +105,28 @@ def run_overlap(ctx: Context) -> StageResult:
         f"overlap: {exp_rec['counts']['rows']} explanations × {len(where)} class maps, θ = {thetas}"
     )
     extra = {r.rsplit("/", 1)[1]: r for r in companions(store, exp_rec["folder"])}
-    refs = []
+    made_with = _made_with(exp_rec, seg_rec, thetas)
+    reuse = _reusable(ctx, made_with)
+    refs, done = [], []
     for rel in exp_files:
-        ids = set(store.read_table(rel, columns=["image_id"])["image_id"].to_pylist())
+        exp_ids = store.read_table(rel, columns=["image_id"])["image_id"]
+        ids = set(exp_ids.to_pylist())
         needed = sorted({where[i] for i in ids if i in where})
         name = rel.rsplit("/", 1)[1]
         out = f"{folder}/data/{name}"
         methods = (extra[name], f"{folder}/methods/{name}") if name in extra else None
-        refs.append(overlap_shard.remote(store, rel, needed, thetas, out, methods))
+        if (rows := reuse(name, ids, methods is not None, where)) is not None:
+            if methods is not None:  # the companion first, as overlap_shard writes them
+                copy_file(store, f"{reuse.folder}/methods/{name}", methods[1])
+            copy_file(store, f"{reuse.folder}/data/{name}", out)
+            done.append((len(exp_ids), rows, []))
+        else:
+            refs.append(overlap_shard.remote(store, rel, needed, thetas, out, methods))
+    if done:
+        ctx.progress(f"overlap: {len(done)} of {len(exp_files)} shards reused from the last run")
     n_exp = n_rows = 0
     errors: list[dict] = []
-    for n, rows, errs in ray.get(refs):
+    for n, rows, errs in done + ray.get(refs):
         n_exp += n
         n_rows += rows
         errors += errs
@@ -134,5 +145,60 @@ def run_overlap(ctx: Context) -> StageResult:
         raise RuntimeError(
             f"overlap: read {n_exp} explanations, explain wrote {exp_rec['counts']['rows']}"
         )
-    rec = ctx.finish("overlap", key, folder, started, counts=counts, thetas=thetas)
+    counts["reused_shards"] = len(done)
+    rec = ctx.finish(
+        "overlap", key, folder, started, counts=counts, thetas=thetas, made_with=made_with
+    )
     return StageResult("overlap", "ran", rec)
+
+
+def _made_with(exp_rec: dict, seg_rec: dict, thetas: list[float]) -> str | None:
+    """What an overlap shard depends on beside its images (None: cannot tell).
+
+    The explanations' models and settings (explain's ``explained_with``), the
+    segmenter's settings and θ.
+    """
+    if exp_rec.get("explained_with") is None or seg_rec.get("settings") is None:
+        return None
+    return digest([exp_rec["explained_with"], seg_rec["settings"], thetas])
+
+
+class _Reuse:
+    """Which of the previous run's output shards hold for an explanation shard now.
+
+    An explanation shard's name is a hash of its images: one of the same name, from
+    explanations made the same way (``made_with``) over the same class maps, has the
+    same overlaps, unless one of its images had no class map then (an error, retried).
+    """
+
+    def __init__(self, store: Store, prev: dict | None, made_with: str | None):
+        self.store = store
+        ok = prev is not None and made_with is not None and prev.get("made_with") == made_with
+        self.folder = prev["folder"] if ok else None
+        self.names: set[str] = set()
+        self.methods: set[str] = set()
+        self.failed: set[str] = set()
+        if self.folder is not None:
+            self.names, self.methods = (_names(store, f"{self.folder}/{sub}") for sub in DIRS)
+            bad = store.read_table(f"{self.folder}/errors", schema=ERRORS)
+            self.failed = {i for i in bad["image_id"].to_pylist() if i is not None}
+
+    def __call__(self, name: str, ids: set[str], methods: bool, where: dict) -> int | None:
+        """Rows of the reusable output shard ``name``, or None when it must be made."""
+        if name not in self.names or (methods and name not in self.methods):
+            return None
+        if ids & self.failed or any(i not in where for i in ids):
+            return None
+        return self.store.read_table(f"{self.folder}/data/{name}", columns=["image_id"]).num_rows
+
+
+DIRS = ("data", "methods")
+
+
+def _names(store: Store, folder: str) -> set[str]:
+    return {rel.rsplit("/", 1)[1] for rel in store.files(folder, ".parquet")}
+
+
+def _reusable(ctx: Context, made_with: str | None) -> _Reuse:
+    prev = None if ctx.force else ctx.store.record("overlap")
+    return _Reuse(ctx.store, prev, made_with)

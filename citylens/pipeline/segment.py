@@ -18,7 +18,7 @@ from citylens.overlap import class_pixels
 from citylens.pipeline import cluster
 from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
-from citylens.pipeline.shards import carry_over, run_sharded, summary, write_shard
+from citylens.pipeline.shards import reuse_earlier, run_sharded, summary, write_shard
 from citylens.segment import SEGMENTERS, build_segmenter, vocabulary_of
 from citylens.segment.model import weights_fingerprint
 from citylens.storage import Store, digest, read_bytes
@@ -140,22 +140,16 @@ def run_segment(ctx: Context) -> StageResult:
     )
     prev = store.record("segment")
 
+    # A class map depends only on the image and the segmenter: when the study grew (new
+    # images, a new city) and the segmenter is unchanged, earlier maps are reused.
+    same = prev is not None and prev.get("settings") == digest(settings)
+    ids = set(test["image_id"].to_pylist())
+    carry = reuse_earlier(ctx, "segment", ids, prev["folder"] if same else None, what="class maps")
+
     def prepare(folder: str, resumed: bool) -> dict:
         voc = vocabulary_of(cfg.segmenter.backend, classes)
         store.write_text(f"{folder}/vocabulary.csv", voc.to_csv())
-        # A class map depends only on the image and the segmenter: when the study grew
-        # (new images, a new city) and the segmenter is unchanged, earlier maps are reused.
-        if resumed and store.exists(f"{folder}/reused.json"):
-            reused = store.read_json(f"{folder}/reused.json")["reused"]
-        elif prev and prev.get("settings") == digest(settings) and not ctx.force:
-            # (again, if an interrupted attempt died while carrying over: copies are whole)
-            ids = set(test["image_id"].to_pylist())
-            reused = len(carry_over(store, prev["folder"], folder, ids))
-            ctx.progress(f"segment: {reused} class maps reused from the previous run")
-        else:
-            reused = 0
-        store.write_json(f"{folder}/reused.json", {"reused": reused})
-        return {"reused": reused}
+        return carry(folder, resumed)
 
     return run_sharded(
         ctx,

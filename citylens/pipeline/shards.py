@@ -27,8 +27,10 @@ __all__ = [
     "ShardCounts",
     "carry_over",
     "companions",
+    "copy_file",
     "count_by_node",
     "done_image_ids",
+    "reuse_earlier",
     "run_sharded",
     "shard_counts",
     "shard_name",
@@ -120,34 +122,87 @@ def done_image_ids(store: Store, folder: str) -> set[str]:
     return set(shard_counts(store, folder).covered)
 
 
-def carry_over(store: Store, old: str, new: str, keep: set[str]) -> set[str]:
+def copy_file(store: Store, src: str, dst: str) -> None:
+    """Copy one file of the store (server-side on S3), making its folder if local."""
+    if store.local:
+        store.fs.makedirs(store.path(dst.rsplit("/", 1)[0]), exist_ok=True)
+    store.fs.copy(store.path(src), store.path(dst))
+
+
+def carry_over(
+    store: Store, old: str, new: str, keep: set[str], companion: str | None = None
+) -> set[str]:
     """Reuse an earlier run's rows for the images in ``keep`` (a study that grew).
 
     Shards of ``old/data`` whose images are all kept are copied whole (a server-side copy
     on S3); the kept rows of the others are written as new shards. Errors are not carried:
-    those images are tried again.
+    those images are tried again. With ``companion`` (e.g. ``methods``), each shard's
+    companion of the same name in ``old/<companion>`` goes along, written first as the
+    stage itself writes it (see :func:`companions`).
 
     Returns:
         The image ids now covered in ``new``.
     """
-    import pyarrow.compute as pc
-
     covered: set[str] = set()
+    extra = {r.rsplit("/", 1)[1]: r for r in companions(store, old, companion)} if companion else {}
     for rel in store.files(f"{old}/data", ".parquet"):
         ids = store.read_table(rel, columns=["image_id"])["image_id"].to_pylist()
         mine = [i for i in dict.fromkeys(ids) if i in keep]
         if not mine:
             continue
-        if len(mine) == len(set(ids)):
-            if store.local:
-                store.fs.makedirs(store.path(f"{new}/data"), exist_ok=True)
-            store.fs.copy(store.path(rel), store.path(f"{new}/data/{rel.rsplit('/', 1)[1]}"))
-        else:
-            rows = store.read_table(rel)
-            rows = rows.filter(pc.is_in(rows["image_id"], value_set=pa.array(mine)))
-            store.write_table(f"{new}/data/{shard_name(mine)}", rows)
+        name = rel.rsplit("/", 1)[1]
+        whole = len(mine) == len(set(ids))
+        pairs = ([(extra[name], companion)] if name in extra else []) + [(rel, "data")]
+        for src, sub in pairs:  # the companion first: the data shard commits both
+            if whole:
+                copy_file(store, src, f"{new}/{sub}/{name}")
+            else:
+                rows = store.read_table(src)
+                rows = rows.filter(pc.is_in(rows["image_id"], value_set=pa.array(mine)))
+                store.write_table(f"{new}/{sub}/{shard_name(mine)}", rows)
         covered.update(mine)
     return covered
+
+
+def reuse_earlier(
+    ctx: Context,
+    stage: str,
+    ids: set[str],
+    earlier: str | None,
+    companion: str | None = None,
+    what: str = "images' rows",
+) -> Callable[[str, bool], dict]:
+    """A :func:`run_sharded` ``prepare`` that carries an earlier run's rows for ``ids`` over.
+
+    Args:
+        ctx: The study.
+        stage: The stage (for its messages).
+        ids: The image ids the stage maps now.
+        earlier: The folder of the stage's previous run if its rows still hold (the same
+            models, settings and upstream rows per image; only the set of images
+            changed), else None. Ignored with ``--force``.
+        companion: See :func:`carry_over`.
+        what: What is reused, for the message.
+
+    Returns:
+        ``prepare(folder, resumed) -> {"reused": images carried over}``; a resumed attempt
+        reads its count back (its copies are already there).
+    """
+    store = ctx.store
+
+    def prepare(folder: str, resumed: bool) -> dict:
+        if resumed and store.exists(f"{folder}/reused.json"):
+            reused = store.read_json(f"{folder}/reused.json")["reused"]
+        elif earlier is not None and not ctx.force:
+            # (again, if an interrupted attempt died while carrying over: copies are whole)
+            reused = len(carry_over(store, earlier, folder, ids, companion))
+            ctx.progress(f"{stage}: {reused} {what} reused from the previous run")
+        else:
+            reused = 0
+        store.write_json(f"{folder}/reused.json", {"reused": reused})
+        return {"reused": reused}
+
+    return prepare
 
 
 def _not_in(rows: pa.Table, done: set[str]) -> pa.Table:
@@ -182,7 +237,8 @@ def run_sharded(
         map_todo: ``(folder, rows to do) -> Ray Dataset`` of the shards' one-row
             :func:`summary` batches; called (with Ray started) only when rows are left.
         prepare: ``(folder, resumed) -> counts`` run first, e.g. to carry rows over from
-            an earlier run into ``folder``; its counts join the record's.
+            an earlier run into ``folder``; its counts join the record's (with
+            ``reused``, the record also counts the ``fresh`` images mapped by this run).
         batch_size: The stage's batch size (progress is printed about every 20 batches).
         counts: More counts of the stage's record (beside inputs, images, rows, errors).
         processed: What the stage does to an image, for messages (``explained``).
@@ -215,5 +271,7 @@ def run_sharded(
             f"errors ({len(got.covered)} covered by shards)"
         )
     done_counts = {"inputs": n, "images": got.images, "rows": got.rows, "errors": got.errors}
+    if "reused" in extra:  # the images this run mapped, beside those carried over
+        extra["fresh"] = got.images - extra["reused"]
     rec = ctx.finish(stage, key, folder, started, counts=done_counts | extra, nodes=nodes, **record)
     return StageResult(stage, "ran", rec)

@@ -93,3 +93,78 @@ def test_adding_images_to_one_city_redoes_ingest_and_what_depends_on_it(
         assert m.num_rows == 33 and any("zz_new_00" in u for u in m["uri"].to_pylist())
     finally:
         extra.unlink()
+
+
+def _add_places(root, city: str, n: int) -> list[str]:
+    """``n`` new places of two views in ``city``: mirrored copies of known views (new
+    bytes, so new image ids) with their label maps mirrored the same way."""
+    names = []
+    views = sorted((root / city).glob("*.jpg"))
+    for j in range(n):
+        for v in range(2):
+            src = views[(2 * j + v) % len(views)]
+            stem = f"zz{j:03d}_{v:02d}"
+            Image.open(src).transpose(Image.FLIP_LEFT_RIGHT).save(root / city / f"{stem}.jpg")
+            label = root / "labels" / city / f"{src.stem}.png"
+            Image.open(label).transpose(Image.FLIP_LEFT_RIGHT).save(
+                root / "labels" / city / f"{stem}.png"
+            )
+            names.append(stem)
+    return names
+
+
+def test_new_images_under_retrain_new_city_keep_the_models_and_explain_only_those(
+    tiny_study, local_ray, three_cities, tiny, tmp_path
+):
+    import shutil
+
+    store_uri = str(tiny.copy(tiny_study, tmp_path / "store"))  # trained under `always`
+    root = tmp_path / "cities"
+    shutil.copytree(three_cities, root)
+    store = Store(store_uri)
+    old = {s: store.record(s) for s in ("ingest", "train", "explain", "segment", "overlap")}
+    old_test = _test_split(store)
+    old_shards = store.files(f"{old['explain']['folder']}/data", ".parquet")
+    weights = {s: store.read_bytes(f"models/simpler-s{s}/model.pt") for s in (0, 1)}
+    _add_places(root, "signburg", 5)
+    _add_places(root, "towerville", 2)
+
+    cfg = load_config(None, [*tiny.overrides(store_uri, str(root)), "train.retrain=new_city"])
+    messages: list[str] = []
+    results = {r.stage: r.status for r in run_study(cfg, progress=messages.append)}
+
+    assert results["ingest"] == "ran"
+    ingest = store.record("ingest")
+    assert ingest["counts"]["kept_split"] == old["ingest"]["counts"]["images"]
+    new_test = _test_split(store)
+    assert old_test.items() <= new_test.items()  # every known test image is still one
+    added = set(new_test) - set(old_test)
+    assert added, "none of the new places was dealt to test: nothing new to explain"
+    # no model was fitted: same weights, same output, so explain knew them
+    train = store.record("train")
+    assert train["counts"]["trained"] == 0 and not any("fitting" in m for m in messages)
+    assert train["output"] == old["train"]["output"]
+    assert all(store.read_bytes(f"models/simpler-s{s}/model.pt") == weights[s] for s in (0, 1))
+    # explain explained only the new test images, and carried the rest over
+    explain = store.record("explain")
+    assert explain["counts"]["reused"] == len(old_test)
+    assert explain["counts"]["fresh"] == len(added)
+    assert explain["counts"]["images"] == len(new_test)
+    assert sum(explain["nodes"].values()) == len(added)  # images mapped on Ray
+    segment = store.record("segment")
+    assert segment["counts"]["reused"] == len(old_test)
+    assert segment["counts"]["fresh"] == len(added)
+    ablate = store.record("ablate")  # the causal check too: only the new images
+    assert (ablate["counts"]["reused"], ablate["counts"]["fresh"]) == (len(old_test), len(added))
+    # overlap reused every shard of the old explanations, computed the new ones
+    overlap = store.record("overlap")
+    assert overlap["counts"]["reused_shards"] == len(old_shards)
+    assert overlap["counts"]["inputs"] == explain["counts"]["rows"]
+    # the reducers ran on everything: the report counts every test image
+    assert results["analyze"] == "ran" and results["report"] == "ran"
+    objects = store.read_table(f"{store.record('analyze')['folder']}/objects.parquet")
+    assert set(objects["city"].to_pylist()) == {"towerville", "signburg"}
+
+    # run again unchanged: nothing runs
+    again = {r.stage: r.status for r in run_study(cfg, progress=lambda s: None)}
+    assert set(again.values()) == {"skipped"}
