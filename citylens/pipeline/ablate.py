@@ -269,7 +269,7 @@ def run_ablate(ctx: Context) -> StageResult:
     same = (
         ablated_with is not None and prev is not None and prev.get("ablated_with") == ablated_with
     )
-    ids = set(test["image_id"].to_pylist())
+    ids = dict(zip(test["image_id"].to_pylist(), test["city"].to_pylist()))
     prepare = reuse_earlier(
         ctx, "ablate", ids, prev["folder"] if same else None, what="images' ablations"
     )

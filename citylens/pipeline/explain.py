@@ -300,7 +300,7 @@ def run_explain(ctx: Context) -> StageResult:
     explained_with = digest({"train": up["train"], "settings": settings})
     prev = store.record("explain")
     same = prev is not None and prev.get("explained_with") == explained_with
-    ids = set(test["image_id"].to_pylist())
+    ids = dict(zip(test["image_id"].to_pylist(), test["city"].to_pylist()))
     prepare = reuse_earlier(
         ctx, "explain", ids, prev["folder"] if same else None, "methods", "images' explanations"
     )

@@ -240,8 +240,9 @@ def run_ingest(ctx: Context) -> StageResult:
             for i, c, p in zip(*(manifest[k].to_pylist() for k in ("image_id", "city", "place")))
         )
         ctx.progress(
-            f"ingest: {counts['kept_split']} known images keep their split "
-            f"(train.retrain: new_city); {manifest.num_rows - counts['kept_split']} are new"
+            f"ingest: {counts['kept_split']} images of known places keep their split "
+            f"(train.retrain: new_city); {manifest.num_rows - counts['kept_split']} of new "
+            "places were dealt around them"
         )
     rec = ctx.finish(
         "ingest",

@@ -93,7 +93,6 @@ def run_overlap(ctx: Context) -> StageResult:
     if rec := ctx.up_to_date("overlap", key):
         return StageResult("overlap", "skipped", rec)
     folder, started = ctx.begin("overlap")
-    ctx.ray()
     exp_rec, seg_rec = store.record("explain"), store.record("segment")
     exp_files = store.files(f"{exp_rec['folder']}/data", ".parquet")
     seg_files = store.files(f"{seg_rec['folder']}/data", ".parquet")
@@ -121,12 +120,14 @@ def run_overlap(ctx: Context) -> StageResult:
             copy_file(store, f"{reuse.folder}/data/{name}", out)
             done.append((len(exp_ids), rows, []))
         else:
+            if not refs:
+                ctx.ray()  # only when a shard is to be made
             refs.append(overlap_shard.remote(store, rel, needed, thetas, out, methods))
     if done:
         ctx.progress(f"overlap: {len(done)} of {len(exp_files)} shards reused from the last run")
     n_exp = n_rows = 0
     errors: list[dict] = []
-    for n, rows, errs in done + ray.get(refs):
+    for n, rows, errs in done + (ray.get(refs) if refs else []):
         n_exp += n
         n_rows += rows
         errors += errs

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 
 import pyarrow as pa
@@ -20,34 +21,48 @@ from citylens.pipeline.context import Context, StageResult
 from citylens.storage import Store, digest
 from citylens.tables import errors_table
 
-__all__ = ["data_key", "refit_models", "take_models", "write_trained_on"]
+__all__ = [
+    "TRAINED_ON",
+    "city_data",
+    "data_key",
+    "refit_models",
+    "take_models",
+    "trained_rows",
+]
 
 
-def data_key(ctx: Context, retrain: str | None = None) -> dict:
-    """What of the study's data a model's key digests (``train.retrain``, or ``retrain``).
+def trained_rows(ctx: Context) -> pa.Table:
+    """The manifest rows a model fitted now learns from: train and val, by image id.
 
-    ``always``: the manifest (every image and its split). ``new_city``: the cities in
-    class order and the split settings only, so images added to known cities keep the
-    models (ingest then keeps every known place's split; :func:`refit_models` checks it).
-    """
-    if (retrain or ctx.cfg.train.retrain) == "new_city":
-        return {"cities": ctx.store.record("ingest")["cities"], "split": asdict(ctx.cfg.split)}
-    return ctx.upstream("ingest")
-
-
-_TRAINED_ON = "trained_on.parquet"  # beside model.pt: the train and val rows it learnt from
-
-
-def write_trained_on(ctx: Context, names: list[str]) -> None:
-    """Record, beside each model about to be fitted, the manifest rows it learns from.
-
-    The study's manifest changes as it grows; this is what :func:`refit_models` checks a
-    new test split against. (Written before fitting: a re-run fits on the same rows.)
+    Columns ``image_id, city, place, split``; what ``models/<name>/trained_on.parquet``
+    records once the model is committed.
     """
     rows = read_manifest(ctx.store, ["image_id", "city", "place", "split"])
     rows = rows.filter(pc.is_in(rows["split"], pa.array(["train", "val"])))
-    for name in names:
-        ctx.store.write_table(f"models/{name}/{_TRAINED_ON}", rows)
+    return rows.sort_by("image_id")
+
+
+def city_data(ctx: Context) -> dict:
+    """The data a model's ``city_key`` digests: the cities in class order, the split."""
+    return {"cities": ctx.store.record("ingest")["cities"], "split": asdict(ctx.cfg.split)}
+
+
+def data_key(ctx: Context, rows: pa.Table) -> dict:
+    """What of the study's data a model's key digests (``train.retrain``).
+
+    ``always``: the manifest (every image and its split), as ingest's output.
+    ``new_city``: the cities and split settings and the ``rows`` it learns from
+    (:func:`trained_rows`), so a model fitted again on other rows gets another key
+    (and explanations of the earlier one are not carried over); whether a committed
+    model is kept is decided by its ``city_key`` (no rows in it) and
+    :func:`refit_models`.
+    """
+    if ctx.cfg.train.retrain == "new_city":
+        return {**city_data(ctx), "trained_on": digest(rows.to_pydict())}
+    return ctx.upstream("ingest")
+
+
+TRAINED_ON = "trained_on.parquet"  # beside model.pt: the train and val rows it learnt from
 
 
 def refit_models(ctx: Context, names: list[str]) -> dict[str, int]:
@@ -68,7 +83,7 @@ def refit_models(ctx: Context, names: list[str]) -> dict[str, int]:
     rows = list(zip(*(test[k].to_pylist() for k in ("image_id", "city", "place"))))
     out = {}
     for name in names:
-        rel = f"models/{name}/{_TRAINED_ON}"
+        rel = f"models/{name}/{TRAINED_ON}"
         if not ctx.store.exists(rel):
             out[name] = -1
             ctx.progress(f"train: {name} is fitted again: it does not record what it trained on")
@@ -85,15 +100,22 @@ def refit_models(ctx: Context, names: list[str]) -> dict[str, int]:
     return out
 
 
-def _leaked(ctx: Context, source: Store) -> tuple[pa.Table, str]:
+def _leaked(ctx: Context, source: Store, folders: Sequence[str] = ()) -> tuple[pa.Table, str]:
     """This study's test rows that trained or validated the source's models.
 
     By image (the same bytes) or by place: the split is drawn over places because two
     photos of one place look alike, so a new photo of a place the models trained on
-    flatters them too. Returns the rows and how they matched.
+    flatters them too. What the models learnt from is what they record beside their
+    weights (``folders``: theirs in the source), else the source's manifest's train and
+    val rows (a source that grew under ``new_city`` may have dropped some since).
+    Returns the rows and how they matched.
     """
-    src = source.read_table(f"{source.record('ingest')['folder']}/manifest.parquet")
-    src = src.filter(pc.is_in(src["split"], pa.array(["train", "val"])))
+    recorded = [f"{f}/{TRAINED_ON}" for f in folders]
+    if recorded and all(source.exists(r) for r in recorded):
+        src = pa.concat_tables([source.read_table(r) for r in recorded])
+    else:
+        src = source.read_table(f"{source.record('ingest')['folder']}/manifest.parquet")
+        src = src.filter(pc.is_in(src["split"], pa.array(["train", "val"])))
     test = read_manifest(ctx.store, ["image_id", "uri", "city", "place", "split"])
     test = test.filter(pc.equal(test["split"], "test"))
     same = test.filter(pc.is_in(test["image_id"], value_set=src["image_id"].combine_chunks()))
@@ -117,7 +139,7 @@ def take_models(ctx: Context) -> StageResult:
     taken = check_models_from(ctx.cfg)
     source = Store(uri, ctx.cfg.run.storage_options)
     # checked on every run, up to date or not: this study's images may have changed
-    leaked, how = _leaked(ctx, source)
+    leaked, how = _leaked(ctx, source, [m["folder"] for m in taken.values()])
     if leaked.num_rows:
         raise InputError(
             f"models.from: {leaked.num_rows} test image(s) of this study show {how} that "

@@ -143,7 +143,7 @@ def run_segment(ctx: Context) -> StageResult:
     # A class map depends only on the image and the segmenter: when the study grew (new
     # images, a new city) and the segmenter is unchanged, earlier maps are reused.
     same = prev is not None and prev.get("settings") == digest(settings)
-    ids = set(test["image_id"].to_pylist())
+    ids = dict(zip(test["image_id"].to_pylist(), test["city"].to_pylist()))
     carry = reuse_earlier(ctx, "segment", ids, prev["folder"] if same else None, what="class maps")
 
     def prepare(folder: str, resumed: bool) -> dict:

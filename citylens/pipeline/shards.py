@@ -12,7 +12,7 @@ A stage says only what is its own: how to map a batch of to-do rows.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,22 +123,40 @@ def done_image_ids(store: Store, folder: str) -> set[str]:
 
 
 def copy_file(store: Store, src: str, dst: str) -> None:
-    """Copy one file of the store (server-side on S3), making its folder if local."""
-    if store.local:
-        store.fs.makedirs(store.path(dst.rsplit("/", 1)[0]), exist_ok=True)
-    store.fs.copy(store.path(src), store.path(dst))
+    """Copy one file of the store: server-side on S3, atomically (a rename) if local."""
+    if not store.local:
+        store.fs.copy(store.path(src), store.path(dst))
+        return
+    import os
+    import shutil
+    import uuid
+
+    target = store.path(dst)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+    shutil.copyfile(store.path(src), tmp)
+    os.replace(tmp, target)
 
 
 def carry_over(
-    store: Store, old: str, new: str, keep: set[str], companion: str | None = None
+    store: Store, old: str, new: str, keep: Mapping[str, str], companion: str | None = None
 ) -> set[str]:
     """Reuse an earlier run's rows for the images in ``keep`` (a study that grew).
 
-    Shards of ``old/data`` whose images are all kept are copied whole (a server-side copy
-    on S3); the kept rows of the others are written as new shards. Errors are not carried:
-    those images are tried again. With ``companion`` (e.g. ``methods``), each shard's
-    companion of the same name in ``old/<companion>`` goes along, written first as the
-    stage itself writes it (see :func:`companions`).
+    A row is kept when its image is in ``keep`` and still of the same city (an image id
+    is a hash of the bytes alone: a photo moved to another city keeps it, and its rows
+    name the old city). Shards of ``old/data`` whose rows are all kept are copied whole
+    (server-side on S3); the kept rows of the others are written as new shards. Errors
+    are not carried: those images are tried again. With ``companion`` (e.g.
+    ``methods``), each shard's companion of the same name in ``old/<companion>`` goes
+    along, written first as the stage itself writes it (see :func:`companions`).
+
+    Args:
+        store: The study's store.
+        old: The earlier run's folder.
+        new: This run's folder.
+        keep: Image id -> city of the images mapped now.
+        companion: A companion folder's name.
 
     Returns:
         The image ids now covered in ``new``.
@@ -146,20 +164,21 @@ def carry_over(
     covered: set[str] = set()
     extra = {r.rsplit("/", 1)[1]: r for r in companions(store, old, companion)} if companion else {}
     for rel in store.files(f"{old}/data", ".parquet"):
-        ids = store.read_table(rel, columns=["image_id"])["image_id"].to_pylist()
-        mine = [i for i in dict.fromkeys(ids) if i in keep]
+        cols = store.read_table(rel, columns=["image_id", "city"]).to_pydict()
+        rows = list(zip(cols["image_id"], cols["city"]))
+        mine = list(dict.fromkeys(i for i, c in rows if keep.get(i) == c))
         if not mine:
             continue
         name = rel.rsplit("/", 1)[1]
-        whole = len(mine) == len(set(ids))
+        whole = all(keep.get(i) == c for i, c in rows)
         pairs = ([(extra[name], companion)] if name in extra else []) + [(rel, "data")]
         for src, sub in pairs:  # the companion first: the data shard commits both
             if whole:
                 copy_file(store, src, f"{new}/{sub}/{name}")
             else:
-                rows = store.read_table(src)
-                rows = rows.filter(pc.is_in(rows["image_id"], value_set=pa.array(mine)))
-                store.write_table(f"{new}/{sub}/{shard_name(mine)}", rows)
+                table = store.read_table(src)
+                table = table.filter(pc.is_in(table["image_id"], value_set=pa.array(mine)))
+                store.write_table(f"{new}/{sub}/{shard_name(mine)}", table)
         covered.update(mine)
     return covered
 
@@ -167,7 +186,7 @@ def carry_over(
 def reuse_earlier(
     ctx: Context,
     stage: str,
-    ids: set[str],
+    ids: Mapping[str, str],
     earlier: str | None,
     companion: str | None = None,
     what: str = "images' rows",
@@ -177,7 +196,7 @@ def reuse_earlier(
     Args:
         ctx: The study.
         stage: The stage (for its messages).
-        ids: The image ids the stage maps now.
+        ids: Image id -> city of the images the stage maps now.
         earlier: The folder of the stage's previous run if its rows still hold (the same
             models, settings and upstream rows per image; only the set of images
             changed), else None. Ignored with ``--force``.

@@ -29,7 +29,14 @@ from citylens.pipeline import cluster
 from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.decode import decode_batch
-from citylens.pipeline.reuse import data_key, refit_models, take_models, write_trained_on
+from citylens.pipeline.reuse import (
+    TRAINED_ON,
+    city_data,
+    data_key,
+    refit_models,
+    take_models,
+    trained_rows,
+)
 from citylens.pipeline.trainer import fit_run
 from citylens.storage import digest
 from citylens.tables import error_row, errors_table, model_name
@@ -166,10 +173,10 @@ def _done_line(name: str, rec: dict) -> str:
     )
 
 
-def _plans(ctx: Context) -> dict[str, ModelPlan]:
-    """Every (architecture, seed) of the study, by model name."""
+def _plans(ctx: Context, rows: pa.Table) -> dict[str, ModelPlan]:
+    """Every (architecture, seed) of the study, by model name (``rows``: it learns from)."""
     t, plans = ctx.cfg.train, {}
-    data, by_city = data_key(ctx), data_key(ctx, "new_city")
+    data, by_city = data_key(ctx, rows), city_data(ctx)
     for arch in ctx.cfg.models.archs:
         for seed in ctx.cfg.models.seeds:
             settings = t.settings_for(arch)
@@ -191,7 +198,7 @@ def _committed(ctx: Context, plan: ModelPlan) -> dict | None:
     """The model's record if it is up to date (``new_city``: by its city key)."""
     rec = ctx.up_to_date(f"train/{plan.name}", plan.key)
     if rec is None and ctx.cfg.train.retrain == "new_city" and not ctx.force:
-        # trained under ``always``: the same cities and split settings keep it too
+        # fitted on other rows (or under ``always``): the same cities and split keep it
         rec = ctx.store.record(f"train/{plan.name}")
         if rec is None or rec.get("city_key") != plan.city_key:
             return None
@@ -284,6 +291,7 @@ def _fit(
         "checkpoint_every": t.checkpoint_every,
         "max_failures": t.max_failures,
         "attempt": folder,
+        "trained_on": f"{folder}/{TRAINED_ON}",
     }
     pending = {}
     for names in plan:
@@ -306,7 +314,8 @@ def run_train(ctx: Context) -> StageResult:
     if ctx.cfg.models.source:
         return take_models(ctx)
     cities = store.record("ingest")["cities"]
-    plans = _plans(ctx)
+    rows = trained_rows(ctx)
+    plans = _plans(ctx, rows)
     stage_key = digest(sorted((n, p.key) for n, p in plans.items()))
     kept = {n: rec for n, p in plans.items() if (rec := _committed(ctx, p)) is not None}
     refit = refit_models(ctx, sorted(kept))
@@ -320,7 +329,9 @@ def run_train(ctx: Context) -> StageResult:
     decoded_rows = 0
     if todo:
         ctx.ray()
-        write_trained_on(ctx, sorted(todo))
+        # each model copies it beside its weights as it commits: a model is never
+        # recorded as trained on rows other than its weights' (a crash keeps the old pair)
+        store.write_table(f"{folder}/{TRAINED_ON}", rows)
         errors, decoded_rows = _fit(ctx, plans, todo, folder, cities)
     store.write_table(f"{folder}/errors/errors.parquet", errors_table(errors))
     # the models' own keys: a model kept under ``new_city`` keeps the key it was

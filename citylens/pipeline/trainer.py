@@ -17,6 +17,7 @@ import ray
 import torch
 
 from citylens.allocator import worker_runtime_env
+from citylens.pipeline.shards import copy_file
 from citylens.storage import Store
 from citylens.weights import load_tensors
 
@@ -183,6 +184,8 @@ def _fit_model(config: dict, spec: dict, device: str, resume: dict | None) -> di
         save_checkpoint(
             store.url(f"models/{name}"), result.model.cpu(), meta, config["storage_options"]
         )
+        if config.get("trained_on"):  # after the weights: see run_train
+            copy_file(store, config["trained_on"], f"models/{name}/trained_on.parquet")
         # committed here, not when the run ends: a crash later in the run keeps it
         store.commit(
             f"train/{name}",

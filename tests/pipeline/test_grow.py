@@ -168,3 +168,19 @@ def test_new_images_under_retrain_new_city_keep_the_models_and_explain_only_thos
     # run again unchanged: nothing runs
     again = {r.stage: r.status for r in run_study(cfg, progress=lambda s: None)}
     assert set(again.values()) == {"skipped"}
+
+    # a model that cannot show what it trained on is fitted again, on today's rows; it
+    # is another model now, so nothing made with the old one is carried over
+    store.rm("models/simpler-s1/trained_on.parquet")
+    messages.clear()
+    run_study(cfg, progress=messages.append)
+    assert any("simpler-s1 is fitted again" in m for m in messages)
+    refit = store.record("train")
+    assert refit["counts"]["trained"] == 1 and refit["output"] != train["output"]
+    assert store.read_bytes("models/simpler-s0/model.pt") == weights[0]
+    learnt = store.read_table("models/simpler-s1/trained_on.parquet")
+    m = store.read_table(f"{ingest['folder']}/manifest.parquet")
+    assert sorted(learnt["image_id"].to_pylist()) == sorted(
+        i for i, sp in zip(m["image_id"].to_pylist(), m["split"].to_pylist()) if sp != "test"
+    )
+    assert store.record("explain")["counts"]["reused"] == 0

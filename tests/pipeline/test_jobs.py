@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -26,19 +27,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ray_head(tmp_path):
-    """``ray start --head --block`` in its own process group; stopped by killing the group."""
+@contextlib.contextmanager
+def _head(bin_dir: Path, tmp_path: Path):
+    """``ray start --head --block`` of ``bin_dir``'s Ray, in its own process group.
+
+    Yields ``(JobSubmissionClient, dashboard address)``; stopped by killing the group.
+    """
     ports = {name: _free_port() for name in ("gcs", "dashboard", "client", "agent", "metrics")}
     env = dict(os.environ)
     env["RAY_AUTH_MODE"] = "disabled"  # a dev head on loopback; clusters keep token auth
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # jobs run the venv's python
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"  # jobs run that environment's python
     env["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
     env.pop("RAY_ADDRESS", None)
+    env.pop("VIRTUAL_ENV", None)
     # Unix socket paths must stay under 108 bytes: a short temp dir, not pytest's.
     temp = tempfile.mkdtemp(prefix="rayh", dir="/tmp")
     cmd = [
-        str(Path(sys.executable).parent / "ray"),
+        str(bin_dir / "ray"),
         "start",
         "--head",
         "--block",
@@ -82,6 +87,13 @@ def ray_head(tmp_path):
             shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.fixture
+def ray_head(tmp_path):
+    """A head of this virtualenv's Ray (citylens installed)."""
+    with _head(Path(sys.executable).parent, tmp_path) as head:
+        yield head
+
+
 @pytest.mark.slow
 def test_submit_the_demo_study_as_a_job(ray_head, tmp_path, ray_lines):
     from ray.job_submission import JobStatus
@@ -115,3 +127,51 @@ def test_submit_the_demo_study_as_a_job(ray_head, tmp_path, ray_lines):
     for stage in STAGES:
         assert s.record(stage) is not None, stage
     assert s.exists("models/simpler-s0/model.pt") and s.exists("report.html")
+
+
+SMALL_DEMO = (
+    "synthetic.places=8 synthetic.views=2 models.archs=[simpler] models.seeds=[0] "
+    "train.epochs=1 analysis.perplexity=5 ablate.max_objects=2 ablate.steps=[0,0.2]"
+)
+
+
+@pytest.mark.slow
+def test_a_head_with_only_ray_runs_a_study_through_the_documented_runtime_env(tmp_path):
+    """jobs/runtime_env.yaml on a head whose Python has Ray and nothing else."""
+    stock = Path(tempfile.mkdtemp(prefix="stock", dir="/tmp"))
+    try:
+        python = Path(sys.base_prefix) / "bin" / "python3"
+        subprocess.run([str(python), "-m", "venv", str(stock)], check=True, timeout=120)
+        pip = [str(stock / "bin" / "pip"), "install", "-q", "ray[default]==2.60.0"]
+        subprocess.run(pip, check=True, timeout=600, capture_output=True)
+        bare = subprocess.run(
+            [str(stock / "bin" / "python"), "-c", "import torch, citylens"],
+            cwd=tmp_path,
+            capture_output=True,
+        )
+        assert bare.returncode != 0  # neither torch nor citylens: a stock Ray
+        store = tmp_path / "store"
+        with _head(stock / "bin", tmp_path) as (_, address):
+            # the README's command, run with that head's own `ray` from the repository
+            cmd = [
+                str(stock / "bin" / "ray"),
+                "job",
+                "submit",
+                f"--address={address}",
+                "--runtime-env=jobs/runtime_env.yaml",
+                "--",
+                f"python jobs/run_study.py demo store={store} {SMALL_DEMO}",
+            ]
+            env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+            env["PATH"] = f"{stock / 'bin'}:{env['PATH']}"
+            done = subprocess.run(
+                cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500
+            )
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-4000:]
+        assert "Report:" in out
+        s = Store(str(store))
+        assert all(s.record(stage) is not None for stage in STAGES)
+        assert s.exists("report.html")
+    finally:
+        shutil.rmtree(stock, ignore_errors=True)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 
-from citylens.pipeline.reuse import _leaked, refit_models, write_trained_on
+from citylens.pipeline.reuse import TRAINED_ON, _leaked, refit_models, trained_rows
 from citylens.storage import Store
 
 
@@ -58,9 +58,10 @@ def _ctx(store: Store, retrain: str = "new_city"):
 def test_a_kept_model_is_fitted_again_only_if_a_test_image_trained_it(tmp_path):
     first = [("i1", "x", "p1", "train"), ("i2", "x", "p2", "val"), ("i3", "x", "p3", "test")]
     store = _store(tmp_path / "s", first)
-    write_trained_on(_ctx(store), ["m-s0", "m-s1"])
-    seen = store.read_table("models/m-s0/trained_on.parquet")
-    assert sorted(seen["image_id"].to_pylist()) == ["i1", "i2"]  # train and val, not test
+    rows = trained_rows(_ctx(store))
+    assert rows["image_id"].to_pylist() == ["i1", "i2"]  # train and val, not test
+    for name in ("m-s0", "m-s1"):  # as the trainer copies them beside its weights
+        store.write_table(f"models/{name}/{TRAINED_ON}", rows)
 
     # the study grew: new places, the known ones in their splits: both models are kept
     grown = [*first, ("n1", "x", "p4", "test"), ("n2", "x", "p1", "train")]
@@ -84,3 +85,22 @@ def test_a_model_that_does_not_say_what_it_trained_on_is_fitted_again(tmp_path):
     assert "does not record what it trained on" in ctx.said[0]
     # under train.retrain: always the manifest is in the key: nothing to check here
     assert refit_models(_ctx(store, "always"), ["old-s0"]) == {}
+
+
+def test_taken_models_are_checked_against_what_they_recorded_they_trained_on(tmp_path):
+    # the source grew under new_city and its manifest no longer lists i9, which trained m
+    source = _store(tmp_path / "a", [("i1", "x", "p1", "train"), ("i3", "x", "p3", "test")])
+    learnt = pa.table(
+        {
+            "image_id": ["i1", "i9"],
+            "city": ["x", "x"],
+            "place": ["p1", "p9"],
+            "split": ["train"] * 2,
+        }
+    )
+    source.write_table(f"models/m-s0/{TRAINED_ON}", learnt)
+    mine = _store(tmp_path / "b", [("i9", "x", "q1", "test"), ("n1", "x", "q2", "test")])
+    ctx = SimpleNamespace(store=mine)
+    assert _leaked(ctx, source)[0].num_rows == 0  # the manifest alone misses it
+    rows, how = _leaked(ctx, source, ["models/m-s0"])
+    assert rows["image_id"].to_pylist() == ["i9"] and how == "the same image"
