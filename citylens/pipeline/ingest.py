@@ -268,7 +268,10 @@ def _known_splits(ctx: Context, split: dict) -> KnownSplits | None:
     retrain every model).
     """
     prev = ctx.store.record("ingest")
-    if ctx.cfg.train.retrain != "new_city" or prev is None or prev.get("split") != split:
+    # (compared as digests: the record's JSON holds the ratios as a list, not a tuple)
+    if ctx.cfg.train.retrain != "new_city" or prev is None or "split" not in prev:
+        return None
+    if digest(prev["split"]) != digest(split):
         return None
     cols = ["image_id", "city", "place", "split"]
     return KnownSplits.of_manifest(
