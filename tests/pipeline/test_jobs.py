@@ -160,7 +160,7 @@ def test_a_head_with_only_ray_runs_a_study_through_the_documented_runtime_env(tm
                 f"--address={address}",
                 "--runtime-env=jobs/runtime_env.yaml",
                 "--",
-                f"python jobs/run_study.py demo store={store} {SMALL_DEMO}",
+                *f"python jobs/run_study.py demo store={store} {SMALL_DEMO}".split(),
             ]
             env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
             env["PATH"] = f"{stock / 'bin'}:{env['PATH']}"
