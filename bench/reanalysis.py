@@ -2,6 +2,7 @@
 
     python bench/reanalysis.py [--places 150] [--views 2] [--size 128]
                                [--archs simple resnet18] [--grow 0.1]
+                               [--ratios 0.6 0.2 0.2]
 
 A two-city synthetic study (``train.retrain: new_city``) runs ingest → train → explain →
 segment → overlap; then ``--grow`` × the images are added to each city as new places
@@ -61,6 +62,7 @@ def overrides(store: Path, root: Path, args) -> list[str]:
         "train.epochs=1",
         f"train.input_size={args.size}",
         "train.retrain=new_city",
+        f"split.ratios=[{','.join(str(r) for r in args.ratios)}]",
     ]
     for city in CITIES:
         out += [
@@ -82,6 +84,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--archs", nargs="+", default=["simple", "resnet18"])
     ap.add_argument("--grow", type=float, default=0.1, help="images added, × the corpus")
+    ap.add_argument(
+        "--ratios",
+        type=float,
+        nargs=3,
+        default=[0.6, 0.2, 0.2],
+        help="train/val/test split (more test images stand in for a larger corpus)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
