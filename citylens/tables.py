@@ -36,6 +36,7 @@ __all__ = [
     "OBJECTS",
     "OBJECT_MEANS",
     "OVERLAPS",
+    "PLACES",
     "PROBES",
     "SEGMENTS",
     "SPLITS",
@@ -60,6 +61,8 @@ MANIFEST = pa.schema(
         pa.field("width", pa.int32(), nullable=False),
         pa.field("height", pa.int32(), nullable=False),
         pa.field("label_uri", pa.string(), nullable=True),
+        pa.field("lat", pa.float64(), nullable=True),  # WGS84 degrees; null: not known
+        pa.field("lon", pa.float64(), nullable=True),
     ]
 )
 
@@ -313,6 +316,27 @@ TOP_SETTLED = pa.schema(
         ("diff_low", pa.float64()),
         ("diff_high", pa.float64()),
         ("settled", pa.bool_()),
+    ]
+)
+
+# Per (model, located test place) at the report's θ: what the explanations there cover,
+# whether the model was right, and the place's share of its city's key object's R_p.
+PLACES = pa.schema(
+    [
+        ("model", pa.string()),
+        ("city", pa.string()),
+        ("place", pa.string()),
+        ("lat", pa.float64()),  # the centre of the place's located images (WGS84)
+        ("lon", pa.float64()),
+        ("images", pa.int64()),  # its test images with overlaps at θ
+        ("explained", pa.int64()),  # its test images the model classified
+        ("correct", pa.int64()),  # ... correctly
+        ("top_class", pa.int64()),  # most pixels inside its explanations (-1: none)
+        ("top_name", pa.string()),
+        ("top_share", pa.float64()),  # that class's share of the objects' pixels there
+        ("key_class", pa.int64()),  # the city's most discriminative object
+        ("key_name", pa.string()),
+        ("key_r_p", pa.float64()),  # Σ_place M_key / Σ_city N_key: sums to R_key^c
     ]
 )
 

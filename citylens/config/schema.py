@@ -70,10 +70,18 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """The 6:2:2 split of places into train, val and test, seeded."""
+    """The 6:2:2 split of places into train, val and test, seeded.
+
+    Attributes:
+        block_m: Draw the split over grid cells of this many metres, not over places,
+            so spots a few metres apart never straddle train and test (see
+            :mod:`citylens.data.splits`). Off (None) by default; a place without
+            coordinates stays a unit of its own.
+    """
 
     ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0
+    block_m: float | None = None
 
 
 @dataclass(frozen=True)

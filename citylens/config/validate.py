@@ -148,6 +148,12 @@ def _check_models(cfg: StudyConfig) -> None:
 
     for i, r in enumerate(cfg.split.ratios):
         _require(r > 0, f"split.ratios[{i}]", f"must be positive, got {r}")
+    if (block := cfg.split.block_m) is not None:
+        _require(
+            1.0 <= block <= 100_000.0,
+            "split.block_m",
+            f"must be between 1 and 100000 metres, got {block:g}",
+        )
 
     _require(len(cfg.models.archs) > 0, "models.archs", "name at least one architecture")
     _require(len(cfg.models.seeds) > 0, "models.seeds", "name at least one seed")

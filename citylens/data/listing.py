@@ -2,14 +2,15 @@
 
 A researcher often has the list already (a curated subset, the query list of a
 benchmark). A manifest is a text file with one image per line (``#`` comments and blank
-lines skipped), or a CSV whose header names an ``image`` column and optionally a
-``place`` column. Entries are paths relative to the city's ``source``, or full URIs /
-absolute paths under it. An entry that would leave the root — a ``..`` segment, another
-scheme (``file://`` in an ``s3://`` city, ``http://``), an absolute path elsewhere — is
-refused and recorded, never read: a manifest from someone else cannot make a study read
-``/etc/passwd`` or another bucket; so is an entry that is a symbolic link leading out of
-the root (unless the city sets ``follow_links``). Listed files that do not exist are
-recorded too (``missing``), and an entry listed again (``duplicate``, with its line).
+lines skipped), or a CSV whose header names an ``image`` column and optionally
+``place``, ``lat`` and ``lon`` columns (WGS84 degrees). Entries are paths relative to
+the city's ``source``, or full URIs / absolute paths under it. An entry that would leave
+the root — a ``..`` segment, another scheme (``file://`` in an ``s3://`` city,
+``http://``), an absolute path elsewhere — is refused and recorded, never read: a
+manifest from someone else cannot make a study read ``/etc/passwd`` or another bucket;
+so is an entry that is a symbolic link leading out of the root (unless the city sets
+``follow_links``). Listed files that do not exist are recorded too (``missing``), and an
+entry listed again (``duplicate``, with its line).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from citylens.data.manifest import (
     ImageSource,
     image_source,
     label_index,
+    located,
     place_of,
     source_files,
 )
@@ -82,13 +84,12 @@ def confine(entry: str, root: str) -> str:
     return (base if scheme == "file" else f"{scheme}://{base}") + "/" + rel
 
 
-def read_entries(
-    uri: str, storage_options: dict | None = None
-) -> list[tuple[str, str | None, str]]:
+def read_entries(uri: str, storage_options: dict | None = None) -> list[tuple]:
     """``(entry, place or None, where)`` of every image a manifest file lists, in order.
 
     ``where`` is ``line N`` of a plain list or ``row N`` of a CSV (the header is row 0),
-    for messages.
+    for messages. A CSV with ``lat`` or ``lon`` columns adds their two texts to each
+    tuple (``""`` when empty).
 
     Raises:
         ValueError: a CSV manifest without an ``image`` column (naming the file).
@@ -106,8 +107,10 @@ def read_entries(
         if "image" not in header:
             raise ValueError(f"{uri}: a CSV manifest needs an 'image' column, got {header}")
         rows = csv.DictReader(io.StringIO("\n".join(ln for _, ln in lines[1:])), fieldnames=header)
+        coords = "lat" in header or "lon" in header
         return [
             (str(r["image"] or ""), (r.get("place") or "").strip() or None, f"row {i}")
+            + ((r.get("lat") or "", r.get("lon") or "") if coords else ())
             for i, r in enumerate(rows, 1)
         ]
     return [(ln.strip(), None, f"line {n}") for n, ln in lines]
@@ -154,7 +157,7 @@ def list_city(
     def refuse(entry: str, kind: str, message: str) -> None:
         refused.append(error_row("ingest", kind, message, uri=entry))
 
-    for entry, place, where in read_entries(manifest, storage_options):
+    for entry, place, where, *lat_lon in read_entries(manifest, storage_options):
         try:
             uri = confine(entry, root)
         except ValueError as err:
@@ -178,7 +181,14 @@ def list_city(
         stem = PurePosixPath(rel).stem
         found = place or place_of(stem, regex)
         images[uri] = image_source(
-            uri, rel, city, found or stem, label_set, files[uri], place_found=found is not None
+            uri,
+            rel,
+            city,
+            found or stem,
+            label_set,
+            files[uri],
+            place_found=found is not None,
+            where=located(f"{uri} ({manifest} {where})", stem, regex, *lat_lon),
         )
         first[uri] = where
     if not images:

@@ -5,6 +5,12 @@ test, or accuracy and explanations measure memory, not cities. A place id comes 
 regex on the file name's stem (named group ``place``, else group 1); without one,
 every file is its own place. Tokyo 24/7-style ``panoID_pitch_yaw`` names use
 ``TOKYO247_PLACE_REGEX``.
+
+Where an image was taken comes from the same regex's groups named ``lat`` and ``lon``
+(``51p36285``, ``m0p45047`` and ``-0.45`` all read; see :mod:`citylens.data.coords`)
+or from ``lat`` / ``lon`` columns of a city's CSV manifest (which win over the name).
+Unreadable or out-of-range values keep the image, without coordinates, and become an
+error row of kind ``bad_coordinates``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import PurePosixPath
 
 import pyarrow as pa
 
+from citylens.data.coords import CoordinateError, coordinates
 from citylens.data.images import DecodeError, open_image
 from citylens.data.splits import KnownSplits, assign_splits
 from citylens.storage import filesystem
@@ -34,6 +41,7 @@ __all__ = [
     "image_id",
     "image_source",
     "label_index",
+    "located",
     "make_manifest",
     "manifest_of",
     "place_of",
@@ -83,6 +91,38 @@ def place_of(stem: str, regex: re.Pattern[str] | None) -> str | None:
     return m.group("place") if "place" in regex.groupindex else m.group(1)
 
 
+def located(
+    uri: str,
+    stem: str,
+    regex: re.Pattern[str] | None,
+    lat: str | None = None,
+    lon: str | None = None,
+) -> tuple[float | None, float | None, str | None]:
+    """An image's ``(lat, lon, problem)``.
+
+    From ``lat`` / ``lon`` given (a manifest's columns), else from the regex's ``lat``
+    / ``lon`` groups on the stem.
+
+    Returns:
+        ``(lat, lon, None)``; ``(None, None, None)`` when neither says; ``(None, None,
+        message naming the file)`` for values that cannot be used.
+    """
+    if (
+        lat is None
+        and lon is None
+        and regex is not None
+        and {"lat", "lon"} <= set(regex.groupindex)
+    ):
+        m = regex.match(stem)
+        if m is not None:
+            lat, lon = m.group("lat"), m.group("lon")
+    try:
+        got = coordinates(lat, lon)
+    except CoordinateError as err:
+        return None, None, f"{uri}: {err}; kept without coordinates"
+    return (None, None, None) if got is None else (got[0], got[1], None)
+
+
 @dataclass(frozen=True)
 class ImageSource:
     """One image found in a city's source.
@@ -97,6 +137,10 @@ class ImageSource:
             unchanged city is not hashed again.
         place_found: The place id came from ``place_regex`` or the manifest; False when
             the name did not match and the file became a place of its own.
+        lat: Latitude in degrees, if known.
+        lon: Longitude in degrees, if known.
+        coord_problem: Why the coordinates given could not be used (then lat and lon
+            are None).
     """
 
     uri: str
@@ -106,6 +150,9 @@ class ImageSource:
     size: int = -1
     version: str = ""
     place_found: bool = True
+    lat: float | None = None
+    lon: float | None = None
+    coord_problem: str | None = None
 
 
 def source_files(
@@ -179,13 +226,17 @@ def image_source(
     labels: dict[str, str],
     info: dict,
     place_found: bool = True,
+    where: tuple[float | None, float | None, str | None] = (None, None, None),
 ) -> ImageSource:
     """The :class:`ImageSource` of a listed file.
 
     ``rel`` is its path under the source; ``place_found`` says the place came from the
-    regex or a manifest, not the file's stem.
+    regex or a manifest, not the file's stem; ``where`` is :func:`located`'s answer.
     """
     return ImageSource(
+        lat=where[0],
+        lon=where[1],
+        coord_problem=where[2],
         uri=uri,
         city=city,
         place=place,
@@ -235,7 +286,14 @@ def scan_city(
             unmatched += 1
         out.append(
             image_source(
-                uri, rel, city, place or name.stem, label_set, info, place_found=place is not None
+                uri,
+                rel,
+                city,
+                place or name.stem,
+                label_set,
+                info,
+                place_found=place is not None,
+                where=located(uri, name.stem, regex),
             )
         )
     refused = [r for r in refused if _is_image(PurePosixPath(r["uri"][len(root) + 1 :]))]
@@ -328,7 +386,10 @@ def dedupe(rows: Iterable[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def make_manifest(
-    rows: Iterable[dict], ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
+    rows: Iterable[dict],
+    ratios: Sequence[float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+    block_m: float | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Assemble the manifest from probed images; duplicates go to the errors table.
 
@@ -337,6 +398,7 @@ def make_manifest(
             optionally ``place_found``); see :func:`dedupe` for which copy is kept.
         ratios: train/val/test proportions.
         seed: Split seed.
+        block_m: Cell size of a spatially blocked split (None: by place).
 
     Returns:
         ``(manifest, errors)``; manifest sorted by city then uri, schema MANIFEST.
@@ -345,7 +407,7 @@ def make_manifest(
         ValueError: a city has fewer than three places (see :func:`assign_splits`).
     """
     keep, errors = dedupe(rows)
-    return manifest_of(keep, ratios, seed), errors_table(errors)
+    return manifest_of(keep, ratios, seed, block_m=block_m), errors_table(errors)
 
 
 def manifest_of(
@@ -353,19 +415,26 @@ def manifest_of(
     ratios: Sequence[float] = (0.6, 0.2, 0.2),
     seed: int = 0,
     known: KnownSplits | None = None,
+    block_m: float | None = None,
 ) -> pa.Table:
     """The manifest (schema MANIFEST, in the rows' order) with every row's split.
 
-    The rows are one per image already (:func:`dedupe`'s kept rows); ``known``: earlier
-    splits to keep (see :func:`assign_splits`).
+    The rows are one per image already (:func:`dedupe`'s kept rows), with ``lat`` /
+    ``lon`` where known; ``known``: earlier splits to keep; ``block_m``: draw the split
+    over grid cells of that size (see :func:`assign_splits`).
 
     Raises:
-        ValueError: a city has fewer than three places (see :func:`assign_splits`).
+        ValueError: a city has fewer than three places or cells (see
+            :func:`assign_splits`).
     """
     keep = list(rows)
     cols = {f.name: [r.get(f.name) for r in keep] for f in MANIFEST if f.name != "split"}
+    lat = [float("nan") if v is None else v for v in cols["lat"]]
+    lon = [float("nan") if v is None else v for v in cols["lon"]]
     split = (
-        assign_splits(cols["city"], cols["place"], ratios, seed, cols["image_id"], known)
+        assign_splits(
+            cols["city"], cols["place"], ratios, seed, cols["image_id"], known, lat, lon, block_m
+        )
         if keep
         else []
     )

@@ -11,10 +11,12 @@ import tempfile
 from collections import Counter
 from dataclasses import asdict
 
+import numpy as np
 import pyarrow as pa
 import ray
 
 from citylens.config import CityConfig
+from citylens.data.coords import nearest_train_m
 from citylens.data.images import DecodeError, check_size
 from citylens.data.listing import list_city
 from citylens.data.manifest import (
@@ -26,7 +28,7 @@ from citylens.data.manifest import (
     scan_city,
 )
 from citylens.data.scenes import NULL_STYLE, style_for
-from citylens.data.splits import KnownSplits
+from citylens.data.splits import KnownSplits, assign_splits
 from citylens.data.synth import PLACE_REGEX, synthesize
 from citylens.errors import InputError
 from citylens.pipeline.context import Context, StageResult
@@ -155,6 +157,8 @@ def _list(ctx: Context, cities: dict[str, CityConfig]) -> tuple[dict, dict, dict
                 "(see the errors table)"
             )
         what["files"] = [(s.uri, s.size, s.version, s.label_uri) for s in listings[name]]
+        if city.manifest:  # a manifest's place and lat / lon columns can change alone
+            what["entries"] = digest([(s.place, s.lat, s.lon) for s in listings[name]])
         city_keys[name] = digest(what)
     return listings, city_keys, refused_of
 
@@ -177,8 +181,18 @@ def _probe(ctx: Context, listings: dict, city_keys: dict) -> list[dict]:
             ctx.ray()
             table = _probe_city(listings[name], opts)
             store.write_table(cache, table)
-        found = {src.uri: src.place_found for src in listings[name]}
-        rows.extend({**r, "place_found": found.get(r["uri"], True)} for r in table.to_pylist())
+        src = {s.uri: s for s in listings[name]}
+        for r in table.to_pylist():
+            s = src.get(r["uri"])
+            where = {"lat": None, "lon": None, "coord_problem": None, "place_found": True}
+            if s is not None:
+                where = {
+                    "lat": s.lat,
+                    "lon": s.lon,
+                    "coord_problem": s.coord_problem,
+                    "place_found": s.place_found,
+                }
+            rows.append({**r, **where})
     return rows
 
 
@@ -196,6 +210,8 @@ def run_ingest(ctx: Context) -> StageResult:
     listings, city_keys, refused_of = _list(ctx, cities)
     refused = [r for name in sorted(cities) for r in refused_of[name]]
     split = asdict(ctx.cfg.split)
+    if split["block_m"] is None:  # keys of studies from before the option stay as they were
+        del split["block_m"]
     key = ctx.key("ingest", {}, {"cities": city_keys, "split": split})
     if rec := ctx.up_to_date("ingest", key):
         return StageResult("ingest", "skipped", rec)
@@ -208,7 +224,14 @@ def run_ingest(ctx: Context) -> StageResult:
         if r["error_kind"] is not None
     ]
     usable, dups = dedupe(probed)
-    errors = pa.concat_tables([errors_table(refused), errors_table(bad), errors_table(dups)])
+    unlocated = [
+        error_row("ingest", "bad_coordinates", r["coord_problem"], r["image_id"], r["uri"])
+        for r in usable
+        if r.get("coord_problem")
+    ]
+    errors = pa.concat_tables(
+        [errors_table(refused), errors_table(bad), errors_table(dups), errors_table(unlocated)]
+    )
     store.write_table(f"{folder}/errors/errors.parquet", errors)
     city_of = {r["uri"]: r["city"] for r in rows}
     failed: dict[str, Counter] = {c: Counter() for c in cities}
@@ -218,18 +241,27 @@ def run_ingest(ctx: Context) -> StageResult:
         failed[city_of[e["uri"]]][e["kind"]] += 1
     _check_cities(ctx, usable, failed, f"{folder}/errors")
     known = _known_splits(ctx, split)
-    manifest = manifest_of(usable, ctx.cfg.split.ratios, ctx.cfg.split.seed, known)
+    block_m = ctx.cfg.split.block_m
+    try:
+        manifest = manifest_of(usable, ctx.cfg.split.ratios, ctx.cfg.split.seed, known, block_m)
+    except ValueError as err:  # too few cells of block_m
+        raise InputError(f"ingest: split.block_m: {err}") from None
     store.write_table(f"{folder}/manifest.parquet", manifest)
     content = digest(
         manifest.select(["image_id", "uri", "city", "place", "split", "label_uri"]).to_pydict()
     )
     counts = {
         "images": manifest.num_rows,
-        "errors": errors.num_rows,
+        "errors": errors.num_rows - len(unlocated),  # a bad_coordinates image is kept
         "inputs": len(rows) + len(refused),
         "cities": {c: manifest["city"].to_pylist().count(c) for c in sorted(cities)},
         "splits": {s: manifest["split"].to_pylist().count(s) for s in ("train", "val", "test")},
     }
+    extra = {}
+    if unlocated or any(v is not None for v in manifest["lat"].to_pylist()):
+        extra = _where_taken(manifest, ctx.cfg.split.ratios, ctx.cfg.split.seed, block_m)
+        counts |= {"located": extra["near_train"]["located"], "bad_coordinates": len(unlocated)}
+        ctx.progress(_near_line(extra["near_train"], len(unlocated)))
     live = {f"{n}-{city_keys[n]}.parquet" for n in cities}
     for old in store.ls("manifest-cache"):
         if old not in live and old.rsplit("-", 1)[0] in cities:
@@ -253,12 +285,69 @@ def run_ingest(ctx: Context) -> StageResult:
         counts=counts,
         cities=sorted(cities),
         split=split,
+        **extra,
     )
     ctx.progress(
         f"ingest: {counts['images']} images in {len(cities)} cities "
         f"({counts['splits']}), {counts['errors']} errors"
     )
     return StageResult("ingest", "ran", rec)
+
+
+def _where_taken(manifest: pa.Table, ratios, seed: int, block_m: float | None) -> dict[str, object]:
+    """Where the images were taken, and how near test images lie to train ones.
+
+    Returns:
+        ``coords`` (a digest of every image's lat / lon: the maps' input) and
+        ``near_train``: the share of located test images with a train image of their
+        city within ``block_m`` (200 m without one) and their median distance to the
+        nearest; for a blocked split also both under the split by place
+        (``*_by_place``).
+    """
+    cols = manifest.select(["city", "place", "split", "lat", "lon"]).to_pydict()
+    lat = np.asarray([np.nan if v is None else v for v in cols["lat"]], np.float64)
+    lon = np.asarray([np.nan if v is None else v for v in cols["lon"]], np.float64)
+    radius = float(block_m or 200.0)
+
+    def near(split, suffix: str = "") -> dict:
+        d = nearest_train_m(lat, lon, np.asarray(split), np.asarray(cols["city"]))
+        if not len(d):
+            return {f"share{suffix}": None, f"median_m{suffix}": None}
+        median = float(np.median(d))
+        return {
+            f"share{suffix}": float(np.mean(d <= radius)),
+            f"median_m{suffix}": median if np.isfinite(median) else None,
+        }
+
+    test = np.asarray(cols["split"]) == "test"
+    out = {
+        "radius_m": radius,
+        "located": int(np.isfinite(lat).sum()),
+        "test_located": int((np.isfinite(lat) & test).sum()),
+        **near(cols["split"]),
+    }
+    if block_m is not None:
+        unblocked = assign_splits(cols["city"], cols["place"], ratios, seed)
+        out |= near(unblocked, "_by_place")
+    where = digest(manifest.select(["image_id", "lat", "lon"]).to_pydict())
+    return {"coords": where, "near_train": out}
+
+
+def _near_line(near: dict, unlocated: int) -> str:
+    """The progress line of :func:`_where_taken`'s figures."""
+    line = f"ingest: {near['located']} images located ({unlocated} with bad coordinates)"
+    if near["share"] is None:
+        return line + "; no located test image"
+    line += (
+        f"; {near['share']:.1%} of {near['test_located']} located test images have a train "
+        f"image of their city within {near['radius_m']:g} m"
+    )
+    line += f", median distance {near['median_m']:.0f} m" if near["median_m"] else ""
+    if near.get("share_by_place") is not None:
+        line += (
+            f" (by place: {near['share_by_place']:.1%}, median {near['median_m_by_place']:.0f} m)"
+        )
+    return line
 
 
 def _known_splits(ctx: Context, split: dict) -> KnownSplits | None:
@@ -274,9 +363,10 @@ def _known_splits(ctx: Context, split: dict) -> KnownSplits | None:
     if digest(prev["split"]) != digest(split):
         return None
     cols = ["image_id", "city", "place", "split"]
-    return KnownSplits.of_manifest(
-        ctx.store.read_table(f"{prev['folder']}/manifest.parquet", columns=cols)
-    )
+    manifest = ctx.store.read_table(f"{prev['folder']}/manifest.parquet")
+    if "lat" in manifest.column_names:
+        cols += ["lat", "lon"]
+    return KnownSplits.of_manifest(manifest.select(cols), ctx.cfg.split.block_m)
 
 
 def _check_cities(
