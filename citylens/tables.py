@@ -18,6 +18,8 @@ __all__ = [
     "AR_IMAGES",
     "AR_KINDS",
     "AR_PAIRS",
+    "BASELINES",
+    "BASELINE_FEATURES",
     "CAUSAL",
     "CAUSAL_EXAMPLES",
     "CURVES",
@@ -316,6 +318,32 @@ TOP_SETTLED = pa.schema(
         ("diff_low", pa.float64()),
         ("diff_high", pa.float64()),
         ("settled", pa.bool_()),
+    ]
+)
+
+# The leakage audit: trivial classifiers' test accuracy (the baseline stage).
+BASELINES = pa.schema(
+    [
+        ("baseline", pa.string()),  # majority city | mean colour | colour histogram | ...
+        ("features", pa.int64()),
+        ("accuracy", pa.float64()),
+        ("ci_low", pa.float64()),  # place-bootstrap percentile interval
+        ("ci_high", pa.float64()),
+        ("chance", pa.float64()),  # the majority city's share of the train split
+        ("n_test", pa.int64()),
+        ("n_places", pa.int64()),
+        ("detail", pa.string()),
+    ]
+)
+
+# Image features of the baseline stage (one row per decoded train or test image).
+BASELINE_FEATURES = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("city", pa.string()),
+        ("features", pa.list_(pa.float32())),  # mean RGB then the colour histogram
+        ("error_kind", pa.string()),
+        ("error_message", pa.string()),
     ]
 )
 

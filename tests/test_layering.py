@@ -15,7 +15,17 @@ from pathlib import Path
 import citylens
 
 ROOT = Path(citylens.__file__).parent
-STAGES = ("ingest", "train", "explain", "segment", "ablate", "overlap", "analyze", "report")
+STAGES = (
+    "ingest",
+    "baseline",
+    "train",
+    "explain",
+    "segment",
+    "ablate",
+    "overlap",
+    "analyze",
+    "report",
+)
 
 
 def _module(path: Path) -> str:

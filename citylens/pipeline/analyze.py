@@ -8,8 +8,10 @@ and ``segment``'s vocabulary. Writes ``analyze/<run>/``: ``ar_images/`` (AR_IMAG
 ``ar_pairs.parquet`` (AR_PAIRS), ``objects.parquet`` (OBJECTS), ``top_objects.parquet``
 (TOP_OBJECTS), ``embeddings.parquet`` (EMBEDDINGS), ``accuracy.parquet`` (ACCURACY),
 ``training.parquet`` (TRAINING: each model's curve from its ``meta.json``),
-``vocabulary.csv``, with annotations ``agreement.parquet`` (AGREEMENT) and, with
-``explain.methods``, the methods compared (:mod:`citylens.pipeline.compare_methods`).
+``vocabulary.csv``, with annotations ``agreement.parquet`` (AGREEMENT), with
+``explain.methods`` the methods compared (:mod:`citylens.pipeline.compare_methods`)
+and, when ingest located images, ``places.parquet`` (PLACES,
+:mod:`citylens.pipeline.place_maps`).
 
 Reducers run as Ray tasks over shards and return small partial results (per-image AR
 rows, per-(model, city, θ) pixel sums), so no process ever holds the whole corpus;
@@ -50,6 +52,7 @@ from citylens.pipeline.agree import study_agreement
 from citylens.pipeline.committed import committed, read_manifest, read_vocabulary
 from citylens.pipeline.compare_methods import study_explanations, write_methods
 from citylens.pipeline.context import Context, StageResult
+from citylens.pipeline.place_maps import PlaceMaps
 from citylens.storage import Store, digest, read_bytes
 from citylens.tables import ABLATIONS, EMBEDDINGS, model_name
 
@@ -114,6 +117,8 @@ def _settings(ctx: Context) -> tuple[dict, str | None]:
         "ci": a.ci,
         "tables": 2,  # bump when analyze writes new tables (2: training curves)
     }
+    if coords := (ctx.store.record("ingest") or {}).get("coords"):
+        settings["coords"] = coords  # the places table maps them
     if not a.annotations:
         return settings, None
     annotations = read_bytes(a.annotations, cfg.run.storage_options).decode()
@@ -169,20 +174,34 @@ def _resamples(ctx: Context) -> Resamples | None:
     return Resamples(index, m["image_id"].to_pylist(), a.bootstrap, a.seed)
 
 
-def _claims(store: Store, folder: str, totals: dict, names, arch_of: dict, a, by_city) -> None:
-    """The averaged R_p, the distinctive-object tests and the settled top objects."""
-    store.write_table(
-        f"{folder}/object_means.parquet",
-        object_means(totals, names, arch_of, a.min_mean_pixels, a.ci, by_city),
-    )
-    store.write_table(
-        f"{folder}/distinctive.parquet",
-        distinctive_objects(totals, names, a.min_mean_pixels, a.ci, 0.05, by_city),
-    )
+def _claims(store: Store, folder: str, totals: dict, names, arch_of: dict, a, by_city) -> tuple:
+    """The averaged R_p, the distinctive-object tests and the settled top objects.
+
+    Returns:
+        ``(object means, distinctive)`` tables.
+    """
+    means = object_means(totals, names, arch_of, a.min_mean_pixels, a.ci, by_city)
+    store.write_table(f"{folder}/object_means.parquet", means)
+    distinctive = distinctive_objects(totals, names, a.min_mean_pixels, a.ci, 0.05, by_city)
+    store.write_table(f"{folder}/distinctive.parquet", distinctive)
     store.write_table(
         f"{folder}/top_settled.parquet",
         top_settled(totals, names, a.min_mean_pixels, a.ci, by_city),
     )
+    return means, distinctive
+
+
+def _accuracy(ctx: Context, folder: str, models: dict, acc_sums: dict, places) -> None:
+    """The accuracy table and each model's training curve."""
+    store, a = ctx.store, ctx.cfg.analysis
+    trained = {n: {**m, **(store.record(f"train/{n}") or {})} for n, m in models.items()}
+    acc = accuracy_table(trained, acc_sums, ctx.cfg.explain.target == "true", a.ci, places)
+    store.write_table(f"{folder}/accuracy.parquet", acc)
+    metas = {
+        n: json.loads(store.read_bytes(f"{r.get('folder', f'models/{n}')}/meta.json"))
+        for n, r in trained.items()
+    }
+    store.write_table(f"{folder}/training.parquet", training_table(metas))
 
 
 def _causal(ctx: Context, folder: str, names, arch_of: dict, seed_of: dict) -> tuple:
@@ -258,6 +277,7 @@ def run_analyze(ctx: Context) -> StageResult:
         for f in exp_files
     ]
     sum_refs = [sums_of_shard.remote(store, f, res_ref) for f in ov_files]
+    maps = PlaceMaps.start(store, ov_files, min(cfg.explain.thetas))  # the report's θ
     emb_refs = [
         embed_model.remote(store, exp_files, m, d, list(a.pca), a.perplexity, a.seed)
         for m in sorted(models)
@@ -275,18 +295,14 @@ def run_analyze(ctx: Context) -> StageResult:
     )
     store.write_table(f"{folder}/objects.parquet", objects)
     store.write_table(f"{folder}/top_objects.parquet", top_objects)
-    _claims(store, folder, totals, voc.names, arch_of, a, by_city)
+    means, distinctive = _claims(store, folder, totals, voc.names, arch_of, a, by_city)
+    if maps is not None:
+        places_table = maps.table(exp_files, cities, totals, means, distinctive, voc.names)
+        store.write_table(f"{folder}/places.parquet", places_table)
     emb = _embeddings(ray.get(emb_refs), tops, min(cfg.explain.thetas))
     if emb is not None:
         store.write_table(f"{folder}/embeddings.parquet", emb)
-    trained = {n: {**m, **(store.record(f"train/{n}") or {})} for n, m in models.items()}
-    acc = accuracy_table(trained, acc_sums, cfg.explain.target == "true", a.ci, places)
-    store.write_table(f"{folder}/accuracy.parquet", acc)
-    metas = {
-        n: json.loads(store.read_bytes(f"{r.get('folder', f'models/{n}')}/meta.json"))
-        for n, r in trained.items()
-    }
-    store.write_table(f"{folder}/training.parquet", training_table(metas))
+    _accuracy(ctx, folder, models, acc_sums, places)
     store.write_text(f"{folder}/vocabulary.csv", voc.to_csv())
     causal = _causal(ctx, folder, voc.names, arch_of, seed_of)
     counts = {

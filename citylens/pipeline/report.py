@@ -2,10 +2,12 @@
 
 Consumes the committed ``analyze`` tables (accuracy, ar_pairs, ar_kinds, ar_images,
 objects, object_means, distinctive, top_settled, top_objects, embeddings, agreement,
-causal, causal_examples, faithfulness, curves, training, vocabulary),
+causal, causal_examples, faithfulness, curves, training, vocabulary, places), the
+``baseline`` stage's leakage baselines, ingest's near-train figures,
 the manifest, the showcase model's overlap rows and, for the pictures, a sample of
 images with their explanation masks and (removal pictures) their class maps.
-Writes ``report/<run>/`` (``report.html``, every figure's PNG and table's CSV, and an
+Writes ``report/<run>/`` (``report.html``, every figure's PNG and table's CSV,
+``places.geojson`` for a located study, and an
 errors table of pictures whose image could not be read) and ``report.html`` at the
 store's root. The page itself is built by the pure :func:`citylens.report.page.build_report`.
 """
@@ -24,7 +26,14 @@ from citylens.vocabulary import Vocabulary
 
 __all__ = ["run_report"]
 
-_COUNTED = ("ingest", "train", "explain", "segment", "overlap")  # stages whose errors it sums
+_COUNTED = (
+    "ingest",
+    "baseline",
+    "train",
+    "explain",
+    "segment",
+    "overlap",
+)  # stages whose errors it sums
 
 
 def _read(store: Store, folder: str, name: str) -> pd.DataFrame | None:
@@ -54,6 +63,15 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         ov = read_overlaps(store, cols, model=settings.showcase).to_pandas()
         showcase = ov[(ov.theta - settings.theta).abs() < 1e-6]
     test = manifest.to_pandas()
+    places = _read(store, an, "places")
+    ar_images = _read(store, an, "ar_images")
+    place_ar = None
+    if places is not None and ar_images is not None and len(ar_images):
+        where = test[test.split == "test"][["image_id", "city", "place"]]
+        place_ar = (
+            ar_images.merge(where, on=["image_id", "city"]).groupby(["city", "place"]).ar.mean()
+        )
+    baseline = store.record("baseline")
     return ReportTables(
         cities=ingest["cities"],
         counts=ingest["counts"],
@@ -62,7 +80,7 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         test_images=test[test.split == "test"][["image_id", "city"]].reset_index(drop=True),
         accuracy=_read(store, an, "accuracy"),
         ar_pairs=_read(store, an, "ar_pairs"),
-        ar_images=_read(store, an, "ar_images"),
+        ar_images=ar_images,
         objects=_read(store, an, "objects"),
         top_objects=_read(store, an, "top_objects"),
         embeddings=emb,
@@ -78,6 +96,10 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         top_settled=_read(store, an, "top_settled"),
         training=_read(store, an, "training"),
         **{n: _read(store, an, n) for n in _METHOD_TABLES},
+        places=places,
+        place_ar=place_ar,
+        near_train=ingest.get("near_train"),
+        baselines=_read(store, baseline["folder"], "baselines") if baseline else None,
     )
 
 
@@ -117,9 +139,12 @@ def run_report(ctx: Context) -> StageResult:
         "showcase": settings.showcase,
         "mosaic": cfg.analysis.mosaic,
         "seed": cfg.analysis.seed,
-        "version": 6,  # bump when the report's content changes
+        "version": 7,  # bump when the report's content changes (7: maps, leakage audit)
     }
-    key = ctx.key("report", ctx.upstream("ingest", "explain", "overlap", "analyze"), key_settings)
+    up = ctx.upstream("ingest", "explain", "overlap", "analyze")
+    if store.record("baseline") is not None:
+        up |= ctx.upstream("baseline")
+    key = ctx.key("report", up, key_settings)
     if (rec := ctx.up_to_date("report", key)) and store.exists("report.html"):
         return StageResult("report", "skipped", rec)
     folder, started = ctx.begin("report")

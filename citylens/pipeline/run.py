@@ -16,6 +16,7 @@ __all__ = ["STAGES", "Interrupted", "check_stages", "run_study"]
 def _stages() -> dict[str, Callable[[Context], StageResult]]:
     from citylens.pipeline.ablate import run_ablate
     from citylens.pipeline.analyze import run_analyze
+    from citylens.pipeline.baseline import run_baseline
     from citylens.pipeline.explain import run_explain
     from citylens.pipeline.ingest import run_ingest
     from citylens.pipeline.overlap import run_overlap
@@ -25,6 +26,7 @@ def _stages() -> dict[str, Callable[[Context], StageResult]]:
 
     return {
         "ingest": run_ingest,
+        "baseline": run_baseline,
         "train": run_train,
         "explain": run_explain,
         "segment": run_segment,
@@ -35,7 +37,17 @@ def _stages() -> dict[str, Callable[[Context], StageResult]]:
     }
 
 
-STAGES = ("ingest", "train", "explain", "segment", "ablate", "overlap", "analyze", "report")
+STAGES = (
+    "ingest",
+    "baseline",
+    "train",
+    "explain",
+    "segment",
+    "ablate",
+    "overlap",
+    "analyze",
+    "report",
+)
 
 
 class Interrupted(KeyboardInterrupt):

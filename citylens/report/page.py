@@ -46,6 +46,7 @@ from citylens.report.selection import (
 )
 from citylens.report.thumbs import explanation_thumbnail, heat_overlay, mosaic
 from citylens.report.training import training_curves
+from citylens.report.where import draw_leakage, draw_where
 from citylens.tables import model_name
 
 __all__ = ["Assets", "ReportSettings", "ReportTables", "build_report"]
@@ -89,6 +90,10 @@ class ReportTables:
             method_faithfulness, method_rankings: The analyze stage's tables.
         showcase_overlaps: The showcase model's overlap rows at the smallest θ
             (``image_id, city, model, theta, class_pixels_in_mask``), for the galleries.
+        places: The analyze stage's places table (located studies only).
+        place_ar: ``(city, place) -> mean AR`` of the located test places.
+        near_train: The ingest record's ``near_train`` figures.
+        baselines: The baseline stage's leakage baselines.
     """
 
     cities: list[str]
@@ -117,6 +122,10 @@ class ReportTables:
     method_objects: pd.DataFrame | None = None
     method_faithfulness: pd.DataFrame | None = None
     method_rankings: pd.DataFrame | None = None
+    places: pd.DataFrame | None = None
+    place_ar: pd.Series | None = None
+    near_train: dict | None = None
+    baselines: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -185,11 +194,13 @@ def build_report(
     _summary(out, t, s, colors)
     _findings(out, t, s)
     _accuracy_and_ar(out, t)
+    draw_leakage(out, t)
     _mask_grid(out, t, s, assets, colors)
     _tsne(out, t, s, assets, colors)
     _objects(out, t, s, colors, unique)
     draw_causal(out, t, s, assets, colors)
     draw_methods(out, t, s)
+    draw_where(out, t, s, colors)
     _galleries(out, t, s, assets, colors, unique)
     if assets.unreadable:
         out.page.p(
