@@ -133,7 +133,7 @@ def place_table(
     keys: Mapping[str, tuple[int, str, bool]],
     names: Sequence[str],
 ) -> pa.Table:
-    """One row per (model, explained place): the maps' and the GeoJSON's numbers.
+    """One row per (model, place it explained): the maps' and the GeoJSON's numbers.
 
     Args:
         places: The test places.
@@ -149,13 +149,17 @@ def place_table(
         ``other`` excepted (-1 when none is inside).
     """
     cols: dict[str, list] = {f.name: [] for f in PLACES}
-    for model in sorted(pixels):
-        m_sum, images = pixels[model]
-        right, shown = correct.get(model, (np.zeros(len(places)), np.zeros(len(places))))
+    n = len(places)
+    for model in sorted(set(pixels) | set(correct)):
+        # a model without overlaps (no class maps) still has its calls on the map
+        m_sum, images = pixels.get(
+            model, (np.zeros((n, len(names)), np.int64), np.zeros(n, np.int64))
+        )
+        right, shown = correct.get(model, (np.zeros(n, np.int64), np.zeros(n, np.int64)))
         objects = m_sum[:, 1:]
         top = np.where(objects.sum(1) > 0, objects.argmax(1) + 1, -1)
         total = objects.sum(1)
-        for r in np.flatnonzero(images > 0):
+        for r in np.flatnonzero((images > 0) | (shown > 0)):
             city = str(places.city[r])
             k_class, k_name, _ = keys.get(city, (-1, "", False))
             n_key = city_pixels.get((model, city))

@@ -60,6 +60,7 @@ def _scale_bar(ax, x: np.ndarray) -> None:
         span = 100.0
     raw = span / 4
     length = min((m * 10**e for e in range(0, 6) for m in (1, 2, 5)), key=lambda v: abs(v - raw))
+    ax.apply_aspect()  # the limits the equal aspect gives, not the data's
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
     left, base = x0 + 0.05 * (x1 - x0), y0 + 0.06 * (y1 - y0)
@@ -140,10 +141,9 @@ def place_maps(city_places: pd.DataFrame, city: str, color, key: str | None = No
         for spine in ax.spines.values():
             spine.set_color(color)
             spine.set_linewidth(3)
-        fig.canvas.draw_idle()
-        ax.autoscale_view()
-        _scale_bar(ax, x)
     fig.tight_layout()
+    for ax in axes:
+        _scale_bar(ax, x)
     return fig
 
 

@@ -37,6 +37,7 @@ def study(tiny_study, local_ray, three_cities, tmp_path_factory):
     ran = {r.stage: r.status for r in run_study(cfg, progress=lambda s: None)}
     assert ran == {
         "ingest": "skipped",
+        "baseline": "skipped",
         "train": "skipped",
         "explain": "ran",  # an added method is a new key
         "segment": "skipped",

@@ -340,6 +340,7 @@ def test_changing_theta_reruns_only_what_depends_on_it(study):
     results = {r.stage: r.status for r in run_study(cfg2, progress=lambda s: None)}
     assert results == {
         "ingest": "skipped",
+        "baseline": "skipped",
         "train": "skipped",
         "explain": "skipped",
         "segment": "skipped",
