@@ -329,7 +329,7 @@ BASELINES = pa.schema(
         ("accuracy", pa.float64()),
         ("ci_low", pa.float64()),  # place-bootstrap percentile interval
         ("ci_high", pa.float64()),
-        ("chance", pa.float64()),  # the majority city's share of the train split
+        ("chance", pa.float64()),  # the largest city's share of the test split
         ("n_test", pa.int64()),
         ("n_places", pa.int64()),
         ("detail", pa.string()),

@@ -74,8 +74,9 @@ class SplitConfig:
 
     Attributes:
         block_m: Draw the split over grid cells of this many metres, not over places,
-            so spots a few metres apart never straddle train and test (see
-            :mod:`citylens.data.splits`). Off (None) by default; a place without
+            so spots a few metres apart straddle train and test only across a cell
+            border (see :mod:`citylens.data.splits`; ingest reports how many test images
+            still have a train image that near). Off (None) by default; a place without
             coordinates stays a unit of its own.
     """
 

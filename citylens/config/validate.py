@@ -124,9 +124,14 @@ def _check_names(cfg: StudyConfig) -> None:
             _require(bool(city.source.strip()), f"cities.{name}.source", "must be a path or URI")
             if city.place_regex is not None:
                 try:
-                    re.compile(city.place_regex)
+                    groups = set(re.compile(city.place_regex).groupindex)
                 except re.error as err:
                     raise ConfigError(f"cities.{name}.place_regex: invalid regex: {err}") from None
+                _require(
+                    ("lat" in groups) == ("lon" in groups),
+                    f"cities.{name}.place_regex",
+                    "names a group 'lat' or 'lon' but not both; coordinates need the two",
+                )
         check_sources(cfg)
 
 

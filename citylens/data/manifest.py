@@ -107,6 +107,8 @@ def located(
         ``(lat, lon, None)``; ``(None, None, None)`` when neither says; ``(None, None,
         message naming the file)`` for values that cannot be used.
     """
+    if not str(lat or "").strip() and not str(lon or "").strip():
+        lat = lon = None  # empty manifest cells: the name may still say
     if (
         lat is None
         and lon is None

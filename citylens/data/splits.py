@@ -98,6 +98,8 @@ def assign_splits(
                 groups, np.asarray(lat, np.float64), np.asarray(lon, np.float64), block_m
             )
         )
+        if known is not None and block_m is not None:  # a known place keeps its cell
+            unit_of = {p: known.units.get((str(city), p), u) for p, u in unit_of.items()}
         units: dict[str, list[str]] = {}
         for place, unit in unit_of.items():
             units.setdefault(unit, []).append(place)
@@ -177,11 +179,14 @@ class KnownSplits:
         images: ``image_id -> split``.
         cells: ``(city, unit) -> index into SPLITS`` of a blocked split's cells that
             held known places (the first split, should they disagree).
+        units: ``(city, place) -> unit``: the cell each known place was in, which it
+            keeps (new images could move its centre over a border).
     """
 
     places: Mapping[tuple[str, str], str]
     images: Mapping[str, str]
     cells: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    units: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     @classmethod
     def of_manifest(cls, manifest: pa.Table, block_m: float | None = None) -> KnownSplits:
@@ -192,6 +197,7 @@ class KnownSplits:
         cols = manifest.select(["image_id", "city", "place", "split"]).to_pydict()
         rows = list(zip(cols["image_id"], cols["city"], cols["place"], cols["split"]))
         cells: dict[tuple[str, str], int] = {}
+        units: dict[tuple[str, str], str] = {}
         if block_m is not None and "lat" in manifest.column_names:
             lat = manifest["lat"].to_numpy(zero_copy_only=False).astype(np.float64)
             lon = manifest["lon"].to_numpy(zero_copy_only=False).astype(np.float64)
@@ -202,7 +208,9 @@ class KnownSplits:
                 for p, unit in place_cells(groups, lat, lon, block_m).items():
                     k = SPLITS.index(rows[groups[p][0]][3])
                     cells[(c, unit)] = min(k, cells.get((c, unit), k))
-        return cls({(c, p): s for _, c, p, s in rows}, {i: s for i, _, _, s in rows}, cells)
+                    units[(c, p)] = unit
+        images = {i: s for i, _, _, s in rows}
+        return cls({(c, p): s for _, c, p, s in rows}, images, cells, units)
 
     def of(self, city: str, groups: Mapping[str, list[int]], image_ids) -> dict[str, int]:
         """Place -> index into SPLITS of each of ``city``'s places that has a known split."""

@@ -112,7 +112,9 @@ def run_baseline(ctx: Context) -> StageResult:
     )
     store.write_table(f"{folder}/baselines.parquet", table)
     counts = {"inputs": manifest.num_rows, "images": good.num_rows, "errors": len(errors)}
-    rec = ctx.finish("baseline", key, folder, started, counts=counts)
+    rec = ctx.finish(
+        "baseline", key, folder, started, counts=counts, ingest=ctx.upstream("ingest")["ingest"]
+    )
     for r in table.to_pylist():
         ctx.progress(f"baseline: {r['baseline']}: test accuracy {r['accuracy']:.2f}")
     return StageResult("baseline", "ran", rec)

@@ -157,8 +157,6 @@ def _list(ctx: Context, cities: dict[str, CityConfig]) -> tuple[dict, dict, dict
                 "(see the errors table)"
             )
         what["files"] = [(s.uri, s.size, s.version, s.label_uri) for s in listings[name]]
-        if city.manifest:  # a manifest's place and lat / lon columns can change alone
-            what["entries"] = digest([(s.place, s.lat, s.lon) for s in listings[name]])
         city_keys[name] = digest(what)
     return listings, city_keys, refused_of
 
@@ -187,6 +185,7 @@ def _probe(ctx: Context, listings: dict, city_keys: dict) -> list[dict]:
             where = {"lat": None, "lon": None, "coord_problem": None, "place_found": True}
             if s is not None:
                 where = {
+                    "place": s.place,  # the listing's: a manifest's place column may change
                     "lat": s.lat,
                     "lon": s.lon,
                     "coord_problem": s.coord_problem,
@@ -208,11 +207,19 @@ def run_ingest(ctx: Context) -> StageResult:
     store: Store = ctx.store
     cities = resolve_cities(ctx)
     listings, city_keys, refused_of = _list(ctx, cities)
+    # a manifest's place and lat / lon columns can change with no file changing: they
+    # are in the stage's key (not in the probe cache's name: probing reads only bytes)
+    entries = {
+        n: digest([(s.place, s.lat, s.lon, s.coord_problem) for s in listings[n]])
+        for n, c in sorted(cities.items())
+        if c.manifest
+    }
     refused = [r for name in sorted(cities) for r in refused_of[name]]
     split = asdict(ctx.cfg.split)
     if split["block_m"] is None:  # keys of studies from before the option stay as they were
         del split["block_m"]
-    key = ctx.key("ingest", {}, {"cities": city_keys, "split": split})
+    own = {"cities": city_keys, "split": split} | ({"entries": entries} if entries else {})
+    key = ctx.key("ingest", {}, own)
     if rec := ctx.up_to_date("ingest", key):
         return StageResult("ingest", "skipped", rec)
     folder, started = ctx.begin("ingest")
@@ -258,6 +265,12 @@ def run_ingest(ctx: Context) -> StageResult:
         "splits": {s: manifest["split"].to_pylist().count(s) for s in ("train", "val", "test")},
     }
     extra = {}
+    if block_m is not None and manifest["lat"].null_count == manifest.num_rows:
+        ctx.progress(
+            f"ingest: warning: split.block_m = {block_m:g} but no image has coordinates "
+            "(place_regex groups lat / lon, or a manifest's lat / lon columns): the split "
+            "is by place"
+        )
     if unlocated or any(v is not None for v in manifest["lat"].to_pylist()):
         extra = _where_taken(manifest, ctx.cfg.split.ratios, ctx.cfg.split.seed, block_m)
         counts |= {"located": extra["near_train"]["located"], "bad_coordinates": len(unlocated)}
@@ -311,12 +324,10 @@ def _where_taken(manifest: pa.Table, ratios, seed: int, block_m: float | None) -
 
     def near(split, suffix: str = "") -> dict:
         d = nearest_train_m(lat, lon, np.asarray(split), np.asarray(cols["city"]))
-        if not len(d):
-            return {f"share{suffix}": None, f"median_m{suffix}": None}
-        median = float(np.median(d))
+        finite = d[np.isfinite(d)]  # inf: the city has no located train image
         return {
-            f"share{suffix}": float(np.mean(d <= radius)),
-            f"median_m{suffix}": median if np.isfinite(median) else None,
+            f"share{suffix}": float(np.mean(d <= radius)) if len(d) else None,
+            f"median_m{suffix}": float(np.median(finite)) if len(finite) else None,
         }
 
     test = np.asarray(cols["split"]) == "test"
@@ -342,11 +353,13 @@ def _near_line(near: dict, unlocated: int) -> str:
         f"; {near['share']:.1%} of {near['test_located']} located test images have a train "
         f"image of their city within {near['radius_m']:g} m"
     )
-    line += f", median distance {near['median_m']:.0f} m" if near["median_m"] else ""
+    if near["median_m"] is not None:
+        line += f", median distance {near['median_m']:.0f} m"
     if near.get("share_by_place") is not None:
-        line += (
-            f" (by place: {near['share_by_place']:.1%}, median {near['median_m_by_place']:.0f} m)"
-        )
+        line += f" (by place: {near['share_by_place']:.1%}"
+        if near.get("median_m_by_place") is not None:
+            line += f", median {near['median_m_by_place']:.0f} m"
+        line += ")"
     return line
 
 

@@ -20,7 +20,7 @@ from citylens.pipeline.committed import committed, read_manifest, read_overlaps
 from citylens.pipeline.context import Context, StageResult
 from citylens.pipeline.report_assets import ReportAssets
 from citylens.report.page import ReportSettings, ReportTables, build_report
-from citylens.storage import Store
+from citylens.storage import Store, digest
 from citylens.tables import error_row, errors_table, model_name
 from citylens.vocabulary import Vocabulary
 
@@ -71,7 +71,7 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         place_ar = (
             ar_images.merge(where, on=["image_id", "city"]).groupby(["city", "place"]).ar.mean()
         )
-    baseline = store.record("baseline")
+    baseline = _current_baseline(store)
     return ReportTables(
         cities=ingest["cities"],
         counts=ingest["counts"],
@@ -101,6 +101,14 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         near_train=ingest.get("near_train"),
         baselines=_read(store, baseline["folder"], "baselines") if baseline else None,
     )
+
+
+def _current_baseline(store: Store) -> dict | None:
+    """The baseline stage's record, if it was made from the committed manifest."""
+    rec, ingest = store.record("baseline"), store.record("ingest")
+    if rec is None or ingest is None or rec.get("ingest") != ingest.get("output"):
+        return None
+    return rec
 
 
 def _layers_explained(store: Store) -> tuple[str, ...]:
@@ -142,8 +150,12 @@ def run_report(ctx: Context) -> StageResult:
         "version": 7,  # bump when the report's content changes (7: maps, leakage audit)
     }
     up = ctx.upstream("ingest", "explain", "overlap", "analyze")
-    if store.record("baseline") is not None:
+    if _current_baseline(store) is not None:
         up |= ctx.upstream("baseline")
+    ingest = store.record("ingest") or {}
+    if "coords" in ingest:  # the maps and near-train figures (not in ingest's output)
+        key_settings["coords"] = ingest["coords"]
+        key_settings["near_train"] = digest(ingest.get("near_train"))
     key = ctx.key("report", up, key_settings)
     if (rec := ctx.up_to_date("report", key)) and store.exists("report.html"):
         return StageResult("report", "skipped", rec)

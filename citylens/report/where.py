@@ -23,13 +23,19 @@ def near_train_line(near: dict | None) -> str | None:
     line = (
         f"{near['share']:.1%} of the {near['test_located']} located test images have a "
         f"training image of their city within {r:g} m"
-        + (f" (median distance {near['median_m']:.0f} m)" if near.get("median_m") else "")
+        + (
+            f" (median distance {near['median_m']:.0f} m)"
+            if near.get("median_m") is not None
+            else ""
+        )
     )
     if near.get("share_by_place") is not None:
+        median = near.get("median_m_by_place")
         line += (
-            f"; with the split by place it would be {near['share_by_place']:.1%} (median "
-            f"{near['median_m_by_place']:.0f} m): the split is blocked in {r:g}-m cells, so "
-            "only spots on either side of a cell border remain that close"
+            f"; with the split by place it would be {near['share_by_place']:.1%}"
+            + (f" (median {median:.0f} m)" if median is not None else "")
+            + f": the split is blocked in {r:g}-m cells, so only spots on either side of a "
+            "cell border (or places without coordinates) remain that close"
         )
     else:
         line += (
@@ -57,8 +63,9 @@ def draw_where(out, t, s, colors: dict) -> None:
         f"from the city's centre; θ = {s.theta}. Left: the object with most pixels inside "
         "its explanations (the one most models name). Middle: places some model "
         "misclassified. Right: the place's share of the city's R_p of its most "
-        "discriminative object (the shares of a city's places add up to its R_p; mean "
-        "over models). Every place's numbers per model are in places.geojson beside this "
+        "discriminative object (mean over models; the shares of a city's test places add "
+        "up to its R_p, less the share of places without coordinates, which are not "
+        "mapped). Every place's numbers per model are in places.geojson beside this "
         "page (WGS84; opens as it is in QGIS or kepler.gl).",
         "note",
     )

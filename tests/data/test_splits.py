@@ -234,3 +234,41 @@ def test_places_without_coordinates_stay_units_of_their_own_and_too_few_cells_is
     with pytest.raises(ValueError, match=r"cell\(s\) of split.block_m = 5000 m"):
         c, p, _, la, lo = _grid(4, 50.0)
         assign_splits(c, p, lat=la, lon=lo, block_m=5000.0)
+
+
+def test_a_known_place_whose_centre_moves_keeps_its_cell():
+    cities, places, ids, lat, lon = _grid(10, 80.0, views=1)
+    before = assign_splits(cities, places, seed=0, lat=lat, lon=lon, block_m=300.0)
+    table = pa.table(
+        {
+            "image_id": ids,
+            "city": cities,
+            "place": places,
+            "split": list(before),
+            "lat": lat,
+            "lon": lon,
+        }
+    )
+    known = KnownSplits.of_manifest(table, block_m=300.0)
+    # every known place gets a new view 250 m north: its centre moves 125 m, over
+    # borders for some; a new place is put right beside each moved centre
+    step = np.degrees(250.0 / 6_371_008.8)
+    more_lat = lat + step
+    mid_lat = lat + step / 2
+    grown = assign_splits(
+        cities * 3,
+        places + places + [f"n{i}" for i in range(len(places))],
+        seed=0,
+        image_ids=ids + [f"{i}-x" for i in ids] + [f"n{i}" for i in range(len(places))],
+        known=known,
+        lat=np.concatenate([lat, more_lat, mid_lat]),
+        lon=np.concatenate([lon, lon, lon]),
+        block_m=300.0,
+    )
+    n = len(ids)
+    assert (grown[:n] == before).all() and (grown[n : 2 * n] == before).all()
+    # each cell of the known layout still holds one split among the known places
+    by_cell = {}
+    for s, a, b in zip(grown[:n], lat, lon):
+        by_cell.setdefault(_cell_reference(a, b, 300.0), set()).add(s)
+    assert all(len(v) == 1 for v in by_cell.values())
