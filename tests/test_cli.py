@@ -25,7 +25,7 @@ def test_an_unknown_stage_is_refused_before_the_store_is_made(tmp_path, capsys):
     store = tmp_path / "never"
     code, err = _run(capsys, "demo", f"store={store}", "--stages", "ingest,trian")
     assert code == 2 and err.startswith("citylens: --stages: unknown stage(s) 'trian'")
-    assert "stages are ingest, train" in err and "Traceback" not in err
+    assert "stages are ingest, baseline, train" in err and "Traceback" not in err
     assert not store.exists()
     _no_ray()
 
