@@ -265,13 +265,14 @@ def run_ingest(ctx: Context) -> StageResult:
         "splits": {s: manifest["split"].to_pylist().count(s) for s in ("train", "val", "test")},
     }
     extra = {}
-    if block_m is not None and manifest["lat"].null_count == manifest.num_rows:
+    located = manifest["lat"].null_count < manifest.num_rows
+    if block_m is not None and not located:
         ctx.progress(
             f"ingest: warning: split.block_m = {block_m:g} but no image has coordinates "
             "(place_regex groups lat / lon, or a manifest's lat / lon columns): the split "
             "is by place"
         )
-    if unlocated or any(v is not None for v in manifest["lat"].to_pylist()):
+    if unlocated or located:
         extra = _where_taken(manifest, ctx.cfg.split.ratios, ctx.cfg.split.seed, block_m)
         counts |= {"located": extra["near_train"]["located"], "bad_coordinates": len(unlocated)}
         ctx.progress(_near_line(extra["near_train"], len(unlocated)))

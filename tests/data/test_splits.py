@@ -167,20 +167,25 @@ def test_the_blocked_split_is_deterministic_and_independent_of_input_order():
     assert (other != a).any()  # the seed matters
 
 
-def test_a_grown_blocked_city_keeps_its_cells_splits():
-    cities, places, ids, lat, lon = _grid(12, 80.0)
-    before = assign_splits(cities, places, seed=0, lat=lat, lon=lon, block_m=300.0)
+def _blocked_and_known(cities, places, ids, lat, lon, block_m: float = 300.0):
+    """A blocked split from scratch, and the KnownSplits its manifest would give."""
+    split = assign_splits(cities, places, seed=0, lat=lat, lon=lon, block_m=block_m)
     table = pa.table(
         {
             "image_id": ids,
             "city": cities,
             "place": places,
-            "split": list(before),
+            "split": list(split),
             "lat": lat,
             "lon": lon,
         }
     )
-    known = KnownSplits.of_manifest(table, block_m=300.0)
+    return split, KnownSplits.of_manifest(table, block_m=block_m)
+
+
+def test_a_grown_blocked_city_keeps_its_cells_splits():
+    cities, places, ids, lat, lon = _grid(12, 80.0)
+    before, known = _blocked_and_known(cities, places, ids, lat, lon)
     # new places: half beside known ones (in known cells), half far away (new cells)
     nc, np_, ni, nlat, nlon = _grid(6, 80.0, first=1000)
     nlat = nlat + np.degrees(20.0 / 6_371_008.8)  # 20 m north of known places
@@ -238,18 +243,7 @@ def test_places_without_coordinates_stay_units_of_their_own_and_too_few_cells_is
 
 def test_a_known_place_whose_centre_moves_keeps_its_cell():
     cities, places, ids, lat, lon = _grid(10, 80.0, views=1)
-    before = assign_splits(cities, places, seed=0, lat=lat, lon=lon, block_m=300.0)
-    table = pa.table(
-        {
-            "image_id": ids,
-            "city": cities,
-            "place": places,
-            "split": list(before),
-            "lat": lat,
-            "lon": lon,
-        }
-    )
-    known = KnownSplits.of_manifest(table, block_m=300.0)
+    before, known = _blocked_and_known(cities, places, ids, lat, lon)
     # every known place gets a new view 250 m north: its centre moves 125 m, over
     # borders for some; a new place is put right beside each moved centre
     step = np.degrees(250.0 / 6_371_008.8)
