@@ -1,9 +1,10 @@
-"""The ``citylens`` command: synth, run, demo, agree, annotate."""
+"""The ``citylens`` command: synth, run, demo, agree, compare, annotate, annotate-page."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from importlib import resources
@@ -165,36 +166,104 @@ def _open_study(args: argparse.Namespace):
     return cfg, Store(cfg.store, cfg.run.storage_options)
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def _files_and_overrides(words: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``agree``'s words: ``key=value`` overrides (unless a file of that name exists)."""
+    files, overrides = [], []
+    for w in words:
+        is_override = _OVERRIDE.match(w) and not os.path.exists(w)
+        (overrides if is_override else files).append(w)
+    return files, overrides
+
+
 def _cmd_agree(args: argparse.Namespace) -> int:
     from citylens.config import ConfigError
-    from citylens.pipeline.agree import study_agreement
+    from citylens.pipeline.agree import study_agreement, study_vocabulary
     from citylens.storage import read_bytes
 
+    files, args.overrides = _files_and_overrides(args.words)
+    if not files:
+        print("citylens agree: name at least one annotation CSV", file=sys.stderr)
+        return 2
     try:
         cfg, store = _open_study(args)
-        text = read_bytes(args.annotations, cfg.run.storage_options).decode()
+        texts = [(f, read_bytes(f, cfg.run.storage_options).decode()) for f in files]
         thresholds = (
             [float(t) for t in args.thresholds.split(",")]
             if args.thresholds
             else cfg.analysis.agreement_thresholds
         )
-        table, unmatched = study_agreement(store, text, thresholds, args.annotations)
+        a = cfg.analysis
+        got = study_agreement(
+            store, texts, study_vocabulary(store, cfg), thresholds, a.bootstrap, a.seed, a.ci
+        )
     except (ConfigError, ValueError, RuntimeError, OSError) as err:
         print(f"citylens agree: {err}", file=sys.stderr)
         return 2
-    if unmatched:
-        shown = ", ".join(a.image for a in unmatched[:5])
-        print(f"{len(unmatched)} annotated image(s) match no image of the study: {shown}")
-    df = table.to_pandas()
+    if got.unmatched:
+        shown = ", ".join(a.image for a in got.unmatched[:5])
+        print(f"{len(got.unmatched)} annotated image(s) match no image of the study: {shown}")
+    who = sorted({a.annotator for a in got.annotations})
+    print(
+        f"{len(got.annotations)} annotation(s) by {len(who)} annotator(s) ({', '.join(who)}); "
+        f"{got.annotated.num_rows} matched to an explanation with segmenter labels"
+    )
+    df = got.curves.to_pandas()
     if args.out:
         df.to_csv(args.out, index=False)
         print(f"wrote {len(df)} rows to {args.out}")
-    ends = df[df.threshold.isin([df.threshold.min(), df.threshold.max()])]
-    view = ends.pivot_table(
-        index=["model", "city", "theta", "n"], columns="threshold", values=["strict", "lenient"]
-    )
-    print("Agreement with annotations (strict / lenient at the lowest and highest threshold):")
-    print(view.to_string(float_format="%.3f"))
+    if len(df):
+        ends = df[df.threshold.isin([df.threshold.min(), df.threshold.max()])]
+        view = ends.pivot_table(
+            index=["annotator", "model", "city", "theta", "n"],
+            columns="threshold",
+            values=["strict", "lenient"],
+        )
+        print("Agreement with annotations (strict / lenient at the lowest and highest threshold):")
+        print(view.to_string(float_format="%.3f"))
+    elif store.record("overlap") is None:
+        print("No agreement curves: the study has no segmenter labels (overlap stage) yet.")
+    kappa = got.annotators.to_pandas()
+    if len(kappa):
+        print(f"\nAgreement between annotators (Cohen's κ of the main label, {a.ci:.0%} interval):")
+        print(kappa.to_string(index=False, float_format="%.3f"))
+        if args.kappa_out:
+            kappa.to_csv(args.kappa_out, index=False)
+            print(f"wrote {len(kappa)} rows to {args.kappa_out}")
+    return 0
+
+
+def _csv_list(text: str | None) -> tuple[str, ...] | None:
+    return tuple(w.strip() for w in text.split(",") if w.strip()) if text else None
+
+
+def _cmd_annotate_page(args: argparse.Namespace) -> int:
+    from citylens.config import ConfigError
+    from citylens.pipeline.annotate_page import annotation_page
+
+    try:
+        cfg, _ = _open_study(args)
+        thetas = tuple(float(t) for t in _csv_list(args.thetas) or ()) or None
+        page = annotation_page(
+            cfg,
+            args.n,
+            models=_csv_list(args.models),
+            cities=_csv_list(args.cities),
+            thetas=thetas,
+            seed=args.seed,
+        )
+    except (ConfigError, ValueError, RuntimeError, OSError) as err:
+        print(f"citylens annotate-page: {err}", file=sys.stderr)
+        return 2
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(page.html)
+    for iid, why in sorted(page.unreadable.items()):
+        print(f"left out (image unreadable): {iid}: {why}")
+    print(f"wrote {len(page.items)} explanations to annotate to {args.out}:")
+    for (model, city, theta), k in sorted(page.strata.items()):
+        print(f"  {model:>14}  {city:<16} θ={theta:g}: {k}")
     return 0
 
 
@@ -229,6 +298,58 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
         f.write(text)
     print(f"wrote {text.count(chr(10)) - 1} derived annotations to {args.out}")
     return 0
+
+
+def _add_reading_commands(sub) -> None:
+    """The commands that read a finished study: agree, compare, annotate, annotate-page."""
+    p = sub.add_parser(
+        "agree", help="agreement of the segmenter with human annotations (thesis Figs 11-12)"
+    )
+    p.add_argument("study", help=f"study YAML, or '{DEMO}'")
+    p.add_argument(
+        "words",
+        nargs="+",
+        metavar="CSV | key=value",
+        help="annotation CSVs (columns image, label1[, label2, model, theta, annotator, "
+        "seconds_spent]; one per annotator, or one with an annotator column), then "
+        "key=value overrides of the study",
+    )
+    p.add_argument("--thresholds", help="comma-separated second-label thresholds")
+    p.add_argument("--out", help="write the full curves to this CSV")
+    p.add_argument("--kappa-out", help="write the annotators' agreement (κ) to this CSV")
+    p.set_defaults(fn=_cmd_agree)
+
+    p = sub.add_parser(
+        "annotate-page",
+        help="write a self-contained page on which people label what explanations show",
+    )
+    p.add_argument("study", help=f"study YAML, or '{DEMO}'")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the study")
+    p.add_argument("--n", type=int, default=300, help="explanations on the page (default 300)")
+    p.add_argument("--out", default="annotate.html", help="the page to write")
+    p.add_argument("--models", help="comma-separated models, e.g. vgg11-s0,resnet18-s0")
+    p.add_argument("--cities", help="comma-separated cities")
+    p.add_argument("--thetas", help="comma-separated θs (default: the study's explain.thetas)")
+    p.add_argument("--seed", type=int, help="the sample's seed (default: analysis.seed)")
+    p.set_defaults(fn=_cmd_annotate_page)
+
+    p = sub.add_parser("compare", help="two studies' accuracy, AR and R_p^c side by side")
+    p.add_argument("study_a", help="store of study A (a path or s3:// URI), e.g. last period's")
+    p.add_argument("study_b", help="store of study B; changes are B − A")
+    p.add_argument("--out", default="compare.html", help="the page to write")
+    p.set_defaults(fn=_cmd_compare)
+
+    p = sub.add_parser("annotate", help="derive 'human' annotations from ground-truth label maps")
+    p.add_argument("study", help=f"study YAML, or '{DEMO}'")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the study")
+    p.add_argument("--model", required=True, help="whose explanations, e.g. vgg11-s0")
+    p.add_argument("--theta", type=float, help="θ of the explanation (default: the smallest)")
+    p.add_argument("--limit", type=int, default=1000, help="images to annotate (thesis: 1000)")
+    p.add_argument(
+        "--similar", type=float, default=0.5, help="runner-up/top area ratio for a second label"
+    )
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.set_defaults(fn=_cmd_annotate)
 
 
 def main(argv: list[str] | None = None, own_process: bool | None = None) -> int:
@@ -289,33 +410,7 @@ def main(argv: list[str] | None = None, own_process: bool | None = None) -> int:
         )
         p.set_defaults(fn=_cmd_run, study=DEMO)
 
-    p = sub.add_parser(
-        "agree", help="agreement of the segmenter with human annotations (thesis Figs 11-12)"
-    )
-    p.add_argument("study", help=f"study YAML, or '{DEMO}'")
-    p.add_argument("annotations", help="CSV with columns image, label1[, label2]")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of the study")
-    p.add_argument("--thresholds", help="comma-separated second-label thresholds")
-    p.add_argument("--out", help="write the full curves to this CSV")
-    p.set_defaults(fn=_cmd_agree)
-
-    p = sub.add_parser("compare", help="two studies' accuracy, AR and R_p^c side by side")
-    p.add_argument("study_a", help="store of study A (a path or s3:// URI), e.g. last period's")
-    p.add_argument("study_b", help="store of study B; changes are B − A")
-    p.add_argument("--out", default="compare.html", help="the page to write")
-    p.set_defaults(fn=_cmd_compare)
-
-    p = sub.add_parser("annotate", help="derive 'human' annotations from ground-truth label maps")
-    p.add_argument("study", help=f"study YAML, or '{DEMO}'")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of the study")
-    p.add_argument("--model", required=True, help="whose explanations, e.g. vgg11-s0")
-    p.add_argument("--theta", type=float, help="θ of the explanation (default: the smallest)")
-    p.add_argument("--limit", type=int, default=1000, help="images to annotate (thesis: 1000)")
-    p.add_argument(
-        "--similar", type=float, default=0.5, help="runner-up/top area ratio for a second label"
-    )
-    p.add_argument("--out", required=True, help="CSV to write")
-    p.set_defaults(fn=_cmd_annotate)
+    _add_reading_commands(sub)
 
     args = ap.parse_args(argv)
     args.own_process = argv is None if own_process is None else own_process

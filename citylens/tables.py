@@ -15,6 +15,8 @@ __all__ = [
     "ABLATIONS",
     "ACCURACY",
     "AGREEMENT",
+    "ANNOTATED",
+    "ANNOTATORS",
     "AR_IMAGES",
     "AR_KINDS",
     "AR_PAIRS",
@@ -183,17 +185,62 @@ ERRORS = pa.schema(
 )
 
 
-# Agreement of the segmenter's labels with a person's (analyze/agreement.parquet).
+# Agreement of the segmenter's labels with a person's (analyze/agreement.parquet): one
+# row per (annotator, model, city, θ, threshold); with several annotators also "all",
+# every annotation pooled. ``n``: explanations both sides labelled; ``empty``: the
+# segmenter labelled none of the explanation's pixels; ``unclear``: the person answered
+# "none / unclear". Accuracies are over ``n``.
 AGREEMENT = pa.schema(
     [
+        ("annotator", pa.string()),
         ("model", pa.string()),
         ("city", pa.string()),  # a city, or "all"
         ("theta", pa.float32()),
         ("threshold", pa.float64()),
         ("n", pa.int64()),
         ("empty", pa.int64()),
+        ("unclear", pa.int64()),
         ("strict", pa.float64()),
         ("lenient", pa.float64()),
+    ]
+)
+
+# Each annotation matched to the explanation it labels (analyze/annotated.parquet): the
+# person's one or two classes (-1: none; both -1: "none / unclear") beside the
+# segmenter's top two inside that explanation (top1 -1: it labelled no pixel of it) and
+# their share of its labelled pixels.
+ANNOTATED = pa.schema(
+    [
+        ("annotator", pa.string()),
+        ("image_id", pa.string()),
+        ("city", pa.string()),
+        ("model", pa.string()),
+        ("theta", pa.float32()),
+        ("label1", pa.int32()),
+        ("label2", pa.int32()),
+        ("seconds", pa.float64()),  # seconds the person spent on it (null: not recorded)
+        ("top1", pa.int32()),
+        ("top2", pa.int32()),
+        ("ratio", pa.float64()),
+    ]
+)
+
+# Agreement between two annotators on the explanations both labelled
+# (analyze/annotators.parquet): Cohen's κ of their first (main) label, "none / unclear"
+# a category of its own, with a place-bootstrap interval; the observed share of equal
+# first labels, of equal label sets and of sets sharing a label.
+ANNOTATORS = pa.schema(
+    [
+        ("annotator_a", pa.string()),
+        ("annotator_b", pa.string()),
+        ("n", pa.int64()),
+        ("places", pa.int64()),
+        ("observed", pa.float64()),
+        ("kappa", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("same_labels", pa.float64()),
+        ("any_label", pa.float64()),
     ]
 )
 

@@ -26,11 +26,16 @@ class Vocabulary:
         names: ``names[k]`` is the short name of class index ``k``; ``names[0]`` is
             ``"other"``.
         colors: ``(K, 3)`` uint8 palette, ``colors[k]`` for class ``k``.
+        synonyms: ``synonyms[k]`` are the other names of class ``k`` (ADE20K's
+            ``building;edifice``), for searching by any of them; empty when the class
+            file has none. Not part of :meth:`to_csv` (a study's vocabulary file keeps
+            its format).
     """
 
     name: str
     names: tuple[str, ...]
     colors: np.ndarray
+    synonyms: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.names) < 2 or self.names[0] != "other":
@@ -39,6 +44,11 @@ class Vocabulary:
             raise ValueError(
                 f"vocabulary {self.name!r}: {len(self.names)} names but colors has "
                 f"shape {self.colors.shape}"
+            )
+        if self.synonyms and len(self.synonyms) != len(self.names):
+            raise ValueError(
+                f"vocabulary {self.name!r}: {len(self.names)} names but "
+                f"{len(self.synonyms)} synonym lists"
             )
 
     def __len__(self) -> int:
@@ -57,7 +67,8 @@ class Vocabulary:
 
         Accepts citylens's own format (``index,name,...,r,g,b``) or ADE20K's
         ``objectInfo150.csv`` (``Idx,...,Name``; colours then come from a fixed
-        pseudo-random palette). Indices must be 1..K in order.
+        pseudo-random palette). Indices must be 1..K in order. Other names of a class
+        come from a ``synonyms`` column, or from ADE20K's ``Name`` (``a;b;c``).
         """
         rows = list(csv.DictReader(io.StringIO(text)))
         if not rows:
@@ -70,7 +81,9 @@ class Vocabulary:
                 f"class file {name!r}: needs columns 'index' (or 'Idx') and 'name'; "
                 f"got {list(rows[0])}"
             )
+        syn_key = keys.get("synonyms")
         names = ["other"]
+        synonyms: list[tuple[str, ...]] = [()]
         colors = [(0, 0, 0)]
         rng = np.random.default_rng(0)
         for expected, row in enumerate(rows, start=1):
@@ -79,12 +92,21 @@ class Vocabulary:
                     f"class file {name!r}: indices must run 1..K in order; row {expected} "
                     f"has index {row[idx_key]}"
                 )
-            names.append(row[name_key].split(";")[0].strip())
+            aliases = [a.strip() for a in row[name_key].split(";") if a.strip()]
+            if syn_key:
+                aliases += [a.strip() for a in (row[syn_key] or "").split(";") if a.strip()]
+            names.append(aliases[0] if aliases else "")
+            synonyms.append(tuple(dict.fromkeys(a for a in aliases[1:] if a != aliases[0])))
             if all(c in keys for c in ("r", "g", "b")):
                 colors.append(tuple(int(row[keys[c]]) for c in ("r", "g", "b")))
             else:
                 colors.append(tuple(int(v) for v in rng.integers(0, 256, 3)))
-        return cls(name=name, names=tuple(names), colors=np.asarray(colors, dtype=np.uint8))
+        return cls(
+            name=name,
+            names=tuple(names),
+            colors=np.asarray(colors, dtype=np.uint8),
+            synonyms=tuple(synonyms) if any(synonyms) else (),
+        )
 
     def to_csv(self) -> str:
         """Serialise in citylens's class-file format (round-trips with from_csv)."""

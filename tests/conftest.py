@@ -258,6 +258,31 @@ def dump_dom():
     return dump
 
 
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's headless Chromium driven through Playwright (no browser download)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
 # Ray's own console lines, as a run's log shows them: Python log records with Ray's
 # timestamp format, C++ glog lines, lines forwarded from workers and the raylet (with or
 # without their colour codes), Ray Train's per-report lines.

@@ -46,3 +46,16 @@ def test_bad_class_files():
         Vocabulary.from_csv("id,label\n1,a\n", "f.csv")
     with pytest.raises(KeyError, match="'dragon'"):
         ade20k().index("dragon")
+
+
+def test_synonyms_are_objectinfo150s_other_names(shared_data):
+    text = (shared_data / "ade20k/objectInfo150.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    names = [[a.strip() for a in r["Name"].split(";")] for r in rows]
+    # each other name once, never the class's own (ADE20K lists "door;double;door")
+    want = [tuple(dict.fromkeys(a for a in n[1:] if a != n[0])) for n in names]
+    assert list(ade20k().synonyms[1:]) == want
+    assert list(Vocabulary.from_csv(text, "ade").synonyms[1:]) == want
+    assert ade20k().synonyms[ade20k().index("building")] == ("edifice",)
+    # a class file without other names has none
+    assert Vocabulary.from_csv("index,name\n1,a\n2,b\n", "f.csv").synonyms == ()

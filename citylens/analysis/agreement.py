@@ -15,27 +15,20 @@ picks nothing and is left out of the accuracies (counted as ``empty``).
 
 from __future__ import annotations
 
-import csv
-import io
-import posixpath
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from citylens.tables import AGREEMENT
-from citylens.vocabulary import Vocabulary
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
-    "Annotation",
     "PickedLabels",
     "agreement_curve",
     "agreement_table",
     "derive_annotations",
-    "parse_annotations",
     "pick_labels",
-    "resolve_annotations",
 ]
 
 DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
@@ -144,128 +137,52 @@ def derive_annotations(counts: np.ndarray, similar: float = 0.5) -> np.ndarray:
     return np.stack([picked.top1, np.where(second, picked.top2, -1)], 1).astype(np.int64)
 
 
-@dataclass(frozen=True)
-class Annotation:
-    """One annotated image: its key in the CSV and one or two class indices."""
+def agreement_table(annotated: pa.Table, thresholds=DEFAULT_THRESHOLDS) -> pa.Table:
+    """Strict / lenient curves of annotated explanations per annotator, model, θ and city.
 
-    image: str
-    labels: tuple[int, ...]
-
-
-def parse_annotations(
-    text: str, vocabulary: Vocabulary, source: str = "annotations"
-) -> list[Annotation]:
-    """Read an annotation CSV: columns ``image``, ``label1`` and optional ``label2``.
-
-    ``image`` is an image id, URI or file name; labels are class names of the
-    vocabulary (case-insensitive) or class indices.
-
-    Raises:
-        ValueError: naming the file, row and field of the first bad entry.
-    """
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows:
-        raise ValueError(f"{source}: no annotation rows")
-    fields = {k.strip().lower(): k for k in rows[0] if k}
-    for need in ("image", "label1"):
-        if need not in fields:
-            raise ValueError(
-                f"{source}: needs columns image, label1[, label2]; got {list(rows[0])}"
-            )
-    by_name = {n.lower(): i for i, n in enumerate(vocabulary.names) if i > 0}
-    out = []
-    for line, row in enumerate(rows, start=2):
-        labels = []
-        for col in ("label1", "label2"):
-            raw = (row.get(fields.get(col, ""), "") or "").strip()
-            if not raw:
-                continue
-            idx = int(raw) if raw.isdigit() else by_name.get(raw.lower())
-            if idx is None or not 0 < idx < len(vocabulary):
-                raise ValueError(
-                    f"{source}, line {line}, {col}: {raw!r} is not a class of {vocabulary.name!r}"
-                )
-            labels.append(idx)
-        image = (row[fields["image"]] or "").strip()
-        if not image or not labels:
-            raise ValueError(f"{source}, line {line}: needs an image and at least label1")
-        out.append(Annotation(image, tuple(labels)))
-    return out
-
-
-def agreement_table(
-    overlaps: pa.Table, human: dict[str, tuple[int, ...]], thresholds=DEFAULT_THRESHOLDS
-) -> pa.Table:
-    """Strict / lenient curves of annotated explanations per model, θ and city.
-
-    Each (model, θ) also gets a curve over all cities (city ``"all"``).
+    Each (annotator, model, θ) also gets a curve over all cities (city ``"all"``); with
+    several annotators, annotator ``"all"`` pools every annotation (an explanation two
+    people labelled counts twice).
 
     Args:
-        overlaps: Overlap rows (``image_id, city, model, theta, class_pixels_in_mask``) of
-            annotated images only.
-        human: image id -> the one or two class indices a person named.
+        annotated: Rows of :data:`~citylens.tables.ANNOTATED`
+            (:func:`citylens.analysis.annotations.match_annotations`).
         thresholds: Second-label thresholds of the curve.
 
     Returns:
-        A table with schema :data:`~citylens.tables.AGREEMENT`, one row per (model, city
-        or ``"all"``, θ, threshold).
+        A table with schema :data:`~citylens.tables.AGREEMENT`. "None / unclear" answers
+        are counted in ``unclear`` and left out of the accuracies, as are explanations
+        the segmenter labelled nothing of (``empty``).
     """
-    ov = overlaps
     rows: dict[str, list] = {f.name: [] for f in AGREEMENT}
-    if ov.num_rows:
-        ids = ov["image_id"].to_pylist()
-        counts = np.asarray(ov["class_pixels_in_mask"].to_pylist(), dtype=np.int64)
-        labels = np.full((len(ids), 2), -1, np.int64)
-        for i, iid in enumerate(ids):
-            h = human[iid]
-            labels[i, : len(h)] = h[:2]
-        model = np.asarray(ov["model"].to_pylist())
-        city = np.asarray(ov["city"].to_pylist())
-        theta = ov["theta"].to_numpy()
-        for m in sorted(set(model)):
-            for t in sorted(set(theta[model == m])):
-                base = (model == m) & (theta == t)
-                for c in [*sorted(set(city[base])), "all"]:
-                    sel = base & ((city == c) if c != "all" else True)
-                    curve = agreement_curve(pick_labels(counts[sel]), labels[sel], thresholds)
-                    for j, thr in enumerate(curve["threshold"]):
-                        for key, value in (
-                            ("model", m),
-                            ("city", c),
-                            ("theta", float(t)),
-                            ("threshold", float(thr)),
-                            ("n", curve["n"]),
-                            ("empty", curve["empty"]),
-                            ("strict", float(curve["strict"][j])),
-                            ("lenient", float(curve["lenient"][j])),
-                        ):
-                            rows[key].append(value)
+    t = annotated.to_pandas()
+    if len(t) == 0:
+        return pa.table(rows, schema=AGREEMENT)
+    annotators = sorted(t.annotator.unique())
+    groups = [(a, t[t.annotator == a]) for a in annotators]
+    if len(annotators) > 1:
+        groups.append(("all", t))
+    for who, g in groups:
+        for (model, theta), gm in g.groupby(["model", "theta"], sort=True):
+            for city in [*sorted(gm.city.unique()), "all"]:
+                gc = gm if city == "all" else gm[gm.city == city]
+                clear = gc[gc.label1 >= 0]
+                picked = PickedLabels(
+                    clear.top1.to_numpy(), clear.top2.to_numpy(), clear.ratio.to_numpy()
+                )
+                curve = agreement_curve(picked, clear[["label1", "label2"]].to_numpy(), thresholds)
+                for j, thr in enumerate(curve["threshold"]):
+                    for key, value in (
+                        ("annotator", who),
+                        ("model", model),
+                        ("city", city),
+                        ("theta", float(theta)),
+                        ("threshold", float(thr)),
+                        ("n", curve["n"]),
+                        ("empty", curve["empty"]),
+                        ("unclear", int(len(gc) - len(clear))),
+                        ("strict", float(curve["strict"][j])),
+                        ("lenient", float(curve["lenient"][j])),
+                    ):
+                        rows[key].append(value)
     return pa.table(rows, schema=AGREEMENT)
-
-
-def resolve_annotations(
-    annotations: list[Annotation], manifest: pa.Table
-) -> tuple[dict[str, tuple[int, ...]], list[Annotation]]:
-    """Match annotated images to manifest image ids.
-
-    An annotation's ``image`` may be the image id, its URI, ``<city>/<file name>`` or a
-    file name unique in the manifest.
-
-    Returns:
-        ``(image id -> class indices, annotations that match no image)``.
-    """
-    keys: dict[str, str | None] = {}
-    for iid, uri, city in zip(
-        manifest["image_id"].to_pylist(), manifest["uri"].to_pylist(), manifest["city"].to_pylist()
-    ):
-        name = posixpath.basename(uri)
-        keys[iid] = keys[uri] = keys[f"{city}/{name}"] = iid
-        keys[name] = None if name in keys and keys[name] != iid else iid  # None: ambiguous
-    found, unmatched = {}, []
-    for a in annotations:
-        iid = keys.get(a.image)
-        if iid is None:
-            unmatched.append(a)
-        else:
-            found[iid] = a.labels
-    return found, unmatched

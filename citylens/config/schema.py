@@ -315,8 +315,11 @@ class AnalysisConfig:
     """Reducers: PCA settings (int = components, float = variance kept), t-SNE, objects.
 
     Attributes:
-        annotations: Optional CSV (path/URI) of human labels per image (columns
-            ``image, label1, label2``) for the agreement curves (thesis Figs 11–12).
+        annotations: CSVs (paths/URIs; one, or one per annotator) of human labels per
+            explanation (columns ``image, label1[, label2, model, theta, annotator,
+            seconds_spent]``, what ``citylens annotate-page`` exports) for the agreement
+            curves (thesis Figs 11–12), the annotators' κ and the t-SNE by human label
+            (Fig 10).
         agreement_thresholds: Second-label thresholds of those curves.
         bootstrap: Place-clustered bootstrap resamples of the intervals (0: none).
         ci: The intervals' coverage.
@@ -328,7 +331,7 @@ class AnalysisConfig:
     top_k: int = 10
     mosaic: int = 500
     seed: int = 0
-    annotations: str | None = None
+    annotations: tuple[str, ...] = ()
     agreement_thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
     bootstrap: int = 1000
     ci: float = 0.95

@@ -419,18 +419,17 @@ def preflight(cfg: StudyConfig) -> None:
             vocabulary_of(seg.backend, read_bytes(seg.classes, opts).decode())
         except Exception as err:
             raise ConfigError(f"segmenter.classes: {seg.classes}: {err}") from None
-    if cfg.analysis.annotations:
-        from citylens.analysis.agreement import parse_annotations
+    for i, uri in enumerate(cfg.analysis.annotations):
+        from citylens.analysis.annotations import parse_annotations
         from citylens.segment import vocabulary_of
         from citylens.storage import read_bytes
 
-        uri = cfg.analysis.annotations
         try:
             text = read_bytes(uri, opts).decode()
             classes = read_bytes(seg.classes, opts).decode() if seg.classes else None
             parse_annotations(text, vocabulary_of(seg.backend, classes), uri)
         except Exception as err:
-            raise ConfigError(f"analysis.annotations: {err}") from None
+            raise ConfigError(f"analysis.annotations[{i}]: {err}") from None
     for name, city in cfg.cities.items():
         if city.manifest:
             from citylens.data.listing import read_entries

@@ -3,8 +3,9 @@
 Shared by the *analyze* stage and the ``citylens agree`` command (not a stage itself).
 
 Reads the overlaps table (the segmenter's pixels per class inside each explanation),
-matches the annotated images to the manifest, and reduces to strict / lenient accuracy
-curves per model, city and θ with :mod:`citylens.analysis.agreement`. Also derives
+matches the annotated explanations to it, and reduces to strict / lenient accuracy
+curves per annotator, model, city and θ with :mod:`citylens.analysis.agreement`, and to
+every pair of annotators' κ with :mod:`citylens.analysis.annotators`. Also derives
 "human" labels from ground-truth label maps, so the curve can be checked on data with
 ground truth (the synthetic corpus).
 """
@@ -13,45 +14,118 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from citylens.analysis.agreement import (
-    DEFAULT_THRESHOLDS,
+from citylens.analysis.agreement import DEFAULT_THRESHOLDS, agreement_table, derive_annotations
+from citylens.analysis.annotations import (
     Annotation,
-    agreement_table,
-    derive_annotations,
+    match_annotations,
     parse_annotations,
     resolve_annotations,
 )
+from citylens.analysis.annotators import annotator_table
 from citylens.data.images import load_labels
 from citylens.overlap import overlap_rows
 from citylens.pipeline.committed import committed, read_manifest, read_overlaps, read_vocabulary
 from citylens.storage import Store, read_bytes
+from citylens.tables import ANNOTATED
+from citylens.vocabulary import Vocabulary
 
-__all__ = ["derived_annotations_csv", "study_agreement"]
+__all__ = ["Agreement", "derived_annotations_csv", "study_agreement", "study_vocabulary"]
+
+
+def study_vocabulary(store: Store, cfg) -> Vocabulary:
+    """The classes a study's explanations are labelled with.
+
+    The committed segment stage's vocabulary, or (before it ran) the one the study's
+    segmenter settings name.
+    """
+    if store.record("segment") is not None:
+        return read_vocabulary(store)
+    from citylens.segment import vocabulary_of
+
+    seg = cfg.segmenter
+    classes = read_bytes(seg.classes, cfg.run.storage_options).decode() if seg.classes else None
+    return vocabulary_of(seg.backend, classes)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """What a study's annotations say.
+
+    Attributes:
+        curves: The segmenter against each annotator (schema AGREEMENT; empty without
+            a committed overlap stage).
+        annotated: Each annotation beside the segmenter's picks (schema ANNOTATED).
+        annotators: Every pair of annotators' κ (schema ANNOTATORS).
+        unmatched: Annotations that name no image of the study.
+        annotations: The annotations that did (image ids).
+    """
+
+    curves: pa.Table
+    annotated: pa.Table
+    annotators: pa.Table
+    unmatched: list[Annotation]
+    annotations: list[Annotation]
 
 
 def study_agreement(
-    store: Store, annotations_text: str, thresholds=DEFAULT_THRESHOLDS, source: str = "annotations"
-) -> tuple[pa.Table, list[Annotation]]:
-    """Agreement curves of a finished study against an annotation CSV.
+    store: Store,
+    files: list[tuple[str, str]],
+    vocabulary: Vocabulary,
+    thresholds=DEFAULT_THRESHOLDS,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> Agreement:
+    """Agreement curves and the annotators' κ of a study against annotation CSVs.
+
+    Args:
+        store: The study's store.
+        files: ``(name, CSV text)`` of each annotation file (one per annotator, or
+            several annotators in one file with an ``annotator`` column).
+        vocabulary: The classes the labels name (:func:`study_vocabulary`).
+        thresholds: Second-label thresholds of the curves.
+        n_boot: Place resamples of the κ intervals (0: none).
+        seed: Their seed.
+        ci: Their coverage.
 
     Returns:
-        ``(table with schema AGREEMENT, annotations matching no image)``; one row per
-        (model, city or "all", θ, threshold). Annotated images outside the test split
-        have no explanation and add nothing.
+        :class:`Agreement`. Annotated images outside the test split have no explanation
+        and add no curve row.
+
+    Raises:
+        ValueError: a bad file (naming it, the line and the field), or one person's two
+            answers for one explanation.
     """
-    vocabulary = read_vocabulary(store)
-    annotations = parse_annotations(annotations_text, vocabulary, source)
-    manifest = read_manifest(store)
-    human, unmatched = resolve_annotations(annotations, manifest)
-    ov = read_overlaps(
-        store, ["image_id", "city", "model", "theta", "class_pixels_in_mask"], sorted(human)
+    parsed = [a for name, text in files for a in parse_annotations(text, vocabulary, name)]
+    manifest = read_manifest(store, ["image_id", "uri", "city", "place"])
+    annotations, unmatched = resolve_annotations(parsed, manifest)
+    ids = sorted({a.image for a in annotations})
+    if store.record("overlap") is not None:
+        cols = ["image_id", "city", "model", "theta", "class_pixels_in_mask"]
+        annotated = match_annotations(annotations, read_overlaps(store, cols, ids))
+    else:
+        annotated = ANNOTATED.empty_table()
+    place_of = {
+        i: (c, p)
+        for i, c, p in zip(
+            manifest["image_id"].to_pylist(),
+            manifest["city"].to_pylist(),
+            manifest["place"].to_pylist(),
+        )
+    }
+    return Agreement(
+        curves=agreement_table(annotated, thresholds),
+        annotated=annotated,
+        annotators=annotator_table(annotations, place_of, n_boot, seed, ci),
+        unmatched=unmatched,
+        annotations=annotations,
     )
-    return agreement_table(ov, human, thresholds), unmatched
 
 
 def derived_annotations_csv(
@@ -69,7 +143,8 @@ def derived_annotations_csv(
     :func:`~citylens.analysis.agreement.derive_annotations` names one or two classes.
 
     Returns:
-        CSV text with columns ``image`` (image id), ``label1``, ``label2`` (class names).
+        CSV text with columns ``image`` (image id), ``label1``, ``label2`` (class names),
+        ``model`` and ``theta`` (the explanation the labels are of).
     """
     vocabulary = read_vocabulary(store)
     manifest = read_manifest(store)
@@ -78,7 +153,7 @@ def derived_annotations_csv(
     cols = ["image_id", "city", "model", "cam_h", "cam_w", "mask"]
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["image", "label1", "label2"])
+    w.writerow(["image", "label1", "label2", "model", "theta"])
     written = 0
     for rel in store.files(f"{folder}/data", ".parquet"):
         t = store.read_table(rel, columns=cols)
@@ -107,7 +182,8 @@ def derived_annotations_csv(
             ):
                 if a < 0:
                     continue
-                w.writerow([iid, vocabulary.names[a], vocabulary.names[b] if b >= 0 else ""])
+                second = vocabulary.names[b] if b >= 0 else ""
+                w.writerow([iid, vocabulary.names[a], second, model, theta])
                 written += 1
         if limit is not None and written >= limit:
             break

@@ -8,7 +8,8 @@ and ``segment``'s vocabulary. Writes ``analyze/<run>/``: ``ar_images/`` (AR_IMAG
 ``ar_pairs.parquet`` (AR_PAIRS), ``objects.parquet`` (OBJECTS), ``top_objects.parquet``
 (TOP_OBJECTS), ``embeddings.parquet`` (EMBEDDINGS), ``accuracy.parquet`` (ACCURACY),
 ``training.parquet`` (TRAINING: each model's curve from its ``meta.json``),
-``vocabulary.csv``, with annotations ``agreement.parquet`` (AGREEMENT), with
+``vocabulary.csv``, with annotations ``agreement.parquet`` (AGREEMENT),
+``annotated.parquet`` (ANNOTATED) and ``annotators.parquet`` (ANNOTATORS), with
 ``explain.methods`` the methods compared (:mod:`citylens.pipeline.compare_methods`)
 and, when ingest located images, ``places.parquet`` (PLACES,
 :mod:`citylens.pipeline.place_maps`).
@@ -103,8 +104,8 @@ def embed_model(
     return embedding_table(ids, cities, x, model, descriptor, pcas, perplexity, seed)
 
 
-def _settings(ctx: Context) -> tuple[dict, str | None]:
-    """The analyze stage's settings (its key) and the annotation CSV's text, if any."""
+def _settings(ctx: Context) -> tuple[dict, list[tuple[str, str]]]:
+    """The analyze stage's settings (its key) and the annotation CSVs' ``(uri, text)``."""
     cfg, a = ctx.cfg, ctx.cfg.analysis
     settings = {
         "grid": cfg.explain.ar_grid or cfg.train.input_size,
@@ -120,11 +121,11 @@ def _settings(ctx: Context) -> tuple[dict, str | None]:
     if coords := (ctx.store.record("ingest") or {}).get("coords"):
         settings["coords"] = coords  # the places table maps them
     if not a.annotations:
-        return settings, None
-    annotations = read_bytes(a.annotations, cfg.run.storage_options).decode()
-    settings["annotations"] = digest(annotations)
+        return settings, []
+    files = [(uri, read_bytes(uri, cfg.run.storage_options).decode()) for uri in a.annotations]
+    settings["annotations"] = [digest(text) for _, text in files]
     settings["agreement_thresholds"] = list(a.agreement_thresholds)
-    return settings, annotations
+    return settings, files
 
 
 def _embeddings(parts: list[pa.Table], tops: list[pa.Table], theta: float) -> pa.Table | None:
@@ -229,18 +230,28 @@ def _causal(ctx: Context, folder: str, names, arch_of: dict, seed_of: dict) -> t
     return table, place_of, causal
 
 
-def _agreement(ctx: Context, folder: str, annotations: str) -> int:
-    """The agreement curves with the study's annotations; returns the unmatched count."""
+def _agreement(ctx: Context, folder: str, files: list[tuple[str, str]]) -> dict:
+    """The agreement tables of the study's annotations; returns their counts."""
     a = ctx.cfg.analysis
-    table, unmatched = study_agreement(
-        ctx.store, annotations, a.agreement_thresholds, a.annotations
+    got = study_agreement(
+        ctx.store,
+        files,
+        read_vocabulary(ctx.store),
+        a.agreement_thresholds,
+        a.bootstrap,
+        a.seed,
+        a.ci,
     )
-    ctx.store.write_table(f"{folder}/agreement.parquet", table)
+    ctx.store.write_table(f"{folder}/agreement.parquet", got.curves)
+    ctx.store.write_table(f"{folder}/annotated.parquet", got.annotated)
+    ctx.store.write_table(f"{folder}/annotators.parquet", got.annotators)
+    who = sorted({x.annotator for x in got.annotations})
     ctx.progress(
-        f"analyze: agreement with {a.annotations}: {table.num_rows} curve points, "
-        f"{len(unmatched)} annotated image(s) not in the study"
+        f"analyze: {len(got.annotations)} annotation(s) by {len(who)} annotator(s) from "
+        f"{len(files)} file(s) match {got.annotated.num_rows} explanation(s); "
+        f"{len(got.unmatched)} name no image of the study"
     )
-    return len(unmatched)
+    return {"annotations_unmatched": len(got.unmatched), "annotators": len(who)}
 
 
 def run_analyze(ctx: Context) -> StageResult:
@@ -317,7 +328,7 @@ def run_analyze(ctx: Context) -> StageResult:
         counts |= write_methods(
             store, folder, explanations, totals, voc.names, cfg, resamples, causal
         )
-    if annotations is not None:
-        counts["annotations_unmatched"] = _agreement(ctx, folder, annotations)
+    if annotations:
+        counts |= _agreement(ctx, folder, annotations)
     rec = ctx.finish("analyze", key, folder, started, counts=counts)
     return StageResult("analyze", "ran", rec)

@@ -2,8 +2,8 @@
 
 Consumes the committed ``analyze`` tables (accuracy, ar_pairs, ar_kinds, ar_images,
 objects, object_means, distinctive, top_settled, top_objects, embeddings, agreement,
-causal, causal_examples, faithfulness, curves, training, vocabulary, places), the
-``baseline`` stage's leakage baselines, ingest's near-train figures,
+annotated, annotators, causal, causal_examples, faithfulness, curves, training,
+vocabulary, places), the ``baseline`` stage's leakage baselines, ingest's near-train figures,
 the manifest, the showcase model's overlap rows and, for the pictures, a sample of
 images with their explanation masks and (removal pictures) their class maps.
 Writes ``report/<run>/`` (``report.html``, every figure's PNG and table's CSV,
@@ -85,6 +85,8 @@ def _tables(ctx: Context, settings: ReportSettings, manifest) -> ReportTables:
         top_objects=_read(store, an, "top_objects"),
         embeddings=emb,
         agreement=_read(store, an, "agreement"),
+        annotated=_read(store, an, "annotated"),
+        annotators=_read(store, an, "annotators"),
         causal=_read(store, an, "causal"),
         causal_examples=_read(store, an, "causal_examples"),
         faithfulness=_read(store, an, "faithfulness"),

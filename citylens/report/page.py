@@ -14,9 +14,9 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from citylens.report.agreement import draw_agreement
 from citylens.report.causal import draw_causal
 from citylens.report.figures import (
-    agreement_curves,
     ar_distributions,
     ar_heatmap,
     city_colors,
@@ -85,8 +85,8 @@ class ReportTables:
         names: The vocabulary's class names.
         test_images: ``image_id, city`` of the test split.
         accuracy, ar_pairs, ar_images, objects, top_objects, embeddings, agreement,
-            causal, causal_examples, faithfulness, curves, ar_kinds, object_means,
-            distinctive, top_settled, training, method_pairs, method_objects,
+            annotated, annotators, causal, causal_examples, faithfulness, curves, ar_kinds,
+            object_means, distinctive, top_settled, training, method_pairs, method_objects,
             method_faithfulness, method_rankings: The analyze stage's tables.
         showcase_overlaps: The showcase model's overlap rows at the smallest θ
             (``image_id, city, model, theta, class_pixels_in_mask``), for the galleries.
@@ -108,6 +108,8 @@ class ReportTables:
     top_objects: pd.DataFrame | None = None
     embeddings: pd.DataFrame | None = None
     agreement: pd.DataFrame | None = None
+    annotated: pd.DataFrame | None = None
+    annotators: pd.DataFrame | None = None
     causal: pd.DataFrame | None = None
     causal_examples: pd.DataFrame | None = None
     curves: pd.DataFrame | None = None
@@ -209,7 +211,7 @@ def build_report(
             + html.escape(next(iter(assets.unreadable.values()))),
             "note",
         )
-    _agreement(out, t, colors)
+    draw_agreement(out, t, colors)
     return out.page.render(), out.files
 
 
@@ -498,21 +500,3 @@ def _galleries(
             out.figure(name, grid, title)
         else:
             out.page.p(f"{title}: none in this study.", "note")
-
-
-def _agreement(out: _Output, t: ReportTables, colors: dict) -> None:
-    agreement = t.agreement
-    if not _present(agreement):
-        return
-    out.page.h2("Agreement with annotations", "agreement")
-    out.figure(
-        "agreement",
-        agreement_curves(agreement, colors),
-        "segmenter vs human annotation: strict and lenient accuracy",
-    )
-    ends = agreement[
-        (agreement.city == "all")
-        & agreement.threshold.isin([agreement.threshold.min(), agreement.threshold.max()])
-    ]
-    out.files["agreement.csv"] = agreement.to_csv(index=False).encode()
-    out.page.table(ends)

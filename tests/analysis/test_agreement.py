@@ -8,10 +8,8 @@ import pytest
 from citylens.analysis.agreement import (
     agreement_curve,
     derive_annotations,
-    parse_annotations,
     pick_labels,
 )
-from citylens.vocabulary import ade20k
 
 # pixels per class inside four explanations; classes 0 (other) .. 4
 COUNTS = np.array(
@@ -67,22 +65,49 @@ def test_ground_truth_segmenter_agrees_with_derived_annotations_at_threshold_one
     assert curve["strict"][-1] == 1.0 and curve["lenient"][0] == 1.0
 
 
-def test_parse_annotations_names_and_indices():
-    voc = ade20k()
-    rows = parse_annotations("image,label1,label2\na.jpg,building,Sky\nb.jpg,44,\n", voc)
-    assert rows[0].image == "a.jpg" and rows[0].labels == (2, 3)
-    assert rows[1].labels == (44,)
+def _annotated(rows):
+    """ANNOTATED rows from (annotator, image, city, label1, label2, top1, top2, ratio)."""
+    import pyarrow as pa
+
+    from citylens.tables import ANNOTATED
+
+    cols = ["annotator", "image_id", "city", "label1", "label2", "top1", "top2", "ratio"]
+    d = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+    d |= {"model": ["m"] * len(rows), "theta": [0.6] * len(rows), "seconds": [None] * len(rows)}
+    return pa.Table.from_pydict(d, schema=ANNOTATED)
 
 
-@pytest.mark.parametrize(
-    "text,match",
-    [
-        ("image,label1\na.jpg,castle\n", "line 2, label1: 'castle'"),
-        ("image,label1\na.jpg,151\n", "line 2, label1: '151'"),
-        ("img,label\na.jpg,sky\n", "needs columns image, label1"),
-        ("image,label1\n,sky\n", "line 2: needs an image"),
-    ],
-)
-def test_parse_annotations_names_the_bad_entry(text, match):
-    with pytest.raises(ValueError, match=match):
-        parse_annotations(text, ade20k(), "ann.csv")
+def test_agreement_table_per_annotator_city_and_pooled_by_hand():
+    from citylens.analysis.agreement import agreement_table
+
+    annotated = _annotated(
+        [
+            # ann a: the four explanations of COUNTS/HUMAN, cities x, x, y, y
+            ("a", "i1", "x", 1, -1, 1, 2, 0.9),
+            ("a", "i2", "x", 3, 4, 2, 3, 0.8),
+            ("a", "i3", "y", 4, -1, 4, -1, 1.0),
+            ("a", "i4", "y", 1, -1, -1, -1, 0.0),  # the segmenter labelled nothing
+            # ann b: i1 "none / unclear", i3 agrees
+            ("b", "i1", "x", -1, -1, 1, 2, 0.9),
+            ("b", "i3", "y", 4, -1, 4, -1, 1.0),
+        ]
+    )
+    t = agreement_table(annotated, thresholds=(0.0, 1.0)).to_pandas()
+    row = t.set_index(["annotator", "city", "threshold"])
+    # annotator a over all cities = test_agreement_curve_by_hand's t=0 and t=1
+    assert row.loc[("a", "all", 0.0)].strict == pytest.approx(1 / 3)
+    assert row.loc[("a", "all", 0.0)].lenient == pytest.approx(1.0)
+    assert row.loc[("a", "all", 1.0)].strict == pytest.approx(2 / 3)
+    assert row.loc[("a", "all", 1.0)][["n", "empty", "unclear"]].tolist() == [3, 1, 0]
+    # a, city x: i1 picks {1,2} at 0 (strict F, lenient T), {1} at 1 (T, T); i2 picks
+    # {2,3} at 0 (F; T: 3 is annotated), {2} at 1 (F, F)
+    assert row.loc[("a", "x", 0.0)][["strict", "lenient"]].tolist() == [0.0, 1.0]
+    assert row.loc[("a", "x", 1.0)][["strict", "lenient"]].tolist() == [0.5, 0.5]
+    # b: the unclear answer is counted, not scored
+    assert row.loc[("b", "all", 1.0)][["n", "unclear", "strict"]].tolist() == [1, 1, 1.0]
+    # pooled: a's 3 scored + b's 1; at 1: a 2 of 3 right, b 1 of 1
+    assert row.loc[("all", "all", 1.0)][["n", "unclear", "empty"]].tolist() == [4, 1, 1]
+    assert row.loc[("all", "all", 1.0)].strict == pytest.approx(3 / 4)
+    # one annotator: no pooled rows
+    only_a = agreement_table(annotated.slice(0, 4), thresholds=(0.5,)).to_pandas()
+    assert set(only_a.annotator) == {"a"}
