@@ -417,3 +417,145 @@ def test_decoding_jpegs_in_the_actors_gives_the_same_explanations(study):
     assert after.num_rows == before.num_rows > 0
     assert after.equals(before)
     run_study(cfg, ["explain"], progress=lambda s: None)  # back to the module's settings
+
+
+def _picks_by_hand(counts: list[int]) -> tuple[int, int, float]:
+    """(top1, top2, share of the two) inside an explanation, class 0 ignored: plain loops."""
+    best = second = -1
+    for k in range(1, len(counts)):
+        if counts[k] <= 0:
+            continue
+        if best < 0 or counts[k] > counts[best]:
+            best, second = k, best
+        elif second < 0 or counts[k] > counts[second]:
+            second = k
+    total = sum(counts[1:])
+    share = ((counts[best] if best > 0 else 0) + (counts[second] if second > 0 else 0)) / total
+    return best, second, share if total else 0.0
+
+
+def test_annotation_page_to_agreement_curves(study, tmp_path, chromium):
+    """The whole loop of issue 26: page, five answers by click and key, reload, export,
+    ``citylens agree``, and the curves checked against plain loops over the overlaps."""
+    import csv
+    import io
+    import re
+
+    cfg, store, _ = study
+    study_yaml = tmp_path / "study.yaml"
+    study_yaml.write_text(dump_config(cfg))
+    out = tmp_path / "annotate.html"
+    assert main(["annotate-page", str(study_yaml), "--n", "12", "--out", str(out)]) == 0
+    page_text = out.read_text()
+    data = json.loads(re.search(r'id="citylens-data">(.*?)</script>', page_text, re.S).group(1))
+    items = data["items"]
+    assert len(items) == 12
+    # stratified: 4 models × 2 cities × 1 θ share the 12 as evenly as they can
+    per_stratum = {}
+    manifest = _table(store, "ingest", "manifest.parquet").to_pandas()
+    city_of = dict(zip(manifest.image_id, manifest.city))
+    for it in items:
+        key = (it["model"], city_of[it["image"]])
+        per_stratum[key] = per_stratum.get(key, 0) + 1
+    assert len(per_stratum) == 8 and set(per_stratum.values()) == {1, 2}
+
+    context = chromium.new_context(accept_downloads=True)
+    tab = context.new_page()
+    tab.goto(out.as_uri())
+    tab.fill("#annotator", "ann")
+    tab.locator("body").click(position={"x": 5, "y": 5})
+    answers = []  # what we gave, as class indices (None: none / unclear)
+    for i, it in enumerate(items[:5]):
+        offered = it["offered"]
+        assert offered, "the segmenter's classes inside the explanation are offered"
+        if i == 0:  # by click
+            tab.click("#offered button:nth-child(1)")
+            answers.append((offered[0],))
+            tab.click("#next")
+            tab.locator("body").click(position={"x": 5, "y": 5})
+        elif i == 2:
+            tab.keyboard.press("0")
+            answers.append(())
+            tab.keyboard.press("Enter")
+        elif i == 3:  # a class by search, by name
+            name = data["names"][3]
+            tab.keyboard.press("/")
+            tab.keyboard.type(name)
+            tab.keyboard.press("Enter")
+            tab.keyboard.press("Escape")
+            answers.append((3,))
+            tab.keyboard.press("Enter")
+        else:  # by keys: the last offered first, then the first
+            tab.keyboard.press(str(len(offered)))
+            if len(offered) > 1:
+                tab.keyboard.press("1")
+            answers.append((offered[-1], offered[0]) if len(offered) > 1 else (offered[0],))
+            tab.keyboard.press("Enter")
+    tab.reload()
+    assert tab.text_content("#count") == "5 of 12 answered"
+    with tab.expect_download() as got:
+        tab.click("#export")
+    exported = tmp_path / "ann.csv"
+    got.value.save_as(exported)
+    context.close()
+    rows = list(csv.DictReader(io.StringIO(exported.read_text())))
+    assert [r["image"] for r in rows] == [it["image"] for it in items[:5]]
+
+    curves_csv = tmp_path / "curves.csv"
+    thresholds = "0,0.5,0.9,1"
+    argv = ["agree", str(study_yaml), str(exported), "--out", str(curves_csv)]
+    assert main([*argv, "--thresholds", thresholds]) == 0
+    import pandas as pd
+
+    curves = pd.read_csv(curves_csv)
+    assert set(curves.annotator) == {"ann"}
+    ov = _table(store, "overlap", "data").to_pandas()
+    by_key = {
+        (r.image_id, r.model, round(float(r.theta), 4)): list(r.class_pixels_in_mask)
+        for r in ov.itertuples()
+    }
+    for model in {it["model"] for it in items[:5]}:
+        mine = [
+            (by_key[(it["image"], it["model"], it["theta"])], ans)
+            for it, ans in zip(items[:5], answers)
+            if it["model"] == model
+        ]
+        for thr in (0.0, 0.5, 0.9, 1.0):
+            strict = lenient = n = unclear = 0
+            for counts, human in mine:
+                if not human:
+                    unclear += 1
+                    continue
+                top1, top2, share = _picks_by_hand(counts)
+                if top1 < 0:
+                    continue
+                n += 1
+                picked = [top1] + ([top2] if top2 > 0 and share > thr else [])
+                strict += all(p in human for p in picked)
+                lenient += any(p in human for p in picked)
+            row = curves[
+                (curves.model == model) & (curves.city == "all") & (curves.threshold == thr)
+            ].iloc[0]
+            assert (row.n, row.unclear) == (n, unclear)
+            if n:
+                assert row.strict == pytest.approx(strict / n)
+                assert row.lenient == pytest.approx(lenient / n)
+    # a second annotator, who disagrees on one main label: κ between the two files
+    from sklearn.metrics import cohen_kappa_score
+
+    lee = [dict(r, annotator="lee") for r in rows]
+    lee[0]["label1"], lee[0]["label2"] = "none", ""
+    other = tmp_path / "lee.csv"
+    with open(other, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(lee)
+    kappa_csv = tmp_path / "kappa.csv"
+    argv = ["agree", str(study_yaml), str(exported), str(other), "--kappa-out", str(kappa_csv)]
+    assert main(argv) == 0
+    kappa = pd.read_csv(kappa_csv)
+    assert kappa[["annotator_a", "annotator_b", "n"]].values.tolist() == [["ann", "lee", 5]]
+    first = [r["label1"] for r in rows]
+    want = cohen_kappa_score(first, [r["label1"] for r in lee])
+    assert kappa.kappa.iloc[0] == pytest.approx(want)
+    assert kappa.observed.iloc[0] == pytest.approx(4 / 5)
