@@ -205,6 +205,12 @@ def _cmd_agree(args: argparse.Namespace) -> int:
     if got.unmatched:
         shown = ", ".join(a.image for a in got.unmatched[:5])
         print(f"{len(got.unmatched)} annotated image(s) match no image of the study: {shown}")
+    if got.unexplained and store.record("overlap") is not None:
+        shown = "; ".join(a.where for a in got.unexplained[:5])
+        print(
+            f"{len(got.unexplained)} annotation(s) match no explanation the segmenter labelled "
+            f"(a train image, another model, or a θ without overlaps): {shown}"
+        )
     who = sorted({a.annotator for a in got.annotations})
     print(
         f"{len(got.annotations)} annotation(s) by {len(who)} annotator(s) ({', '.join(who)}); "

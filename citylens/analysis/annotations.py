@@ -38,9 +38,12 @@ __all__ = [
     "NONE_LABEL",
     "Annotation",
     "annotation_key",
+    "class_lookup",
+    "label_tokens",
     "match_annotations",
     "parse_annotations",
     "resolve_annotations",
+    "theta_key",
 ]
 
 NONE_LABEL = "none"  # label1 of a "none / unclear" answer (no class of ADE20K is named so)
@@ -71,21 +74,52 @@ class Annotation:
     where: str = ""
 
 
+def theta_key(theta: float) -> float:
+    """θ as annotations and explanations are matched on.
+
+    The float32 the tables store, rounded to 4 decimals: a θ from the study's settings,
+    a page or a CSV meets the overlaps' float32 θ whichever way it was written.
+    """
+    return round(float(np.float32(theta)), _THETA_DIGITS)
+
+
 def annotation_key(a: Annotation) -> tuple:
-    """``(annotator, image, model, θ rounded)``: one answer per person and explanation."""
-    theta = None if a.theta is None else round(a.theta, _THETA_DIGITS)
+    """``(annotator, image, model, θ key)``: one answer per person and explanation."""
+    theta = None if a.theta is None else theta_key(a.theta)
     return (a.annotator, a.image, a.model, theta)
 
 
-def _class_lookup(vocabulary: Vocabulary) -> dict[str, int]:
-    """Lower-cased names and synonyms -> class index (a name wins over a synonym)."""
-    out: dict[str, int] = {}
+def class_lookup(vocabulary: Vocabulary) -> dict[str, int | tuple[int, ...]]:
+    """Lower-cased names and synonyms -> class index.
+
+    A name wins over another class's synonym. A word that names several classes (ADE20K
+    has two ``screen``), or is a synonym of several and the name of none, maps to all of
+    them: reading it is refused, asking for the class index.
+    """
+    out: dict[str, set[int]] = {}
     for k, aliases in enumerate(vocabulary.synonyms):
         for alias in aliases:
-            out.setdefault(alias.lower(), k)
-    out.update({n.lower(): k for k, n in enumerate(vocabulary.names) if k > 0})
+            out.setdefault(alias.lower(), set()).add(k)
+    names: dict[str, set[int]] = {}
+    for k, n in enumerate(vocabulary.names):
+        if k > 0:
+            names.setdefault(n.lower(), set()).add(k)
+    out.update(names)
     out.pop("other", None)
-    return out
+    return {w: (min(ks) if len(ks) == 1 else tuple(sorted(ks))) for w, ks in out.items()}
+
+
+def label_tokens(vocabulary: Vocabulary) -> list[str]:
+    """How each class is written in an annotation CSV.
+
+    Its name, or its index where another class has the same name, so that every token
+    reads back as its class.
+    """
+    lookup = class_lookup(vocabulary)
+    return [
+        n if isinstance(lookup.get(n.lower()), int) else str(k)
+        for k, n in enumerate(vocabulary.names)
+    ]
 
 
 def _number(raw: str, where: str, field: str) -> float | None:
@@ -128,7 +162,7 @@ def parse_annotations(
                 f"{source}: needs columns image, label1[, label2]; got {list(rows[0])}"
             )
     default = annotator or posixpath.splitext(posixpath.basename(source.replace("\\", "/")))[0]
-    by_name = _class_lookup(vocabulary)
+    by_name = class_lookup(vocabulary)
 
     def cell(row: dict, col: str) -> str:
         return (row.get(fields.get(col, ""), "") or "").strip()
@@ -147,6 +181,11 @@ def parse_annotations(
                 if not raw:
                     continue
                 idx = int(raw) if raw.isdigit() else by_name.get(raw.lower())
+                if isinstance(idx, tuple):
+                    raise ValueError(
+                        f"{where}, {col}: {raw!r} names classes {', '.join(map(str, idx))} "
+                        f"of {vocabulary.name!r}: write the class index instead"
+                    )
                 if idx is None or not 0 < idx < len(vocabulary):
                     raise ValueError(
                         f"{where}, {col}: {raw!r} is not a class of {vocabulary.name!r}"
@@ -213,7 +252,9 @@ def resolve_annotations(
     return found, unmatched
 
 
-def match_annotations(annotations: list[Annotation], overlaps: pa.Table) -> pa.Table:
+def match_annotations(
+    annotations: list[Annotation], overlaps: pa.Table
+) -> tuple[pa.Table, list[Annotation]]:
     """Each resolved annotation beside the segmenter's picks in the explanation it labels.
 
     Args:
@@ -223,20 +264,27 @@ def match_annotations(annotations: list[Annotation], overlaps: pa.Table) -> pa.T
             image's rows; one whose explanation has no row matches nothing.
 
     Returns:
-        :data:`~citylens.tables.ANNOTATED` rows, one per (annotation, explanation).
+        ``(ANNOTATED rows, one per (annotation, explanation); the annotations that
+        match no explanation)`` — e.g. of a train image, another model, or a θ the
+        study has no overlaps at.
     """
     by_image: dict[str, list[int]] = {}
     for i, iid in enumerate(overlaps["image_id"].to_pylist()):
         by_image.setdefault(iid, []).append(i)
     models = overlaps["model"].to_pylist()
-    thetas = np.round(overlaps["theta"].to_numpy().astype(np.float64), _THETA_DIGITS)
-    rows, which = [], []
+    thetas = [theta_key(t) for t in overlaps["theta"].to_numpy()]
+    rows, which, unexplained = [], [], []
     for a in annotations:
-        theta = None if a.theta is None else round(a.theta, _THETA_DIGITS)
-        for i in by_image.get(a.image, []):
-            if (a.model is None or models[i] == a.model) and (theta is None or thetas[i] == theta):
-                rows.append(a)
-                which.append(i)
+        theta = None if a.theta is None else theta_key(a.theta)
+        found = [
+            i
+            for i in by_image.get(a.image, [])
+            if (a.model is None or models[i] == a.model) and (theta is None or thetas[i] == theta)
+        ]
+        rows += [a] * len(found)
+        which += found
+        if not found:
+            unexplained.append(a)
     take = overlaps.take(pa.array(which, pa.int64()))
     counts = take["class_pixels_in_mask"].to_pylist()
     width = max((len(c) for c in counts), default=2)
@@ -247,7 +295,7 @@ def match_annotations(annotations: list[Annotation], overlaps: pa.Table) -> pa.T
     labels = np.full((len(rows), 2), -1, np.int32)
     for i, a in enumerate(rows):
         labels[i, : len(a.labels)] = a.labels[:2]
-    return pa.table(
+    table = pa.table(
         {
             "annotator": [a.annotator for a in rows],
             "image_id": take["image_id"],
@@ -263,3 +311,4 @@ def match_annotations(annotations: list[Annotation], overlaps: pa.Table) -> pa.T
         },
         schema=ANNOTATED,
     )
+    return table, unexplained

@@ -5,7 +5,8 @@
 (function () {
   const data = JSON.parse(document.getElementById("citylens-data").textContent);
   const items = data.items;
-  const names = data.names;
+  const names = data.names; // as shown
+  const tokens = data.tokens; // as exported: the name, or the index where two share it
   const synonyms = data.synonyms;
   const storeKey = "citylens-annotate:" + data.id;
   const $ = (id) => document.getElementById(id);
@@ -48,26 +49,28 @@
   const answered = (a) => !!a && (a.none || a.labels.length > 0);
 
   // ---- time spent: counted while an item is shown and the page is visible
-  let shownAt = performance.now();
+  let shownAt = document.visibilityState === "hidden" ? null : performance.now();
   function tally() {
-    if (!items.length) return;
+    if (!items.length || shownAt === null) return;
     const now = performance.now();
     const k = keyOf(items[state.pos]);
     state.seconds[k] = (state.seconds[k] || 0) + (now - shownAt) / 1000;
     shownAt = now;
   }
-  document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "hidden") {
-      tally();
-      save();
-    } else {
-      shownAt = performance.now();
-    }
-  });
-  window.addEventListener("pagehide", () => {
+  function pause() {
     tally();
+    shownAt = null;
     save();
+  }
+  function resume() {
+    if (shownAt === null) shownAt = performance.now();
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden") pause();
+    else resume();
   });
+  window.addEventListener("pagehide", pause);
+  window.addEventListener("pageshow", resume);
 
   // ---- the vocabulary search: names first, then synonyms; prefixes before the rest
   const entries = [];
@@ -239,8 +242,8 @@
     for (const it of items) {
       const a = state.answers[keyOf(it)];
       if (!answered(a)) continue;
-      const l1 = a.none ? "none" : names[a.labels[0]];
-      const l2 = !a.none && a.labels.length > 1 ? names[a.labels[1]] : "";
+      const l1 = a.none ? "none" : tokens[a.labels[0]];
+      const l2 = !a.none && a.labels.length > 1 ? tokens[a.labels[1]] : "";
       const secs = (state.seconds[keyOf(it)] || 0).toFixed(1);
       lines.push([it.image, l1, l2, it.model, it.theta, who, secs]);
     }
@@ -265,6 +268,20 @@
   $("annotator").addEventListener("input", (e) => {
     state.annotator = e.target.value;
     save();
+  });
+  $("annotator").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      e.preventDefault();
+      e.target.blur(); // the keys that follow answer, they do not extend the name
+    }
+  });
+  $("restart").addEventListener("click", () => {
+    if (!window.confirm("Forget every answer on this page in this browser?")) return;
+    state = fresh();
+    save();
+    shownAt = performance.now();
+    say("Started over.");
+    render();
   });
   $("q").addEventListener("input", showResults);
   $("q").addEventListener("keydown", (e) => {
@@ -291,6 +308,12 @@
       return;
     }
     if (e.ctrlKey || e.metaKey || e.altKey || !items.length) return;
+    // Enter on a focused button is that button's (Back, Export, a choice reached by Tab)
+    if (tag === "BUTTON" && (e.key === "Enter" || e.key === " ")) return;
+    if (e.repeat && (e.key === "Enter" || e.key === "Backspace")) {
+      e.preventDefault(); // a held key does not skip through the page
+      return;
+    }
     if (/^[1-9]$/.test(e.key)) {
       const cls = items[state.pos].offered[Number(e.key) - 1];
       if (cls !== undefined) toggle(cls);

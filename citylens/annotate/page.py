@@ -28,6 +28,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
+from citylens.analysis.annotations import label_tokens
 from citylens.masks import explanation, upsample_masks
 from citylens.vocabulary import Vocabulary
 
@@ -97,10 +98,17 @@ def item_pictures(
 
 
 def page_id(items: list[PageItem], title: str) -> str:
-    """A short digest naming the page's sample (the key of its answers in the browser)."""
+    """A short digest of the page's content: the key of its answers in the browser.
+
+    Of the title, each explanation's (image, model, θ) and its pictures: a page made
+    again after the explanations changed starts with no answers, never with answers
+    given to other pictures.
+    """
     h = hashlib.sha256(title.encode())
     for it in items:
-        h.update(f"\x00{it.image_id}\x00{it.model}\x00{it.theta:.4f}".encode())
+        h.update(f"\x00{it.image_id}\x00{it.model}\x00{it.theta:.4f}\x00".encode())
+        for data in (it.photo, it.region, it.heat):
+            h.update(hashlib.sha256(data).digest())
     return h.hexdigest()[:16]
 
 
@@ -137,10 +145,15 @@ def build_page(
         One HTML document that loads nothing.
     """
     synonyms = vocabulary.synonyms or ((),) * len(vocabulary)
+    tokens = label_tokens(vocabulary)
     data = {
         "id": page_id(items, title),
         "title": title,
-        "names": list(vocabulary.names),
+        # a name two classes share is shown with its index, and exported as the index
+        "names": [
+            n if t == n else f"{n} #{k}" for k, (n, t) in enumerate(zip(vocabulary.names, tokens))
+        ],
+        "tokens": tokens,
         "synonyms": [list(s) for s in synonyms],
         "items": [
             {

@@ -107,7 +107,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
         return _from_dict(tp, value, path)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
+        if value is None:  # ``key: null`` (a study written when the field was optional)
+            value = []
+        elif not isinstance(value, (list, tuple)):
             value = [value]
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))

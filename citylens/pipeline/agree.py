@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -39,18 +39,23 @@ __all__ = ["Agreement", "derived_annotations_csv", "study_agreement", "study_voc
 
 
 def study_vocabulary(store: Store, cfg) -> Vocabulary:
-    """The classes a study's explanations are labelled with.
+    """The classes a study's explanations are labelled with, with their synonyms.
 
     The committed segment stage's vocabulary, or (before it ran) the one the study's
-    segmenter settings name.
+    segmenter settings name. A committed vocabulary file keeps names only; where its
+    names are the settings' vocabulary's, that one's synonyms come with it.
     """
-    if store.record("segment") is not None:
-        return read_vocabulary(store)
     from citylens.segment import vocabulary_of
 
     seg = cfg.segmenter
     classes = read_bytes(seg.classes, cfg.run.storage_options).decode() if seg.classes else None
-    return vocabulary_of(seg.backend, classes)
+    configured = vocabulary_of(seg.backend, classes)
+    if store.record("segment") is None:
+        return configured
+    used = read_vocabulary(store)
+    if not used.synonyms and used.names == configured.names:
+        return replace(used, synonyms=configured.synonyms)
+    return used
 
 
 @dataclass(frozen=True)
@@ -63,13 +68,17 @@ class Agreement:
         annotated: Each annotation beside the segmenter's picks (schema ANNOTATED).
         annotators: Every pair of annotators' κ (schema ANNOTATORS).
         unmatched: Annotations that name no image of the study.
-        annotations: The annotations that did (image ids).
+        unexplained: Annotations of an image of the study that match none of its
+            explanations with segmenter labels (a train image, another model, a θ the
+            study has no overlaps at; all of them when it has no segmenter yet).
+        annotations: The annotations that name an image (image ids).
     """
 
     curves: pa.Table
     annotated: pa.Table
     annotators: pa.Table
     unmatched: list[Annotation]
+    unexplained: list[Annotation]
     annotations: list[Annotation]
 
 
@@ -108,9 +117,9 @@ def study_agreement(
     ids = sorted({a.image for a in annotations})
     if store.record("overlap") is not None:
         cols = ["image_id", "city", "model", "theta", "class_pixels_in_mask"]
-        annotated = match_annotations(annotations, read_overlaps(store, cols, ids))
+        annotated, unexplained = match_annotations(annotations, read_overlaps(store, cols, ids))
     else:
-        annotated = ANNOTATED.empty_table()
+        annotated, unexplained = ANNOTATED.empty_table(), list(annotations)
     place_of = {
         i: (c, p)
         for i, c, p in zip(
@@ -124,6 +133,7 @@ def study_agreement(
         annotated=annotated,
         annotators=annotator_table(annotations, place_of, n_boot, seed, ci),
         unmatched=unmatched,
+        unexplained=unexplained,
         annotations=annotations,
     )
 

@@ -49,7 +49,7 @@ from citylens.analysis.reduce import (
     list_matrix,
     sums_of_table,
 )
-from citylens.pipeline.agree import study_agreement
+from citylens.pipeline.agree import study_agreement, study_vocabulary
 from citylens.pipeline.committed import committed, read_manifest, read_vocabulary
 from citylens.pipeline.compare_methods import study_explanations, write_methods
 from citylens.pipeline.context import Context, StageResult
@@ -236,7 +236,7 @@ def _agreement(ctx: Context, folder: str, files: list[tuple[str, str]]) -> dict:
     got = study_agreement(
         ctx.store,
         files,
-        read_vocabulary(ctx.store),
+        study_vocabulary(ctx.store, ctx.cfg),
         a.agreement_thresholds,
         a.bootstrap,
         a.seed,
@@ -249,9 +249,14 @@ def _agreement(ctx: Context, folder: str, files: list[tuple[str, str]]) -> dict:
     ctx.progress(
         f"analyze: {len(got.annotations)} annotation(s) by {len(who)} annotator(s) from "
         f"{len(files)} file(s) match {got.annotated.num_rows} explanation(s); "
-        f"{len(got.unmatched)} name no image of the study"
+        f"{len(got.unmatched)} name no image of the study, {len(got.unexplained)} no "
+        "explanation of it"
     )
-    return {"annotations_unmatched": len(got.unmatched), "annotators": len(who)}
+    return {
+        "annotations_unmatched": len(got.unmatched),
+        "annotations_unexplained": len(got.unexplained),
+        "annotators": len(who),
+    }
 
 
 def run_analyze(ctx: Context) -> StageResult:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from citylens.analysis.annotations import theta_key
 from citylens.annotate.page import PageItem, build_page, item_pictures
 from citylens.annotate.sample import stratified_sample
 from citylens.pipeline.agree import study_vocabulary
@@ -74,7 +75,7 @@ def _offered(store: Store, ids: list[str], k: int) -> dict[tuple[str, str, float
         c = np.asarray(counts, np.int64)
         c[0] = 0  # "other" is never offered
         top = [int(i) for i in np.argsort(-c, kind="stable")[:k] if c[i] > 0]
-        out[(iid, model, round(float(theta), 4))] = tuple(top)
+        out[(iid, model, theta_key(theta))] = tuple(top)
     return out
 
 
@@ -99,14 +100,19 @@ def annotation_page(
         offered: Classes offered as one-click choices per explanation.
 
     Raises:
-        ValueError: an unknown model or city, a θ outside (0, 1), or ``n < 1``.
+        ValueError: an unknown model or city, a θ not in ``explain.thetas``, or ``n < 1``.
         RuntimeError: the study has no explanations yet.
     """
     if n < 1:
         raise ValueError(f"--n: must be ≥ 1, got {n}")
+    known = {theta_key(t): t for t in cfg.explain.thetas}
     thetas = tuple(thetas or cfg.explain.thetas)
-    if bad := [t for t in thetas if not 0 < t < 1]:
-        raise ValueError(f"--thetas: must be in (0, 1), got {bad}")
+    if bad := [t for t in thetas if theta_key(t) not in known]:
+        raise ValueError(
+            f"--thetas: {', '.join(map(str, bad))} not among the study's explain.thetas "
+            f"({', '.join(map(str, cfg.explain.thetas))}): answers at another θ could not be "
+            "scored against the segmenter"
+        )
     store = Store(cfg.store, cfg.run.storage_options)
     exp = _explanations(store)
     keep_models = _pick(exp["model"].to_pylist(), models, "models")
@@ -116,7 +122,7 @@ def annotation_page(
         for iid, city, model, empty in zip(*(exp[c].to_pylist() for c in exp.column_names))
         if not empty and model in keep_models and city in keep_cities
     ]
-    cand = [(iid, city, model, round(float(t), 4)) for iid, city, model in rows for t in thetas]
+    cand = [(iid, city, model, theta_key(t)) for iid, city, model in rows for t in thetas]
     if not cand:
         raise RuntimeError("no explanation to annotate: every one selected is empty")
     strata = [(m, c, t) for _, c, m, t in cand]

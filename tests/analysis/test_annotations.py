@@ -52,6 +52,7 @@ def test_a_plain_csv_labels_every_model_and_theta():
         ("image,label1,theta\na.jpg,sky,high\n", "line 2, theta: 'high' is not a number"),
         ("image,label1,seconds_spent\na.jpg,sky,-3\n", "seconds_spent: '-3' must be"),
         ("image,label1\n", "no annotation rows"),
+        ("image,label1\na.jpg,screen\n", "'screen' names classes 59, 131 .* write the class index"),
     ],
 )
 def test_bad_entries_are_named(text, match):
@@ -101,9 +102,13 @@ def _overlaps():
 
 
 def test_matching_uses_model_and_theta_when_given():
-    text = "image,label1,label2,model,theta\nid-a,sky,road,m1,0.6\nid-b,none,,m1,0.6\n"
+    text = (
+        "image,label1,label2,model,theta\nid-a,sky,road,m1,0.6\nid-b,none,,m1,0.6\n"
+        "id-b,sky,,m2,0.6\nid-a,sky,,m1,0.55\n"  # no such explanations
+    )
     rows, _ = resolve_annotations(parse_annotations(text, ade20k(), "p.csv"), MANIFEST)
-    got = match_annotations(rows, _overlaps())
+    got, unexplained = match_annotations(rows, _overlaps())
+    assert [a.where for a in unexplained] == ["p.csv, line 4", "p.csv, line 5"]
     assert got.schema == ANNOTATED
     d = got.to_pylist()
     assert [(r["image_id"], r["model"]) for r in d] == [("id-a", "m1"), ("id-b", "m1")]
@@ -120,7 +125,7 @@ def test_a_plain_annotation_matches_every_explanation_of_its_image():
     rows, _ = resolve_annotations(
         parse_annotations("image,label1\nid-a,sky\n", ade20k(), "p.csv"), MANIFEST
     )
-    got = match_annotations(rows, _overlaps()).to_pandas()
+    got = match_annotations(rows, _overlaps())[0].to_pandas()
     assert sorted(zip(got.model, (round(float(t), 2) for t in got.theta))) == [
         ("m1", 0.5),
         ("m1", 0.6),
@@ -128,3 +133,15 @@ def test_a_plain_annotation_matches_every_explanation_of_its_image():
     ]
     empty = got[got.model == "m2"].iloc[0]
     assert empty.top1 == -1 and empty.top2 == -1  # the segmenter labelled nothing in it
+
+
+def test_every_token_reads_back_as_its_class():
+    from citylens.analysis.annotations import class_lookup, label_tokens
+
+    voc = ade20k()
+    tokens = label_tokens(voc)
+    text = "image,label1\n" + "".join(f"i{k},{t}\n" for k, t in enumerate(tokens) if k)
+    assert [a.labels for a in parse_annotations(text, voc)] == [(k,) for k in range(1, 151)]
+    lookup = class_lookup(voc)
+    assert lookup["screen"] == (59, 131) and lookup["door"] == 15  # a name beats a synonym
+    assert lookup["edifice"] == 2 and "other" not in lookup

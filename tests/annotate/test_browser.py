@@ -24,7 +24,16 @@ def tab(chromium):
     page.problems = []
     page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
     page.on("pageerror", lambda e: page.problems.append(str(e)))
-    page.on("dialog", lambda d: (page.problems.append(f"dialog {d.message}"), d.dismiss()))
+    page.confirm = False  # a test that expects a confirm() sets it
+
+    def dialog(d):
+        if page.confirm and d.type == "confirm":
+            d.accept()
+        else:
+            page.problems.append(f"dialog {d.message}")
+            d.dismiss()
+
+    page.on("dialog", dialog)
     yield page
     context.close()
 
@@ -186,3 +195,35 @@ def test_the_page_loads_nothing(tab, page_file):
     )
     assert state["pos"] == 1 and len(state["answers"]) >= 1
     json.dumps(state)
+
+
+def test_keys_after_the_name_answer_and_enter_on_a_button_is_that_buttons(tab, page_file):
+    items = make_items(3)
+    tab.goto(page_file(items).as_uri())
+    tab.click("#annotator")
+    tab.keyboard.type("kim")
+    tab.keyboard.press("Enter")  # leaves the name box
+    tab.keyboard.press("1")
+    assert tab.input_value("#annotator") == "kim"
+    assert tab.text_content("#count") == "1 of 3 answered"
+    tab.keyboard.press("Enter")
+    assert _where(tab).startswith("Explanation 2 of 3")
+    tab.focus("#back")
+    tab.keyboard.press("Enter")  # Back's Enter goes back
+    assert _where(tab).startswith("Explanation 1 of 3")
+    tab.confirm = True
+    tab.click("#restart")
+    assert tab.text_content("#count") == "0 of 3 answered"
+    assert _where(tab).startswith("Explanation 1 of 3")
+
+
+def test_a_shared_name_is_exported_as_its_index(tab, page_file):
+    items = make_items(1)
+    tab.goto(page_file(items).as_uri())
+    tab.keyboard.press("/")
+    tab.keyboard.type("screen #131")
+    tab.keyboard.press("Enter")
+    tab.keyboard.press("Escape")
+    rows = _export(tab)
+    assert rows[0]["label1"] == "131"
+    assert parse_annotations(tab.exported, ade20k(), "x.csv")[0].labels == (131,)

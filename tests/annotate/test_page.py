@@ -82,9 +82,17 @@ def test_names_from_the_study_cannot_become_markup():
     assert [it["image"] for it in parsed["items"]] == [it.image_id for it in items]
 
 
-def test_the_page_id_names_the_sample():
+def test_the_page_id_names_the_sample_and_its_pictures():
     a = build_page(make_items(3), ade20k(), "t")
-    b = build_page(make_items(3, seed=1), ade20k(), "t")  # the same ids: the same page
-    c = build_page(make_items(4), ade20k(), "t")
+    again = build_page(make_items(3), ade20k(), "t")
+    other_pictures = build_page(make_items(3, seed=1), ade20k(), "t")  # same ids
+    more = build_page(make_items(4), ade20k(), "t")
+    assert _data(a)["id"] == _data(again)["id"]
+    assert len({_data(p)["id"] for p in (a, other_pictures, more)}) == 3
 
-    assert _data(a)["id"] == _data(b)["id"] != _data(c)["id"]
+
+def test_a_name_two_classes_share_is_shown_and_exported_with_its_index():
+    data = _data(build_page(make_items(1), ade20k(), "t"))
+    assert (data["names"][59], data["names"][131]) == ("screen #59", "screen #131")
+    assert (data["tokens"][59], data["tokens"][131]) == ("59", "131")
+    assert data["names"][2] == data["tokens"][2] == "building"

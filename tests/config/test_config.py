@@ -233,3 +233,14 @@ def test_added_methods_resolve_per_architecture_without_the_studys_own_or_repeat
     assert e2.compared_for("resnet18", two) == [("layercam", "layer3")]
     assert e2.compared_for("vgg11", ("block4", "block5")) == [("layercam", "block5")]
     assert ExplainConfig().compared_for("resnet18", two) == []
+
+
+def test_annotations_are_one_file_a_list_or_none(tmp_path):
+    for name in ("kim.csv", "lee.csv"):
+        (tmp_path / name).write_text("image,label1\na.jpg,sky\n")
+    kim, lee = str(tmp_path / "kim.csv"), str(tmp_path / "lee.csv")
+    assert load_config(None, [f"analysis.annotations={kim}"]).analysis.annotations == (kim,)
+    both = load_config(None, [f"analysis.annotations=[{kim},{lee}]"])
+    assert both.analysis.annotations == (kim, lee)
+    # a study written when the field was one optional file
+    assert load_config(None, ["analysis.annotations=null"]).analysis.annotations == ()
