@@ -420,6 +420,10 @@ def main(argv: list[str] | None = None, own_process: bool | None = None) -> int:
 
     args = ap.parse_args(argv)
     args.own_process = argv is None if own_process is None else own_process
+    if args.own_process and hasattr(sys.stdout, "reconfigure"):
+        # a job's log, a cron mail or a pipe gets each progress line as it happens, not
+        # in 8-KiB blocks when the buffer fills (or only at the end)
+        sys.stdout.reconfigure(line_buffering=True)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     return args.fn(args)
 

@@ -87,48 +87,6 @@ def _head(bin_dir: Path, tmp_path: Path):
             shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.fixture
-def ray_head(tmp_path):
-    """A head of this virtualenv's Ray (citylens installed)."""
-    with _head(Path(sys.executable).parent, tmp_path) as head:
-        yield head
-
-
-@pytest.mark.slow
-def test_submit_the_demo_study_as_a_job(ray_head, tmp_path, ray_lines):
-    from ray.job_submission import JobStatus
-
-    client, address = ray_head
-    assert address.startswith("http://127.0.0.1:")  # dashboard bound to loopback
-    store = tmp_path / "store"
-    entrypoint = (
-        f"python jobs/run_study.py demo store={store} synthetic.places=8 synthetic.views=2 "
-        "models.archs=[simpler,simple] models.seeds=[0] train.epochs=1 "
-        "analysis.perplexity=5 ablate.max_objects=2 ablate.steps=[0,0.2]"
-    )
-    job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(REPO)})
-    deadline = time.time() + 900
-    status = client.get_job_status(job)
-    while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-        assert time.time() < deadline, "job did not finish in 15 minutes"
-        time.sleep(3)
-        status = client.get_job_status(job)
-    logs = client.get_job_logs(job)
-    assert status == JobStatus.SUCCEEDED, logs[-4000:]
-    assert f"{len(STAGES)} stage(s) ran" in logs and "Report:" in logs
-    # no line per Ray Train report, no torch warning from the explain actor, no Ray Data
-    # warning that a decode task used more memory than it asked for
-    for noise in ("Reporting training result", "is not writable", "used up to"):
-        assert noise not in logs, noise
-    # a job's log is citylens's own lines (the job's stdout is no terminal)
-    theirs, errors = ray_lines(logs)
-    assert len(theirs) <= 5 and not errors, "\n".join(theirs)
-    s = Store(str(store))
-    for stage in STAGES:
-        assert s.record(stage) is not None, stage
-    assert s.exists("models/simpler-s0/model.pt") and s.exists("report.html")
-
-
 SMALL_DEMO = (
     "synthetic.places=8 synthetic.views=2 models.archs=[simpler] models.seeds=[0] "
     "train.epochs=1 analysis.perplexity=5 ablate.max_objects=2 ablate.steps=[0,0.2]"
@@ -136,8 +94,11 @@ SMALL_DEMO = (
 
 
 @pytest.mark.slow
-def test_a_head_with_only_ray_runs_a_study_through_the_documented_runtime_env(tmp_path):
-    """jobs/runtime_env.yaml on a head whose Python has Ray and nothing else."""
+def test_a_head_with_only_ray_runs_a_study_through_the_documented_runtime_env(
+    tmp_path, ray_lines
+):
+    """jobs/runtime_env.yaml on a head whose Python has Ray and nothing else: the
+    README's `ray job submit`, and a job log of citylens's own lines."""
     stock = Path(tempfile.mkdtemp(prefix="stock", dir="/tmp"))
     try:
         python = Path(sys.base_prefix) / "bin" / "python3"
@@ -151,7 +112,8 @@ def test_a_head_with_only_ray_runs_a_study_through_the_documented_runtime_env(tm
         )
         assert bare.returncode != 0  # neither torch nor citylens: a stock Ray
         store = tmp_path / "store"
-        with _head(stock / "bin", tmp_path) as (_, address):
+        with _head(stock / "bin", tmp_path) as (client, address):
+            assert address.startswith("http://127.0.0.1:")  # dashboard bound to loopback
             # the README's command, run with that head's own `ray` from the repository
             cmd = [
                 str(stock / "bin" / "ray"),
@@ -159,6 +121,7 @@ def test_a_head_with_only_ray_runs_a_study_through_the_documented_runtime_env(tm
                 "submit",
                 f"--address={address}",
                 "--runtime-env=jobs/runtime_env.yaml",
+                "--submission-id=citylens-test-job",
                 "--",
                 *f"python jobs/run_study.py demo store={store} {SMALL_DEMO}".split(),
             ]
@@ -167,9 +130,18 @@ def test_a_head_with_only_ray_runs_a_study_through_the_documented_runtime_env(tm
             done = subprocess.run(
                 cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500
             )
+            logs = client.get_job_logs("citylens-test-job")
         out = done.stdout + done.stderr
         assert done.returncode == 0, out[-4000:]
         assert "Report:" in out
+        assert f"{len(STAGES)} stage(s) ran" in logs and "Report:" in logs
+        # no line per Ray Train report, no torch warning from the explain actor, no Ray
+        # Data warning that a decode task used more memory than it asked for
+        for noise in ("Reporting training result", "is not writable", "used up to"):
+            assert noise not in logs, noise
+        # a job's log is citylens's own lines (the job's stdout is no terminal)
+        theirs, errors = ray_lines(logs)
+        assert len(theirs) <= 5 and not errors, "\n".join(theirs)
         s = Store(str(store))
         assert all(s.record(stage) is not None for stage in STAGES)
         assert s.exists("report.html")

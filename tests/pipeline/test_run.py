@@ -370,7 +370,7 @@ def test_agreement_with_annotations_derived_from_ground_truth(study, tmp_path):
     lines = ann.read_text().splitlines()
     # one line per test image whose explanation at θ covers some pixels
     covered = int(ov[ov.model == model].covered.sum())
-    assert lines[0] == "image,label1,label2" and len(lines) - 1 == covered >= 5
+    assert lines[0] == "image,label1,label2,model,theta" and len(lines) - 1 == covered >= 5
     assert main(["agree", str(study_yaml), str(ann), "--out", str(out)]) == 0
     import pandas as pd
 
@@ -450,14 +450,17 @@ def test_annotation_page_to_agreement_curves(study, tmp_path, chromium):
     data = json.loads(re.search(r'id="citylens-data">(.*?)</script>', page_text, re.S).group(1))
     items = data["items"]
     assert len(items) == 12
-    # stratified: 4 models × 2 cities × 1 θ share the 12 as evenly as they can
-    per_stratum = {}
-    manifest = _table(store, "ingest", "manifest.parquet").to_pandas()
-    city_of = dict(zip(manifest.image_id, manifest.city))
+    # stratified: the (model, city) strata with non-empty explanations (a one-epoch
+    # model's Grad-CAM can be empty for a whole city) share the 12 as evenly as they can
+    exp = _table(store, "explain", "data").to_pandas()
+    sizes = exp[~exp["empty"]].groupby(["model", "city"]).size().to_dict()
+    city_of = dict(zip(exp.image_id, exp.city))
+    got = {k: 0 for k in sizes}
     for it in items:
-        key = (it["model"], city_of[it["image"]])
-        per_stratum[key] = per_stratum.get(key, 0) + 1
-    assert len(per_stratum) == 8 and set(per_stratum.values()) == {1, 2}
+        got[(it["model"], city_of[it["image"]])] += 1
+    top = max(got.values())
+    for key, k in got.items():
+        assert k <= sizes[key] and (k >= top - 1 or k == sizes[key]), (key, k, sizes[key])
 
     context = chromium.new_context(accept_downloads=True)
     tab = context.new_page()
