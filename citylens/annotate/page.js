@@ -208,6 +208,12 @@
     }
     const offered = $("offered");
     offered.replaceChildren();
+    if (!it.offered.length) {
+      const note = document.createElement("span");
+      note.className = "note";
+      note.textContent = "No segmenter classes for this explanation: search for the object.";
+      offered.appendChild(note);
+    }
     it.offered.forEach((cls, i) => {
       offered.appendChild(
         button(names[cls], i < 9 ? String(i + 1) : "", cls, a.labels.includes(cls), () => toggle(cls))

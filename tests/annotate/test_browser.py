@@ -227,3 +227,19 @@ def test_a_shared_name_is_exported_as_its_index(tab, page_file):
     rows = _export(tab)
     assert rows[0]["label1"] == "131"
     assert parse_annotations(tab.exported, ade20k(), "x.csv")[0].labels == (131,)
+
+
+def test_without_segmenter_classes_the_page_says_to_search(tab, page_file):
+    items = [
+        type(it)(it.image_id, it.model, it.theta, it.photo, it.region, it.heat, ())
+        for it in make_items(2)
+    ]
+    tab.goto(page_file(items).as_uri())
+    assert "search for the object" in tab.text_content("#offered")
+    tab.keyboard.press("1")  # nothing offered: nothing picked
+    assert tab.text_content("#count") == "0 of 2 answered"
+    tab.keyboard.press("/")
+    tab.keyboard.type("road")
+    tab.keyboard.press("Enter")
+    assert tab.text_content("#count") == "1 of 2 answered"
+    assert tab.problems == []
