@@ -92,18 +92,55 @@ class TrainResult:
     test_acc: float | None = None
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: str, precision: str = "fp32"):
+    """The forward pass's autocast: bfloat16 for ``bf16``, off (float32) for ``fp32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(
+        torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"
+    )
+
+
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: Iterable[Batch], device: str = "cpu") -> float:
+def accuracy(
+    model: nn.Module, batches: Iterable[Batch], device: str = "cpu", precision: str = "fp32"
+) -> float:
     """Top-1 accuracy over batches (eval mode; the model's mode is restored)."""
     was = model.training
     model.eval()
     correct = total = 0
     for x, y in batches:
-        logits = model(normalize(x.to(device)).contiguous(memory_format=torch.channels_last))
+        with autocast(device, precision):
+            logits = model(normalize(x.to(device)).contiguous(memory_format=torch.channels_last))
         correct += int((logits.argmax(1).cpu() == y).sum())
         total += len(y)
     model.train(was)
     return correct / total if total else float("nan")
+
+
+def _train_epoch(
+    model: nn.Module, opt, batches: Iterable[Batch], device: str, precision: str
+) -> tuple[float, int, int]:
+    """One pass of training; returns ``(summed loss, correct, images)``."""
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in batches:
+        x = normalize(x.to(device)).contiguous(memory_format=torch.channels_last)
+        y = y.to(device)
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        loss.backward()
+        opt.step()
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+    return loss_sum, correct, seen
 
 
 def fit(
@@ -121,6 +158,7 @@ def fit(
     storage_options: dict | None = None,
     on_state: Callable[[dict], None] | None = None,
     resume: dict | None = None,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train one (architecture, seed) and keep its best-validation state.
 
@@ -144,7 +182,12 @@ def fit(
         resume: A state given to ``on_state`` earlier: training continues after its
             epoch, with its weights, optimiser moments, schedule, best state and random
             generator, so an interrupted run ends exactly as an uninterrupted one.
+        precision: ``fp32`` (the paper's) or ``bf16``: the forward pass and the loss
+            under bfloat16 autocast (validation and test too); weights, gradients and
+            the optimiser's state stay float32.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     torch.manual_seed(seed)
     model = build_model(arch, num_classes, input_size, init_weights, storage_options)
     # channels-last convolutions run 10-40 % faster on CPU (oneDNN) and on GPU.
@@ -155,7 +198,6 @@ def fit(
         model.parameters(), lr=settings.lr, betas=settings.betas, eps=settings.eps, fused=True
     )
     sched = torch.optim.lr_scheduler.StepLR(opt, settings.lr_step, settings.lr_gamma)
-    loss_fn = nn.CrossEntropyLoss()
     result = TrainResult(model=model)
     best_state, best_acc, first = None, -1.0, 1
     if resume is not None:
@@ -171,22 +213,10 @@ def fit(
             torch.cuda.set_rng_state(resume["cuda_rng"], torch.device(device))
         first = int(resume["epoch"]) + 1
     for epoch in range(first, settings.epochs + 1):
-        model.train()
         lr = opt.param_groups[0]["lr"]
-        loss_sum = correct = seen = 0
-        for x, y in train(epoch):
-            x = normalize(x.to(device)).contiguous(memory_format=torch.channels_last)
-            y = y.to(device)
-            opt.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+        loss_sum, correct, seen = _train_epoch(model, opt, train(epoch), device, precision)
         sched.step()
-        val_acc = accuracy(model, val(), device)
+        val_acc = accuracy(model, val(), device, precision)
         row = {
             "epoch": epoch,
             "lr": lr,
@@ -222,7 +252,7 @@ def fit(
         model.load_state_dict(best_state)
     model.eval()
     result.val_acc = best_acc
-    result.test_acc = accuracy(model, test(), device) if test is not None else None
+    result.test_acc = accuracy(model, test(), device, precision) if test is not None else None
     return result
 
 

@@ -24,7 +24,7 @@ def _toy(n=24, size=96, seed=0):
     return x, y
 
 
-def _fit(seed, epochs=2, **kw):
+def _fit(seed, epochs=2, precision="fp32", **kw):
     x, y = _toy()
     xv, yv = _toy(8, seed=1)
     return fit(
@@ -36,6 +36,7 @@ def _fit(seed, epochs=2, **kw):
         val=lambda: TensorBatches(xv, yv, 8),
         test=lambda: TensorBatches(xv, yv, 8),
         settings=TrainSettings(epochs=epochs, **kw),
+        precision=precision,
     )
 
 
@@ -123,3 +124,31 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, arch
     )
     for (k, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_bf16_runs_the_forward_in_bfloat16_and_keeps_float32_weights():
+    seen = []
+
+    def record(module, inputs, output):
+        seen.append(output.dtype)
+
+    from citylens.models import build_model
+
+    model = build_model("simple", 2, 96)
+    handle = model.register_forward_hook(record)
+    from citylens.train import autocast
+
+    with autocast("cpu", "bf16"):
+        model(torch.zeros(2, 3, 96, 96))
+    with autocast("cpu", "fp32"):
+        model(torch.zeros(2, 3, 96, 96))
+    handle.remove()
+    assert seen == [torch.bfloat16, torch.float32]
+    r = _fit(0, epochs=3, lr=1e-3, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in r.model.parameters())
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in r.history)
+    assert r.history[-1]["loss"] < r.history[0]["loss"]  # it learns
+    fp32 = _fit(0, epochs=3, lr=1e-3)
+    assert r.history != fp32.history  # another numeric path, not fp32 relabelled
+    with pytest.raises(ValueError, match="precision"):
+        _fit(0, epochs=1, precision="fp16")

@@ -139,6 +139,20 @@ class TrainConfig(TrainSettings):
             images added to known cities are explained with the models the study has.
             Ingest then keeps every known place's split (and every known image's), so
             no test image was trained on, and new places are dealt around them.
+        precision: ``fp32`` (the paper's) or ``bf16``: forward and loss under bfloat16
+            autocast, weights, gradients and Adam's moments kept in float32 (no loss
+            scaling is needed at bf16's range). For GPUs (tensor cores); a CPU runs it
+            too, slower than fp32 on most. Changes results: models trained in bf16 have
+            keys of their own.
+        data: How trials read the decoded images. ``store``: the driver decodes each
+            split once into blocks in Ray's object store and every trial reads them
+            from there every epoch. ``node_cache``: each node that trains decodes each
+            split once into ``cache_dir`` on its own disk and its trials read it there;
+            nothing crosses the network per epoch. The same blocks in the same seeded
+            order either way: the same models, bit for bit.
+        cache_dir: Where ``node_cache`` keeps the decoded splits on each node
+            (``S × S × 3`` bytes an image: ~150 KB at 224 px); caches unused for a
+            week are removed as new ones are built.
     """
 
     epochs_per_arch: dict[str, int] = field(default_factory=dict)
@@ -146,6 +160,9 @@ class TrainConfig(TrainSettings):
     checkpoint_every: int = 1
     max_failures: int = 3
     retrain: str = "always"
+    precision: str = "fp32"
+    data: str = "store"
+    cache_dir: str = "/tmp/citylens-train-cache"
 
     def epochs_for(self, arch: str) -> int:
         """Epochs of ``arch``'s models."""

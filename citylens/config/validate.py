@@ -195,6 +195,17 @@ def _check_train(cfg: StudyConfig) -> None:
     )
     _require(t.max_failures >= 0, "train.max_failures", f"must be ≥ 0, got {t.max_failures}")
     _require(
+        t.data in ("store", "node_cache"),
+        "train.data",
+        f"must be store or node_cache, got {t.data!r}",
+    )
+    _require(bool(t.cache_dir), "train.cache_dir", "must name a folder")
+    _require(
+        t.precision in ("fp32", "bf16"),
+        "train.precision",
+        f"must be fp32 or bf16, got {t.precision!r}",
+    )
+    _require(
         t.retrain in RETRAIN,
         "train.retrain",
         f"must be one of {', '.join(RETRAIN)}, got {t.retrain!r}",

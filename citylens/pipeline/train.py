@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import ray
 
 from citylens.config.schema import TrainSettings
+from citylens.data.block_cache import FORMAT
 from citylens.pipeline import cluster
 from citylens.pipeline.committed import read_manifest
 from citylens.pipeline.context import Context, StageResult
@@ -37,7 +38,7 @@ from citylens.pipeline.reuse import (
     take_models,
     trained_rows,
 )
-from citylens.pipeline.trainer import fit_run
+from citylens.pipeline.trainer import ROWS_PER_BLOCK, fit_run
 from citylens.storage import digest
 from citylens.tables import error_row, errors_table, model_name
 
@@ -116,11 +117,11 @@ def plan_runs(costs: dict[str, float], runs: int) -> list[list[str]]:
 
 def _decoded(manifest: pa.Table, split: str, size: int, cities, opts) -> ray.data.Dataset:
     rows = manifest.filter(pc.equal(manifest["split"], split)).select(["image_id", "uri", "city"])
-    ds = cluster.blocks(rows, 64)
+    ds = cluster.blocks(rows, ROWS_PER_BLOCK)
     ds = ds.map_batches(
         decode_batch,
         batch_format="pyarrow",
-        batch_size=64,
+        batch_size=ROWS_PER_BLOCK,
         fn_kwargs={"size": size, "cities": cities, "storage_options": opts},
     )
     return ds.materialize()
@@ -188,6 +189,8 @@ def _plans(ctx: Context, rows: pa.Table) -> dict[str, ModelPlan]:
                 "input_size": t.input_size,
                 "init": init,
             }
+            if t.precision != "fp32":  # fp32 models keep the keys they had before
+                own["precision"] = t.precision
             key, city_key = (ctx.key("train", up, own) for up in (data, by_city))
             name = model_name(arch, seed)
             plans[name] = ModelPlan(name, arch, seed, settings, init, key, city_key)
@@ -227,19 +230,49 @@ def _decode_splits(ctx: Context, cities: list[str]) -> tuple[dict, list[dict], i
     return blocks, errors, manifest.num_rows
 
 
-def _wait_for(ctx: Context, pending: dict, todo: set[str], attempt: str) -> None:
+def _node_cache_splits(ctx: Context, cities: list[str]) -> tuple[dict, int]:
+    """Each split's rows and cache key for the trials to decode on their nodes.
+
+    Returns:
+        ``(split -> {"rows": image_id, uri, city table, "key": digest}, images)``.
+    """
+    manifest = read_manifest(ctx.store)
+    size = ctx.cfg.train.input_size
+    ctx.progress(
+        f"train: {manifest.num_rows} images at {size} px, decoded once on each training "
+        f"node into {ctx.cfg.train.cache_dir}"
+    )
+    splits = {}
+    for split in ("train", "val", "test"):
+        rows = manifest.filter(pc.equal(manifest["split"], split))
+        rows = rows.select(["image_id", "uri", "city"])
+        key = digest(
+            [FORMAT, ROWS_PER_BLOCK, size, cities, rows["image_id"].to_pylist()]
+            + [rows["city"].to_pylist()]
+        )
+        splits[split] = {"rows": rows, "key": f"{split}-{size}px-{key[:24]}"}
+    return splits, manifest.num_rows
+
+
+def _wait_for(ctx: Context, pending: dict, todo: set[str], attempt: str) -> list[dict]:
     """Wait for the runs, reporting each model as its run commits it.
+
+    Returns:
+        The runs' decode errors (``train.data: node_cache``), each row once.
 
     Raises:
         RuntimeError: a run ended without committing one of its models.
         KeyboardInterrupt: after cancelling every run still going.
     """
     unreported = sorted(todo)
+    decode_errors: dict[tuple, dict] = {}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
             for ref in done:
-                ray.get(ref)  # a failed run raises here
+                got = ray.get(ref) or {}  # a failed run raises here
+                for e in got.get("decode_errors", []):
+                    decode_errors[(e["split"], e["image_id"])] = e
                 # its models are committed: their training-state checkpoints are spent
                 ctx.store.rm(f"ray-train/{pending.pop(ref)}")
             # runs commit their models one by one: report each as it lands
@@ -256,6 +289,16 @@ def _wait_for(ctx: Context, pending: dict, todo: set[str], attempt: str) -> None
         raise
     if unreported:
         raise RuntimeError(f"train: runs ended without committing {unreported}")
+    return [
+        error_row(
+            "train",
+            e["error_kind"],
+            f"{e['split']} split: {e['error_message']}",
+            e["image_id"],
+            e["uri"],
+        )
+        for _, e in sorted(decode_errors.items())
+    ]
 
 
 def _fit(
@@ -263,7 +306,12 @@ def _fit(
 ) -> tuple[list[dict], int]:
     """Fit the models in ``todo`` on Ray; returns (decode error rows, images decoded)."""
     cfg, t = ctx.cfg, ctx.cfg.train
-    blocks, errors, decoded = _decode_splits(ctx, cities)
+    if t.data == "node_cache":
+        splits, decoded = _node_cache_splits(ctx, cities)
+        blocks, errors = {}, []
+    else:
+        blocks, errors, decoded = _decode_splits(ctx, cities)
+        splits = None
     n_gpu = cluster.gpus(cfg)
     use_gpu = n_gpu > 0
     # The split into runs is made over all the stage's models, so it (and each run's
@@ -288,8 +336,11 @@ def _fit(
         "store": ctx.store.uri,
         "storage_options": cfg.run.storage_options,
         "blocks": blocks,
+        "splits": splits,
+        "cache_dir": t.cache_dir,
         "checkpoint_every": t.checkpoint_every,
         "max_failures": t.max_failures,
+        "precision": t.precision,
         "attempt": folder,
         "trained_on": f"{folder}/{TRAINED_ON}",
     }
@@ -298,7 +349,7 @@ def _fit(
         specs = [plans[n].spec(done=n not in todo) for n in names]
         run = run_name(names, [plans[n].key for n in names])
         pending[fit_run.remote({**shared, "models": specs, "run": run})] = run
-    _wait_for(ctx, pending, todo, folder)
+    errors += _wait_for(ctx, pending, todo, folder)
     return errors, decoded
 
 

@@ -12,55 +12,66 @@ import json
 import logging
 import tempfile
 
-import numpy as np
+import pyarrow as pa
 import ray
 import torch
 
 from citylens.allocator import worker_runtime_env
+from citylens.data.batches import ShuffledBlocks
+from citylens.data.block_cache import BlockCache, open_or_build, prune
 from citylens.pipeline.shards import copy_file
 from citylens.storage import Store
 from citylens.weights import load_tensors
 
-__all__ = ["BlockBatches", "fit_run"]
+__all__ = ["ROWS_PER_BLOCK", "fit_run", "node_caches"]
+
+ROWS_PER_BLOCK = 64  # images per decoded block, in either data path
+CACHE_KEPT_S = 7 * 86400  # a node's caches no study opened for this long are removed
 
 
-class BlockBatches:
-    """Batches from the train stage's decoded blocks, held in the object store.
+def _object_store_batches(refs: list, batch_size: int, seed: int) -> ShuffledBlocks:
+    """Batches from the driver's decoded blocks, read from Ray's object store."""
+    return ShuffledBlocks(len(refs), lambda js: ray.get([refs[j] for j in js]), batch_size, seed)
 
-    Training order is seeded: the block order is shuffled per epoch, then images are
-    shuffled within windows of ``window`` blocks. Evaluation keeps the stored order.
 
-    Args:
-        refs: Object refs of dicts with ``image`` uint8 ``(n, 3, S, S)``, ``label``, ``ok``.
-        batch_size: Images per batch.
-        seed: Shuffle seed; epoch ``e`` uses ``(seed, e)``.
-        window: Blocks shuffled together.
+def _decoded_blocks(rows: pa.Table, config: dict):
+    """The split's blocks of 64 rows decoded in order, ``threads`` blocks at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from citylens.pipeline.decode import decode_batch
+
+    size, cities, opts = config["input_size"], config["cities"], config["storage_options"]
+    starts = range(0, rows.num_rows, ROWS_PER_BLOCK)
+    with ThreadPoolExecutor(max(1, config["threads"])) as pool:
+        yield from pool.map(
+            lambda i: decode_batch(rows.slice(i, ROWS_PER_BLOCK), size, cities, opts), starts
+        )
+
+
+def node_caches(config: dict) -> tuple[dict[str, BlockCache], list[dict]]:
+    """Each split's cache on this node (``train.data: node_cache``), built if missing.
+
+    Returns:
+        ``(split -> cache, the decode errors of every split)``.
     """
-
-    def __init__(self, refs: list, batch_size: int, seed: int = 0, window: int = 8) -> None:
-        self.refs, self.batch_size, self.seed, self.window = refs, batch_size, seed, window
-
-    def _blocks(self, order):
-        for i in range(0, len(order), self.window):
-            blocks = ray.get([self.refs[j] for j in order[i : i + self.window]])
-            ok = np.concatenate([np.asarray(b["ok"], bool) for b in blocks])
-            images = np.concatenate([np.asarray(b["image"]) for b in blocks])[ok]
-            labels = np.concatenate([np.asarray(b["label"]) for b in blocks])[ok]
-            yield images, labels
-
-    def epoch(self, e: int | None = None):
-        """One pass over the blocks: shuffled (seeded by ``e``) for training, else in order.
-
-        Yields:
-            ``(uint8 images (B, 3, S, S), int64 labels (B,))`` tensors.
-        """
-        rng = np.random.default_rng([self.seed, e]) if e is not None else None
-        order = rng.permutation(len(self.refs)) if rng is not None else range(len(self.refs))
-        for images, labels in self._blocks(list(order)):
-            idx = rng.permutation(len(labels)) if rng is not None else np.arange(len(labels))
-            for i in range(0, len(idx), self.batch_size):
-                sel = idx[i : i + self.batch_size]
-                yield torch.from_numpy(images[sel]), torch.from_numpy(labels[sel])
+    caches, errors = {}, []
+    for split, spec in config["splits"].items():
+        cache, built = open_or_build(
+            config["cache_dir"],
+            spec["key"],
+            lambda spec=spec: _decoded_blocks(spec["rows"], config),
+            spec["rows"].num_rows,
+            config["input_size"],
+        )
+        if built:
+            logging.getLogger(__name__).warning(
+                "train: %s split decoded into this node's cache %s", split, cache.folder
+            )
+        caches[split] = cache
+        errors += [{**e, "split": split} for e in cache.errors]
+    keep = {spec["key"] for spec in config["splits"].values()}
+    prune(config["cache_dir"], keep, older_than_s=CACHE_KEPT_S)
+    return caches, errors
 
 
 def quiet_reports() -> None:
@@ -88,6 +99,9 @@ def _train_loop(config: dict) -> dict:
     when the same run starts again after a crash — or Ray Train restarts its worker
     inside the run (``train.max_failures``) — Ray Train hands the last one back and that
     model resumes at its epoch; models committed before are skipped.
+
+    With ``train.data: node_cache`` the splits are first opened from (or decoded into)
+    this node's cache, and the decode errors come back under ``decode_errors``.
     """
     import ray.train
 
@@ -102,6 +116,9 @@ def _train_loop(config: dict) -> dict:
             resume_of = (of["name"], of["key"])
             resume = load_tensors(f"{folder}/state.pt", f"{last.path}/state.pt", device)
     out = {}
+    if config.get("splits"):  # train.data: node_cache
+        caches, out["decode_errors"] = node_caches(config)
+        config = {**config, "caches": caches}
     store = Store(config["store"], config["storage_options"])
     for spec in config["models"]:
         if spec["done"]:  # committed by an earlier attempt
@@ -128,7 +145,12 @@ def _fit_model(config: dict, spec: dict, device: str, resume: dict | None) -> di
     from citylens.train import fit, save_checkpoint
 
     bs, seed, name = config["batch_size"], spec["seed"], spec["name"]
-    data = {k: BlockBatches(refs, bs, seed) for k, refs in config["blocks"].items()}
+    if "caches" in config:
+        data = {
+            k: ShuffledBlocks(c.n_blocks, c.read, bs, seed) for k, c in config["caches"].items()
+        }
+    else:
+        data = {k: _object_store_batches(refs, bs, seed) for k, refs in config["blocks"].items()}
     every = config["checkpoint_every"]
 
     def batches(split: str, epoch: int | None = None):
@@ -160,6 +182,7 @@ def _fit_model(config: dict, spec: dict, device: str, resume: dict | None) -> di
         storage_options=config["storage_options"],
         on_state=on_state,
         resume=resume,
+        precision=config.get("precision", "fp32"),
     )
     out = {
         "val_acc": result.val_acc,
@@ -178,6 +201,7 @@ def _fit_model(config: dict, spec: dict, device: str, resume: dict | None) -> di
             "manifest": config["manifest"],
             "key": spec["key"],
             "settings": spec["settings"],
+            "precision": config.get("precision", "fp32"),
             "device": device,
         }
         store = Store(config["store"], config["storage_options"])

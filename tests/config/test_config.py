@@ -244,3 +244,10 @@ def test_annotations_are_one_file_a_list_or_none(tmp_path):
     assert both.analysis.annotations == (kim, lee)
     # a study written when the field was one optional file
     assert load_config(None, ["analysis.annotations=null"]).analysis.annotations == ()
+
+
+def test_train_precision_is_fp32_or_bf16():
+    assert load_config().train.precision == "fp32"
+    assert load_config(None, ["train.precision=bf16"]).train.precision == "bf16"
+    with pytest.raises(ConfigError, match="train.precision: must be fp32 or bf16"):
+        load_config(None, ["train.precision=fp16"])

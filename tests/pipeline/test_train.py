@@ -138,3 +138,56 @@ def test_ray_train_reports_stay_off_the_console_and_warnings_do_not():
         context.logger.removeHandler(handler)
         context.logger.setLevel(level)
         root.setLevel(root_level)
+
+
+@pytest.mark.slow
+def test_the_node_cache_trains_the_same_model_and_records_the_same_errors(
+    local_ray, three_cities, tiny, tmp_path
+):
+    """``train.data: node_cache`` decodes on the training node instead of into the
+    object store: the same blocks in the same order, so the same model, bit for bit."""
+    import shutil
+
+    import pyarrow.compute as pc
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(three_cities, corpus)
+    base = tiny.overrides(str(tmp_path / "a"), str(corpus)) + [
+        "models.archs=[simple]",
+        "models.seeds=[0]",
+        "train.input_size=96",
+    ]
+    run_study(load_config(None, base), ["ingest"], progress=lambda s: None)
+    store_a = Store(str(tmp_path / "a"))
+    manifest = store_a.read_table(f"{store_a.record('ingest')['folder']}/manifest.parquet")
+    train_rows = manifest.filter(pc.equal(manifest["split"], "train"))
+    broken = train_rows["uri"][0].as_py()  # unreadable since ingest probed it
+    with open(broken, "r+b") as f:
+        f.write(b"\0" * 64)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    lines: list[str] = []
+    run_study(load_config(None, base), ["train"], progress=lambda s: None)
+    cache_dir = tmp_path / "cache"
+    node = base[:]
+    node[0] = f"store={tmp_path / 'b'}"
+    node += ["train.data=node_cache", f"train.cache_dir={cache_dir}"]
+    run_study(load_config(None, node), ["train"], progress=lines.append)
+    assert any(f"decoded once on each training node into {cache_dir}" in s for s in lines)
+    assert sorted(p.name.split("-")[0] for p in cache_dir.iterdir() if p.is_dir()) == [
+        "test",
+        "train",
+        "val",
+    ]
+    got, meta = load_checkpoint(str(tmp_path / "b/models/simple-s0"))
+    want, want_meta = load_checkpoint(str(tmp_path / "a/models/simple-s0"))
+    assert meta["history"] == want_meta["history"]
+    for (k, a), b in zip(want.state_dict().items(), got.state_dict().values()):
+        assert torch.equal(a, b), k
+    store_b = Store(str(tmp_path / "b"))
+    errors = [
+        s.read_table(f"{s.record('train')['folder']}/errors/errors.parquet").to_pylist()
+        for s in (store_a, store_b)
+    ]
+    assert errors[0] == errors[1] and [e["uri"] for e in errors[0]] == [broken]
+    assert errors[0][0]["message"].startswith("train split: ")
+    assert store_b.record("train")["key"] == store_a.record("train")["key"]  # not in the key
