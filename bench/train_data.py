@@ -81,7 +81,13 @@ def _store_stats() -> dict:
 
     s = get_memory_info_reply(get_state_from_address(ray.get_runtime_context().gcs_address))
     st = s.store_stats
-    return {"spilled": st.spilled_bytes_total, "restored": st.restored_bytes_total}
+    return {
+        "spilled": st.spilled_bytes_total,
+        "restored": st.restored_bytes_total,
+        # in memory plus what Ray placed in disk-backed fallback files past its capacity
+        "held": st.object_store_bytes_used + st.object_store_bytes_fallback,
+        "fallback": st.object_store_bytes_fallback,
+    }
 
 
 def _epochs(batches: ShuffledBlocks, epochs: int, before_read=None) -> list[dict]:
@@ -120,12 +126,11 @@ def store_trial(refs: list, epochs: int, seed: int) -> list[dict]:
 @ray.remote(num_cpus=1, resources={"trainer": 1})
 def cache_trial(rows: pa.Table, size: int, root: str, epochs: int, seed: int) -> dict:
     """A trial reading its node's cache (``train.data: node_cache``), built if missing."""
+    from citylens.pipeline.trainer import _decoded_blocks
+
     t = time.perf_counter()
-
-    def blocks():
-        for i in range(0, rows.num_rows, ROWS):
-            yield decode_batch(rows.slice(i, ROWS), size, CITIES, {})
-
+    config = {"input_size": size, "cities": CITIES, "storage_options": {}}
+    blocks = lambda: _decoded_blocks(rows, config)  # noqa: E731  (the train stage's own)
     cache, built = open_or_build(root, f"train-{size}", blocks, rows.num_rows, size)
     opened = time.perf_counter() - t
     epochs_out = _epochs(ShuffledBlocks(cache.n_blocks, cache.read, 32, seed), epochs)
@@ -159,6 +164,7 @@ def run_store(rows: pa.Table, args) -> dict:
 
     cluster = _cluster(args.store_mb)
     try:
+        start = _store_stats()
         t = time.perf_counter()
         ds = cl.blocks(rows, ROWS).map_batches(
             decode_batch,
@@ -168,6 +174,7 @@ def run_store(rows: pa.Table, args) -> dict:
         )
         refs = ds.materialize().select_columns(["image", "label", "ok"]).to_numpy_refs()
         decode_s = time.perf_counter() - t
+        decoded = _store_stats()
         _worker(cluster, args.store_mb, args.trials)
         before = _store_stats()
         t = time.perf_counter()
@@ -185,6 +192,9 @@ def run_store(rows: pa.Table, args) -> dict:
         "epochs": [r for trial in results for r in trial],
         "spilled_mib": (after["spilled"] - before["spilled"]) / MIB / n,
         "restored_mib": (after["restored"] - before["restored"]) / MIB / n,
+        "decode_spilled_mib": (decoded["spilled"] - start["spilled"]) / MIB,
+        "held_mib": decoded["held"] / MIB,
+        "fallback_mib": decoded["fallback"] / MIB,
         "memory_s": memory,
     }
 
@@ -225,6 +235,9 @@ def run_node_cache(rows: pa.Table, args) -> dict:
         "epochs": [e for r in results for e in r["epochs"]],
         "spilled_mib": (after["spilled"] - before["spilled"]) / MIB / n,
         "restored_mib": (after["restored"] - before["restored"]) / MIB / n,
+        "decode_spilled_mib": 0.0,
+        "held_mib": after["held"] / MIB,
+        "fallback_mib": after["fallback"] / MIB,
         "rows_mib": rows.nbytes / MIB,
     }
 
@@ -273,6 +286,8 @@ def main() -> None:
                 f"{got['spilled_mib']:,.0f}",
                 f"{got['restored_mib']:,.0f}",
                 f"{max(e['anon_mib'] for e in ep):,.0f}",
+                f"{got['held_mib']:,.0f} ({got['fallback_mib']:,.0f} on disk)",
+                f"{got['decode_spilled_mib']:,.0f}",
             ]
         )
     print_table(
@@ -285,6 +300,8 @@ def main() -> None:
             "MiB spilled / trial-epoch",
             "MiB restored / trial-epoch",
             "trial anon MiB (peak)",
+            "object stores hold MiB",
+            "MiB spilled while decoding",
         ],
         table,
     )

@@ -148,8 +148,10 @@ class TrainConfig(TrainSettings):
             split once into blocks in Ray's object store and every trial reads them
             from there every epoch. ``node_cache``: each node that trains decodes each
             split once into ``cache_dir`` on its own disk and its trials read it there;
-            nothing crosses the network per epoch. The same blocks in the same seeded
-            order either way: the same models, bit for bit.
+            nothing crosses the network per epoch. ``auto`` (default): ``node_cache``
+            on a cluster with GPUs (``run.gpus`` or its own) or several nodes, else
+            ``store``. The same blocks in the same seeded order either way: the same
+            models, bit for bit.
         cache_dir: Where ``node_cache`` keeps the decoded splits on each node
             (``S × S × 3`` bytes an image: ~150 KB at 224 px); caches unused for a
             week are removed as new ones are built.
@@ -161,7 +163,7 @@ class TrainConfig(TrainSettings):
     max_failures: int = 3
     retrain: str = "always"
     precision: str = "fp32"
-    data: str = "store"
+    data: str = "auto"
     cache_dir: str = "/tmp/citylens-train-cache"
 
     def epochs_for(self, arch: str) -> int:

@@ -195,9 +195,9 @@ def _check_train(cfg: StudyConfig) -> None:
     )
     _require(t.max_failures >= 0, "train.max_failures", f"must be ≥ 0, got {t.max_failures}")
     _require(
-        t.data in ("store", "node_cache"),
+        t.data in ("auto", "store", "node_cache"),
         "train.data",
-        f"must be store or node_cache, got {t.data!r}",
+        f"must be auto, store or node_cache, got {t.data!r}",
     )
     _require(bool(t.cache_dir), "train.cache_dir", "must name a folder")
     _require(

@@ -15,6 +15,7 @@ sees half a cache, and two trials on one node build it once (a file lock).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -45,6 +46,7 @@ class BlockCache:
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         meta = json.loads((self.folder / _META).read_text())
+        self.meta = meta
         if meta.get("format") != FORMAT:
             raise ValueError(f"{self.folder}: cache format {meta.get('format')}, not {FORMAT}")
         self.bounds = np.asarray(meta["bounds"], np.int64)
@@ -67,8 +69,43 @@ class BlockCache:
         return out
 
 
+def _reserve(path: Path, nbytes: int) -> None:
+    """Claim the file's blocks on disk now.
+
+    A full disk is then an OSError here, not a SIGBUS (the process killed) later, when a
+    write to the memory map finds no block.
+    """
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without it
+            return
+        raise
+    finally:
+        os.close(fd)
+
+
+def _check_space(root: Path, rows: int, size: int) -> int:
+    """Bytes of a cache of ``rows`` images; OSError ``ENOSPC`` if ``root`` cannot hold it."""
+    need = rows * 3 * size * size
+    free = shutil.disk_usage(root).free
+    if free < need * 1.02 + 2**20:
+        raise OSError(
+            errno.ENOSPC,
+            f"{root} has {free / 2**30:.1f} GiB free; the decoded split needs "
+            f"{need / 2**30:.1f} GiB (set train.cache_dir to a larger disk, or "
+            "train.data=store)",
+        )
+    return need
+
+
 def build_block_cache(
-    folder: str | os.PathLike, blocks: Iterable[dict], rows: int, size: int
+    folder: str | os.PathLike,
+    blocks: Iterable[dict],
+    rows: int,
+    size: int,
+    extra: dict | None = None,
 ) -> BlockCache:
     """Write decoded blocks, in order, into a new cache folder.
 
@@ -79,20 +116,25 @@ def build_block_cache(
             ``error_kind``, ``error_message``), in the split's order.
         rows: Total rows of all blocks.
         size: Image side ``S``.
+        extra: More fields for the cache's ``meta.json`` (``BlockCache.meta``).
 
     Returns:
         The cache, opened.
 
     Raises:
         ValueError: the blocks hold another number of rows than ``rows``.
+        OSError: ``ENOSPC``, naming the folder and the sizes, when its disk cannot hold
+            the cache (checked before anything is decoded).
     """
     folder = Path(folder)
+    need = _check_space(folder.parent, rows, size)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
     tmp.mkdir(parents=True)
     try:
         images = np.lib.format.open_memmap(
             tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(rows, 3, size, size)
         )
+        _reserve(tmp / "images.npy", images.offset + need)
         labels = np.zeros(rows, np.int64)
         ok = np.zeros(rows, bool)
         bounds, errors, at = [0], [], 0
@@ -116,6 +158,7 @@ def build_block_cache(
         np.save(tmp / "labels.npy", labels)
         np.save(tmp / "ok.npy", ok)
         meta = {"format": FORMAT, "rows": rows, "size": size, "bounds": bounds, "errors": errors}
+        meta |= extra or {}
         (tmp / _META).write_text(json.dumps(meta))
         os.replace(tmp, folder)
     except BaseException:
@@ -124,17 +167,28 @@ def build_block_cache(
     return BlockCache(folder)
 
 
+def _leftovers(root: Path, key: str) -> list[Path]:
+    """Folders of ``key`` that are not a complete cache: dead builds, cut prunes."""
+    out = [p for p in root.glob(f"{key}.tmp-*") if p.is_dir()]
+    if (root / key).is_dir() and not (root / key / _META).exists():
+        out.append(root / key)
+    return out
+
+
 def open_or_build(
     root: str | os.PathLike,
     key: str,
     blocks: Callable[[], Iterable[dict]],
     rows: int,
     size: int,
+    reusable: Callable[[dict], bool] | None = None,
+    extra: dict | None = None,
 ) -> tuple[BlockCache, bool]:
     """The cache ``key`` under ``root``, built first if this node has none.
 
     Trials on one node wait for each other (a lock file): the first builds, the others
-    open what it built.
+    open what it built. Under the lock no one else builds ``key``, so what a build that
+    died left behind is removed first.
 
     Args:
         root: The node's cache folder (``train.cache_dir``).
@@ -142,6 +196,9 @@ def open_or_build(
         blocks: Makes the decoded blocks, called only to build.
         rows: Total rows.
         size: Image side.
+        reusable: ``reusable(meta) -> bool``: may an existing cache be used (default:
+            always)? One that may not is built again.
+        extra: More ``meta.json`` fields of a cache built here.
 
     Returns:
         ``(cache, built here)``.
@@ -153,9 +210,16 @@ def open_or_build(
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if (folder / _META).exists():
-                os.utime(folder / _META)  # in use: pruning keeps it
-                return BlockCache(folder), False
-            return build_block_cache(folder, blocks(), rows, size), True
+                cache = BlockCache(folder)
+                if reusable is None or reusable(cache.meta):
+                    os.utime(folder / _META)  # in use: pruning keeps it
+                    return cache, False
+                del cache
+                shutil.rmtree(folder)
+            for left in _leftovers(root, key):
+                shutil.rmtree(left, ignore_errors=True)
+            _check_space(root, rows, size)  # before anything is decoded
+            return build_block_cache(folder, blocks(), rows, size, extra), True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -164,26 +228,35 @@ def prune(root: str | os.PathLike, keep: set[str], older_than_s: float) -> list[
     """Remove caches under ``root`` not in ``keep`` and unused for ``older_than_s``.
 
     A cache's ``meta.json`` is touched each time a trial opens it; one that no study has
-    opened for that long (and whose lock no one holds) goes, with leftovers of builds
-    that died. Returns the names removed.
+    opened for that long goes, and so do leftovers of builds that died, whatever their
+    age; nothing whose lock someone holds is touched. Returns the names removed.
     """
-    root, gone, now = Path(root), [], time.time()
+    root, gone = Path(root), []
     if not root.is_dir():
         return gone
-    for entry in root.iterdir():
-        if not entry.is_dir() or entry.name in keep:
-            continue
-        meta = entry / _META
-        stamp = meta.stat().st_mtime if meta.exists() else entry.stat().st_mtime
-        if now - stamp < older_than_s:
-            continue
+    for entry in sorted(root.iterdir()):
         name = entry.name.split(".tmp-")[0]
+        if not entry.is_dir() or name in keep:
+            continue
         with open(root / f"{name}.lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # being built or opened now
-            shutil.rmtree(entry, ignore_errors=True)
-            fcntl.flock(lock, fcntl.LOCK_UN)
-        gone.append(entry.name)
+            try:
+                meta = entry / _META
+                complete = ".tmp-" not in entry.name and meta.exists()
+                # a leftover goes whatever its age: no one builds it (its lock is free)
+                if complete and time.time() - meta.stat().st_mtime < older_than_s:
+                    continue
+                # renamed first: a cut removal leaves a leftover, never a broken cache
+                doomed = (
+                    entry
+                    if not complete
+                    else entry.rename(entry.with_name(f"{name}.tmp-prune-{time.monotonic_ns()}"))
+                )
+                shutil.rmtree(doomed, ignore_errors=True)
+                gone.append(entry.name)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
     return gone

@@ -266,6 +266,11 @@ def total_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def alive_nodes() -> int:
+    """Nodes of the cluster alive now."""
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
 def node_cpus() -> int:
     """CPUs of the largest alive node: a single trial's CPUs must fit on one node."""
     per_node = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]

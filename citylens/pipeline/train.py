@@ -42,7 +42,9 @@ from citylens.pipeline.trainer import ROWS_PER_BLOCK, fit_run
 from citylens.storage import digest
 from citylens.tables import error_row, errors_table, model_name
 
-__all__ = ["ModelPlan", "plan_runs", "run_name", "run_train"]
+__all__ = ["ModelPlan", "data_path", "plan_runs", "run_name", "run_train"]
+
+SPLITS = ("train", "val", "test")
 
 # Rough relative cost of a training step at equal size; × epochs, a model's expected
 # cost, by which models are split across runs (the costliest start first).
@@ -128,19 +130,26 @@ def _decoded(manifest: pa.Table, split: str, size: int, cities, opts) -> ray.dat
 
 
 @contextlib.contextmanager
-def _block_order_kept():
-    """Ray Data keeps block order inside.
+def _blocks_kept(size: int):
+    """Ray Data keeps block order, and blocks of 64 rows whole, inside.
 
     The seeded shuffle of training draws blocks by position, so their order must not
     depend on which task finished first (a re-run, or one resumed from a checkpoint,
-    would train differently).
+    would train differently); and their rows must be the 64 a node cache's block holds
+    (Ray Data splits an output block larger than its target, ~128 MiB: 64 images of
+    1024 px), or the two data paths would train different models.
     """
-    options = ray.data.DataContext.get_current().execution_options
-    before, options.preserve_order = options.preserve_order, True
+    ctx = ray.data.DataContext.get_current()
+    options = ctx.execution_options
+    before = options.preserve_order, ctx.target_max_block_size
+    options.preserve_order = True
+    block = 2 * ROWS_PER_BLOCK * 3 * size * size
+    if ctx.target_max_block_size is not None:
+        ctx.target_max_block_size = max(ctx.target_max_block_size, block)
     try:
         yield
     finally:
-        options.preserve_order = before
+        options.preserve_order, ctx.target_max_block_size = before
 
 
 def _errors_of(ds: ray.data.Dataset, split: str) -> list[dict]:
@@ -218,16 +227,39 @@ def _decode_splits(ctx: Context, cities: list[str]) -> tuple[dict, list[dict], i
     size = ctx.cfg.train.input_size
     ctx.progress(f"train: decoding {manifest.num_rows} images at {size} px")
     opts = ctx.cfg.run.storage_options
-    with _block_order_kept():
-        decoded = {s: _decoded(manifest, s, size, cities, opts) for s in ("train", "val", "test")}
+    with _blocks_kept(size):
+        decoded = {s: _decoded(manifest, s, size, cities, opts) for s in SPLITS}
         # Blocks made here, while CPUs are free: trials that hold every CPU must not
         # need a Ray Data task to read their input (that deadlocks on a small cluster).
         blocks = {
             s: ds.select_columns(["image", "label", "ok"]).to_numpy_refs()
             for s, ds in decoded.items()
         }
-    errors = [e for split, ds in decoded.items() for e in _errors_of(ds, split)]
+    errors = [
+        e
+        for split, ds in decoded.items()
+        for e in sorted(_errors_of(ds, split), key=lambda e: e["image_id"])
+    ]
     return blocks, errors, manifest.num_rows
+
+
+def _decoders() -> list[str]:
+    """The versions of what decodes and resizes images (a new one may round otherwise)."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("torch", "torchvision", "pillow")]
+
+
+def data_path(setting: str, gpus: int, nodes: int) -> str:
+    """The data path ``train.data`` asks for (``auto``: by the cluster).
+
+    ``auto`` takes ``node_cache`` on a cluster that trains elsewhere than where the
+    driver decodes — GPUs (``run.gpus`` or the cluster's) or more than one node — and
+    ``store`` on a single CPU machine, where both paths read the same local memory.
+    """
+    if setting != "auto":
+        return setting
+    return "node_cache" if gpus > 0 or nodes > 1 else "store"
 
 
 def _node_cache_splits(ctx: Context, cities: list[str]) -> tuple[dict, int]:
@@ -243,12 +275,12 @@ def _node_cache_splits(ctx: Context, cities: list[str]) -> tuple[dict, int]:
         f"node into {ctx.cfg.train.cache_dir}"
     )
     splits = {}
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         rows = manifest.filter(pc.equal(manifest["split"], split))
         rows = rows.select(["image_id", "uri", "city"])
         key = digest(
-            [FORMAT, ROWS_PER_BLOCK, size, cities, rows["image_id"].to_pylist()]
-            + [rows["city"].to_pylist()]
+            [FORMAT, ROWS_PER_BLOCK, size, cities, _decoders()]
+            + [rows[c].to_pylist() for c in ("image_id", "uri", "city")]
         )
         splits[split] = {"rows": rows, "key": f"{split}-{size}px-{key[:24]}"}
     return splits, manifest.num_rows
@@ -266,13 +298,16 @@ def _wait_for(ctx: Context, pending: dict, todo: set[str], attempt: str) -> list
     """
     unreported = sorted(todo)
     decode_errors: dict[tuple, dict] = {}
+    seen_by_run: list[frozenset] = []
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
             for ref in done:
                 got = ray.get(ref) or {}  # a failed run raises here
-                for e in got.get("decode_errors", []):
-                    decode_errors[(e["split"], e["image_id"])] = e
+                if "decode_errors" in got:
+                    failed = {(e["split"], e["image_id"]): e for e in got["decode_errors"]}
+                    decode_errors |= failed
+                    seen_by_run.append(frozenset(failed))
                 # its models are committed: their training-state checkpoints are spent
                 ctx.store.rm(f"ray-train/{pending.pop(ref)}")
             # runs commit their models one by one: report each as it lands
@@ -289,16 +324,41 @@ def _wait_for(ctx: Context, pending: dict, todo: set[str], attempt: str) -> list
         raise
     if unreported:
         raise RuntimeError(f"train: runs ended without committing {unreported}")
+    if len(set(seen_by_run)) > 1:
+        _forget_models(ctx, todo, attempt)
+        differ = sorted(
+            set.union(*map(set, seen_by_run)) - set.intersection(*map(set, seen_by_run))
+        )
+        raise RuntimeError(
+            f"train: the training nodes could not read the same images ({len(differ)} "
+            f"differ, e.g. {decode_errors[differ[0]]['uri']}: "
+            f"{decode_errors[differ[0]]['error_message']}); their models would not be "
+            "comparable, so none of this run's is kept. Run again (a storage error on some "
+            "nodes only), or train.data=store to read them once on the driver."
+        )
     return [
         error_row(
             "train",
             e["error_kind"],
-            f"{e['split']} split: {e['error_message']}",
+            f"{split} split: {e['error_message']}",
             e["image_id"],
             e["uri"],
         )
-        for _, e in sorted(decode_errors.items())
+        for (split, _), e in sorted(decode_errors.items(), key=_split_then_id)
     ]
+
+
+def _split_then_id(item) -> tuple[int, str]:
+    (split, image_id), _ = item
+    return SPLITS.index(split), image_id
+
+
+def _forget_models(ctx: Context, names: set[str], attempt: str) -> None:
+    """Un-commit the models a run of ``attempt`` committed, so the next run fits them."""
+    for n in sorted(names):
+        rec = ctx.store.record(f"train/{n}")
+        if rec is not None and rec.get("attempt") == attempt:
+            ctx.store.rm(f"stages/train/{n}.json")
 
 
 def _fit(
@@ -306,13 +366,13 @@ def _fit(
 ) -> tuple[list[dict], int]:
     """Fit the models in ``todo`` on Ray; returns (decode error rows, images decoded)."""
     cfg, t = ctx.cfg, ctx.cfg.train
-    if t.data == "node_cache":
+    n_gpu = cluster.gpus(cfg)
+    if data_path(t.data, n_gpu, cluster.alive_nodes()) == "node_cache":
         splits, decoded = _node_cache_splits(ctx, cities)
         blocks, errors = {}, []
     else:
         blocks, errors, decoded = _decode_splits(ctx, cities)
         splits = None
-    n_gpu = cluster.gpus(cfg)
     use_gpu = n_gpu > 0
     # The split into runs is made over all the stage's models, so it (and each run's
     # name) is the same when a re-run after a crash has only some left to fit.

@@ -10,8 +10,11 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import tempfile
+import time
 
+import numpy as np
 import pyarrow as pa
 import ray
 import torch
@@ -27,6 +30,7 @@ __all__ = ["ROWS_PER_BLOCK", "fit_run", "node_caches"]
 
 ROWS_PER_BLOCK = 64  # images per decoded block, in either data path
 CACHE_KEPT_S = 7 * 86400  # a node's caches no study opened for this long are removed
+READ_RETRIES = (1.0, 4.0)  # seconds before each new read of a file a node could not read
 
 
 def _object_store_batches(refs: list, batch_size: int, seed: int) -> ShuffledBlocks:
@@ -34,17 +38,36 @@ def _object_store_batches(refs: list, batch_size: int, seed: int) -> ShuffledBlo
     return ShuffledBlocks(len(refs), lambda js: ray.get([refs[j] for j in js]), batch_size, seed)
 
 
-def _decoded_blocks(rows: pa.Table, config: dict):
-    """The split's blocks of 64 rows decoded in order, ``threads`` blocks at a time."""
-    from concurrent.futures import ThreadPoolExecutor
+def _decode_retrying(rows: pa.Table, config: dict, waits=READ_RETRIES) -> dict:
+    """One block decoded; rows whose file could not be *read* are read again.
 
+    A file that cannot be decoded fails the same way on every node, but a read can fail
+    for a moment (a storage timeout, throttling): each node decodes for itself, so such
+    rows are retried after each of ``waits`` seconds before they count as unreadable.
+    """
     from citylens.pipeline.decode import decode_batch
 
     size, cities, opts = config["input_size"], config["cities"], config["storage_options"]
+    block = decode_batch(rows, size, cities, opts)
+    for wait in waits:
+        again = np.flatnonzero(~block["ok"] & (block["error_kind"] == "unreadable"))
+        if not len(again):
+            break
+        time.sleep(wait)
+        redo = decode_batch(rows.take(pa.array(again)), size, cities, opts)
+        for column, values in redo.items():
+            block[column][again] = values
+    return block
+
+
+def _decoded_blocks(rows: pa.Table, config: dict):
+    """The split's blocks of 64 rows decoded in order, on every CPU the node gives us."""
+    from concurrent.futures import ThreadPoolExecutor
+
     starts = range(0, rows.num_rows, ROWS_PER_BLOCK)
-    with ThreadPoolExecutor(max(1, config["threads"])) as pool:
+    with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)))) as pool:
         yield from pool.map(
-            lambda i: decode_batch(rows.slice(i, ROWS_PER_BLOCK), size, cities, opts), starts
+            lambda i: _decode_retrying(rows.slice(i, ROWS_PER_BLOCK), config), starts
         )
 
 
@@ -55,6 +78,15 @@ def node_caches(config: dict) -> tuple[dict[str, BlockCache], list[dict]]:
         ``(split -> cache, the decode errors of every split)``.
     """
     caches, errors = {}, []
+    attempt = config["attempt"]
+
+    def reusable(meta: dict) -> bool:
+        # rows unreadable when it was built may be readable now: a cache that has any is
+        # used only within the stage run that built it, so every trial of that run
+        # reads the same rows, and the next run reads them again
+        unreadable = any(e["error_kind"] == "unreadable" for e in meta["errors"])
+        return not unreadable or meta.get("attempt") == attempt
+
     for split, spec in config["splits"].items():
         cache, built = open_or_build(
             config["cache_dir"],
@@ -62,6 +94,8 @@ def node_caches(config: dict) -> tuple[dict[str, BlockCache], list[dict]]:
             lambda spec=spec: _decoded_blocks(spec["rows"], config),
             spec["rows"].num_rows,
             config["input_size"],
+            reusable=reusable,
+            extra={"attempt": attempt},
         )
         if built:
             logging.getLogger(__name__).warning(

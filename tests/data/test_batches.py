@@ -112,3 +112,77 @@ def test_trials_on_one_node_build_once(tmp_path):
     assert prune(tmp_path, keep={"key1"}, older_than_s=0) == ["old"]
     assert (tmp_path / "key1" / "meta.json").exists() and not (tmp_path / "old").exists()
     assert prune(tmp_path, keep=set(), older_than_s=3600) == []  # used just now
+
+
+def test_a_disk_too_small_is_refused_before_anything_is_decoded(tmp_path):
+    import errno
+
+    def never():
+        raise AssertionError("decoded although the disk cannot hold the cache")
+
+    with pytest.raises(OSError, match="GiB free; the decoded split needs") as err:
+        open_or_build(tmp_path, "huge", never, rows=10**9, size=224)
+    assert err.value.errno == errno.ENOSPC
+    assert [p.name for p in tmp_path.iterdir()] == ["huge.lock"]
+
+
+def test_what_a_dead_build_or_a_cut_prune_left_is_cleared(tmp_path):
+    blocks, _, _ = _blocks()
+    (tmp_path / "k.tmp-123-456").mkdir()  # a build killed half way
+    (tmp_path / "k.tmp-123-456" / "images.npy").write_bytes(b"x" * 100)
+    (tmp_path / "k").mkdir()  # a prune cut after meta.json went
+    (tmp_path / "k" / "images.npy").write_bytes(b"x")
+    cache, built = open_or_build(tmp_path, "k", lambda: iter(blocks), 150, 4)
+    assert built and cache.n_blocks == len(blocks)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k", "k.lock"]
+    # a leftover of another key goes whatever its age; a complete, recent cache stays
+    (tmp_path / "j.tmp-9-9").mkdir()
+    assert prune(tmp_path, keep=set(), older_than_s=3600) == ["j.tmp-9-9"]
+    assert (tmp_path / "k" / "meta.json").exists()
+
+
+def test_a_cache_that_may_not_be_reused_is_built_again(tmp_path):
+    blocks, _, _ = _blocks()
+    first, built = open_or_build(tmp_path, "k", lambda: iter(blocks), 150, 4, extra={"run": 1})
+    assert built and first.meta["run"] == 1
+    same, built = open_or_build(
+        tmp_path, "k", lambda: iter(blocks), 150, 4, reusable=lambda m: m["run"] == 1
+    )
+    assert not built
+    again, built = open_or_build(
+        tmp_path,
+        "k",
+        lambda: iter(blocks),
+        150,
+        4,
+        reusable=lambda m: m["run"] == 2,
+        extra={"run": 2},
+    )
+    assert built and again.meta["run"] == 2
+
+
+def test_a_file_that_could_not_be_read_for_a_moment_is_read_again(tmp_path, small_corpus):
+    import shutil
+    import threading
+
+    import pyarrow as pa
+
+    from citylens.pipeline.trainer import _decode_retrying
+
+    src = sorted((small_corpus / "towerville").glob("*.jpg"))[0]
+    late = tmp_path / "late.jpg"  # appears only after the first read failed
+    rows = pa.table(
+        {"image_id": ["a", "b"], "uri": [str(src), str(late)], "city": ["towerville"] * 2}
+    )
+    config = {"input_size": 32, "cities": ["towerville"], "storage_options": {}}
+    timer = threading.Timer(0.3, lambda: shutil.copy(src, late))
+    timer.start()
+    block = _decode_retrying(rows, config, waits=(1.0,))
+    timer.join()
+    assert block["ok"].tolist() == [True, True]
+    np.testing.assert_array_equal(block["image"][0], block["image"][1])
+    gone = pa.table(
+        {"image_id": ["c"], "uri": [str(tmp_path / "never.jpg")], "city": ["towerville"]}
+    )
+    block = _decode_retrying(gone, config, waits=(0.0, 0.0))
+    assert block["ok"].tolist() == [False] and block["error_kind"][0] == "unreadable"

@@ -191,3 +191,13 @@ def test_the_node_cache_trains_the_same_model_and_records_the_same_errors(
     assert errors[0] == errors[1] and [e["uri"] for e in errors[0]] == [broken]
     assert errors[0][0]["message"].startswith("train split: ")
     assert store_b.record("train")["key"] == store_a.record("train")["key"]  # not in the key
+
+
+def test_auto_reads_from_the_nodes_where_training_is_elsewhere():
+    from citylens.pipeline.train import data_path
+
+    assert data_path("auto", gpus=0, nodes=1) == "store"  # one CPU machine
+    assert data_path("auto", gpus=8, nodes=1) == "node_cache"  # GPU workers to come
+    assert data_path("auto", gpus=0, nodes=3) == "node_cache"
+    assert data_path("store", gpus=8, nodes=3) == "store"  # asked for
+    assert data_path("node_cache", gpus=0, nodes=1) == "node_cache"
