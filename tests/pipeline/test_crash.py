@@ -159,10 +159,15 @@ def test_killed_training_resumes_from_its_last_checkpoint(training, tiny):
 def test_a_lost_training_worker_restarts_inside_the_run_from_its_checkpoint(training, tiny):
     """``train.max_failures``: the worker process dies (a spot node, an OOM kill), not the
     driver: the same run restarts it, it resumes from the last checkpoint, and the study
-    finishes on its own with the model an uninterrupted run trains."""
+    finishes on its own with the model an uninterrupted run trains. Here the trial reads
+    its node's cache (``train.data: node_cache``), which the restarted worker opens again,
+    and the uninterrupted model read the object store: the same model either way."""
     corpus, whole = training
     lost, log = corpus.parent / "lost", corpus.parent / "lost.log"
-    proc = _start(_train_cli(lost, corpus, tiny), log)
+    cmd = _train_cli(lost, corpus, tiny)
+    at = cmd.index("--stages")  # overrides go before the options
+    cache = ["train.data=node_cache", f"train.cache_dir={corpus.parent / 'cache'}"]
+    proc = _start([*cmd[:at], *cache, *cmd[at:]], log)
 
     def kill_worker() -> bool:
         pids = tiny.pids_of("RayTrainWorker")
@@ -174,6 +179,7 @@ def test_a_lost_training_worker_restarts_inside_the_run_from_its_checkpoint(trai
     assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
     out = log.read_text()
     assert "resumed after epoch" in out, out[-3000:]
+    assert "decoded once on each training node" in out, out[-3000:]
     _same_model_as_uninterrupted(lost, whole)
 
 
