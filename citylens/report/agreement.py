@@ -126,6 +126,8 @@ def draw_agreement(out, t, colors: dict) -> None:
     agreement, kappa, annotated = t.agreement, t.annotators, t.annotated
     if agreement is None or not len(agreement):
         return
+    if "annotator" not in agreement:  # a table analyze wrote before annotators were kept
+        agreement = agreement.assign(annotator="annotations", unclear=0)
     out.page.h2("Agreement with annotations", "agreement")
     pooled = agreement[agreement.annotator == "all"]
     curves = pooled if len(pooled) else agreement

@@ -109,3 +109,26 @@ def test_no_annotations_no_section():
     out = _Output("t")
     draw_agreement(out, T, {})
     assert out.files == {} and "agreement" not in out.page.render()
+
+
+def test_an_agreement_table_from_before_annotators_still_draws():
+    old = pd.DataFrame(
+        {
+            "model": "m",
+            "city": ["c", "all"],
+            "theta": 0.6,
+            "threshold": 1.0,
+            "n": 3,
+            "empty": 0,
+            "strict": 0.5,
+            "lenient": 0.7,
+        }
+    )
+
+    class T:
+        agreement, annotators, annotated, embeddings = old, None, None, None
+        names = ("other",)
+
+    out = _Output("t")
+    draw_agreement(out, T, {"c": (0.1, 0.2, 0.3, 1.0)})
+    assert "agreement.png" in out.files and "Annotations by 1 annotator(s)" in out.page.render()
