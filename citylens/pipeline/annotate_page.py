@@ -105,7 +105,7 @@ def annotation_page(
     """
     if n < 1:
         raise ValueError(f"--n: must be ≥ 1, got {n}")
-    known = {theta_key(t): t for t in cfg.explain.thetas}
+    known = {theta_key(t) for t in cfg.explain.thetas}
     thetas = tuple(thetas or cfg.explain.thetas)
     if bad := [t for t in thetas if theta_key(t) not in known]:
         raise ValueError(

@@ -21,6 +21,12 @@ __all__ = ["annotated_points", "draw_agreement", "tsne_by_annotation"]
 _MODELS_SHOWN = 4  # models in the t-SNE by annotation (the ones with most annotations)
 
 
+def _d_cam(emb: pd.DataFrame) -> pd.DataFrame:
+    """The D_cam embeddings at the first PCA setting by name (the report's first t-SNE)."""
+    d = emb[emb.descriptor == "d_cam"]
+    return d[d.pca == sorted(d.pca.unique())[0]]
+
+
 def annotated_points(annotated: pd.DataFrame, emb: pd.DataFrame) -> pd.DataFrame:
     """One point per annotated (model, image): its t-SNE position and both labels.
 
@@ -39,8 +45,7 @@ def annotated_points(annotated: pd.DataFrame, emb: pd.DataFrame) -> pd.DataFrame
     cols = ["model", "image_id", "x", "y", "human", "segmenter", "annotators"]
     if annotated is None or emb is None or not len(annotated) or not len(emb):
         return pd.DataFrame(columns=cols)
-    e = emb[emb.descriptor == "d_cam"]
-    e = e[e.pca == sorted(e.pca.unique())[0]][["model", "image_id", "x", "y"]]
+    e = _d_cam(emb)[["model", "image_id", "x", "y"]]
     a = annotated.sort_values(["theta", "annotator"])
     a = a[a.theta == a.groupby(["model", "image_id"]).theta.transform("min")]
     votes = a.groupby(["model", "image_id", "label1"], sort=False).annotator.agg(["count", "first"])
@@ -77,8 +82,7 @@ def tsne_by_annotation(
         layout="constrained",
         squeeze=False,
     )
-    background = emb[emb.descriptor == "d_cam"]
-    background = background[background.pca == sorted(background.pca.unique())[0]]
+    background = _d_cam(emb)
     for row, model in zip(axes, models):
         p = points[points.model == model]
         bg = background[background.model == model]
